@@ -1,0 +1,96 @@
+"""The dense baseline: trained once per (model, data, training config, seed), cached on disk.
+
+Every trial of a sweep starts from the same cached weights instead of retraining. Entries are
+safetensors files (no pickle, nothing executable on load) written atomically, so parallel workers
+never read a half-written file; an unreadable entry is retrained, not crashed on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from compression.data import DataConfig, Splits
+from compression.models import ModelConfig, build_model
+from compression.training import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when model definitions or training change in a way keys cannot see
+
+
+@dataclass
+class Baseline:
+    model: nn.Module
+    path: Path
+    cache_hit: bool
+    train_seconds: float  # 0 on a cache hit
+
+
+def cache_key(model: ModelConfig, data: DataConfig, train_cfg: TrainConfig, seed: int) -> str:
+    data_part = {k: val for k, val in asdict(data).items()}
+    payload = {
+        "version": CACHE_VERSION,
+        "model": model.to_dict(),
+        "data": data_part,
+        "train": asdict(train_cfg),
+        "seed": seed,
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def _try_load(path: Path, model: nn.Module) -> bool:
+    if not path.exists():
+        return False
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+        return True
+    except Exception as e:  # truncated file, wrong shapes, foreign file: retrain instead
+        log.warning("baseline cache entry %s is unreadable (%s); retraining", path.name, e)
+        path.unlink(missing_ok=True)
+        return False
+
+
+def _save_atomic(path: Path, model: nn.Module, meta: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    state = {k: t.detach().contiguous() for k, t in model.state_dict().items()}
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the whole new one
+
+
+def get_baseline(
+    model_cfg: ModelConfig,
+    data_cfg: DataConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    data: Splits,
+    cache_dir: Path,
+) -> Baseline:
+    """Return the trained dense baseline, from the cache when possible."""
+    key = cache_key(model_cfg, data_cfg, train_cfg, seed)
+    path = cache_dir / f"{model_cfg.name}-{data_cfg.name}-{key}.safetensors"
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, data.spec)
+    if _try_load(path, model):
+        log.info("baseline cache hit: %s (no training)", path)
+        model.eval()
+        return Baseline(model, path, True, 0.0)
+    log.info("baseline cache miss: training %s on %s for %d epochs", model_cfg.name,
+             data_cfg.name, train_cfg.epochs)
+    t0 = time.perf_counter()
+    train(model, data, train_cfg, seed=seed, desc="baseline")
+    seconds = time.perf_counter() - t0
+    _save_atomic(path, model, {"key": key, "train_seconds": f"{seconds:.3f}"})
+    log.info("baseline trained in %.1fs, cached at %s", seconds, path)
+    return Baseline(model, path, False, seconds)

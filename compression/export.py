@@ -1,0 +1,213 @@
+"""The deployable artifact: a safetensors file whose header records how to rebuild the model.
+
+Why safetensors: it loads without pickle, and its byte count is honest - header plus raw tensor
+bytes. Tensors are stored in the smallest of these encodings, chosen per tensor:
+
+- `dense`: the tensor as is (fp32, fp16, int8, ...);
+- `bitmask`: a packed bitmap of nonzero positions (1 bit per element) plus the nonzero values,
+  used when it is smaller than dense (any sparsity above 1/(8*itemsize)).
+
+Quantized tensors are stored as their integer representation (1 byte per int8 element) with
+their scales and zero points, so an int8 model costs int8 bytes and a pruned int8 model gets both
+savings at once. The header's `compression` entry holds the model config, input spec,
+quantization config and each entry's encoding; `load_artifact` rebuilds the module structure from
+that and loads the tensors into it, so what is evaluated is what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from compression.data import DataSpec
+from compression.models import ModelConfig, build_model
+from compression.quantization import QUANTIZERS, QuantizationConfig
+
+FORMAT = "compression-artifact/1"
+META_KEY = "compression"
+MIN_SPARSE_NUMEL = 64  # below this the bitmask's bookkeeping is not worth it
+
+# Structural transforms (channel removal, low-rank factorization, ...) recorded in the header as
+# {"kind": name, ...}; each rebuilds the changed module structure before weights are loaded.
+TRANSFORMS: dict[str, Callable[[nn.Module, dict[str, Any]], nn.Module]] = {}
+
+
+# ---------------------------------------------------------------------------- flattening
+def flat_state(model: nn.Module) -> dict[str, Any]:
+    """state_dict with tuples (quantized packed params) expanded to `key#i` entries."""
+    flat: dict[str, Any] = {}
+    for key, value in model.state_dict().items():
+        if isinstance(value, tuple):
+            flat[key] = ("tuple", len(value))
+            for i, item in enumerate(value):
+                flat[f"{key}#{i}"] = item
+        else:
+            flat[key] = value
+    return flat
+
+
+def state_bytes(model: nn.Module) -> int:
+    """In-memory bytes of parameters and buffers, quantized weights at their integer width."""
+    total = 0
+    for value in flat_state(model).values():
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+    return total
+
+
+# ---------------------------------------------------------------------------- encodings
+def _encode_plain(key: str, t: torch.Tensor, sparse: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+    t = t.detach().contiguous().cpu()
+    n, item = t.numel(), t.element_size()
+    nz = t.flatten() != 0
+    nnz = int(nz.sum())
+    sparse_bytes = -(-n // 8) + nnz * item
+    if sparse and n >= MIN_SPARSE_NUMEL and sparse_bytes < n * item:
+        bits = torch.from_numpy(np.packbits(nz.numpy()))
+        return (
+            {"enc": "bitmask", "shape": list(t.shape)},
+            {f"{key}::bits": bits, f"{key}::values": t.flatten()[nz].clone()},
+        )
+    return {"enc": "dense"}, {key: t}
+
+
+def _decode_plain(key: str, info: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    if info["enc"] == "dense":
+        return tensors[key]
+    shape = info["shape"]
+    n = int(np.prod(shape)) if shape else 1
+    nz = torch.from_numpy(np.unpackbits(tensors[f"{key}::bits"].numpy(), count=n).astype(bool))
+    values = tensors[f"{key}::values"]
+    out = torch.zeros(n, dtype=values.dtype)
+    out[nz] = values
+    return out.view(shape)
+
+
+def _encode_entry(key: str, value: Any, sparse: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+    if isinstance(value, tuple) and value and value[0] == "tuple":
+        return {"kind": "tuple", "len": value[1]}, {}
+    if value is None:
+        return {"kind": "none"}, {}
+    if isinstance(value, torch.dtype):
+        return {"kind": "dtype", "dtype": str(value).removeprefix("torch.")}, {}
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"cannot export state entry {key!r} of type {type(value).__name__}")
+    if not value.is_quantized:
+        info, tensors = _encode_plain(key, value, sparse)
+        return {"kind": "tensor", **info}, tensors
+    info, tensors = _encode_plain(key, value.int_repr(), sparse)
+    q = {"kind": "qtensor", "qdtype": str(value.dtype).removeprefix("torch."), **info}
+    if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        q.update(scheme="per_tensor", scale=value.q_scale(), zero_point=value.q_zero_point())
+    else:
+        q.update(scheme="per_channel", axis=value.q_per_channel_axis())
+        tensors[f"{key}::scales"] = value.q_per_channel_scales().contiguous()
+        tensors[f"{key}::zero_points"] = value.q_per_channel_zero_points().contiguous()
+    return q, tensors
+
+
+def _decode_entry(key: str, info: dict, tensors: dict[str, torch.Tensor]) -> Any:
+    kind = info["kind"]
+    if kind == "none":
+        return None
+    if kind == "dtype":
+        return getattr(torch, info["dtype"])
+    ints = _decode_plain(key, info, tensors)
+    if kind == "tensor":
+        return ints
+    qdtype = getattr(torch, info["qdtype"])
+    if info["scheme"] == "per_tensor":
+        q = torch._make_per_tensor_quantized_tensor(ints, info["scale"], info["zero_point"])
+    else:
+        q = torch._make_per_channel_quantized_tensor(
+            ints, tensors[f"{key}::scales"], tensors[f"{key}::zero_points"], info["axis"]
+        )
+    assert q.dtype == qdtype, f"{key}: decoded {q.dtype}, header says {qdtype}"
+    return q
+
+
+# ---------------------------------------------------------------------------- save / load
+def save_artifact(
+    model: nn.Module,
+    path: Path,
+    *,
+    model_cfg: ModelConfig,
+    spec: DataSpec,
+    quant_cfg: QuantizationConfig,
+    transforms: list[dict[str, Any]] | None = None,
+    sparse: bool = True,
+) -> dict[str, int]:
+    """Write `model` to `path`; returns the stored bytes of each state entry (tensor payload,
+    before the file header), from which per-layer artifact bytes are summed."""
+    entries: dict[str, dict] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    stored_bytes: dict[str, int] = {}
+    for key, value in flat_state(model).items():
+        entries[key], stored = _encode_entry(key, value, sparse)
+        tensors.update(stored)
+        stored_bytes[key] = sum(t.numel() * t.element_size() for t in stored.values())
+    meta = {
+        "format": FORMAT,
+        "model": model_cfg.to_dict(),
+        "spec": asdict(spec),
+        "quantization": asdict(quant_cfg),
+        "transforms": transforms or [],
+        "entries": entries,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    os.replace(tmp, path)
+    return stored_bytes
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    if META_KEY not in header:
+        raise ValueError(f"{path} is not a compression artifact (no '{META_KEY}' header)")
+    meta = json.loads(header[META_KEY])
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: unsupported artifact format {meta.get('format')!r}")
+    return meta
+
+
+def load_artifact(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model recorded in `path` and load its weights; returns (model, header)."""
+    meta = read_meta(path)
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    model = build_model(ModelConfig.from_dict(meta["model"]), DataSpec(**meta["spec"]))
+    for t in meta["transforms"]:
+        model = TRANSFORMS[t["kind"]](model, t)
+    qcfg = QUANTIZERS.build_config(meta["quantization"])
+    model = QUANTIZERS.get(qcfg.mode).handler.skeleton(model, qcfg)
+    # Quantized modules pick their loading path from the state_dict's version metadata, so the
+    # rebuilt dict carries the skeleton's `_metadata` (an OrderedDict attribute, as torch does).
+    state: OrderedDict[str, Any] = OrderedDict()
+    state._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+    entries = meta["entries"]
+    for key, info in entries.items():
+        if "#" in key:
+            continue  # tuple members are gathered by their parent entry below
+        if info["kind"] == "tuple":
+            state[key] = tuple(
+                _decode_entry(f"{key}#{i}", entries[f"{key}#{i}"], tensors)
+                for i in range(info["len"])
+            )
+        else:
+            state[key] = _decode_entry(key, info, tensors)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, meta

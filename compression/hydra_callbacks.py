@@ -1,0 +1,67 @@
+"""Hydra callbacks: one MLflow parent run per multirun, whatever sweeper or launcher runs it.
+
+The parent's id reaches jobs through $COMPRESSION_PARENT_RUN_ID (inherited by launcher worker
+processes, which start after `on_multirun_start`). Not $MLFLOW_RUN_ID: MLflow would take that as
+"resume this run" and ignore the parent (mlflow #15713).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from compression import tracking
+from compression.registry import build_dataclass
+
+log = logging.getLogger(__name__)
+
+
+class MlflowParentRun(Callback):
+    def __init__(self) -> None:
+        self.run: tracking.Run | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get(tracking.PARENT_ENV):
+            return  # an enclosing process (or a sweeper) already owns the parent run
+        raw = OmegaConf.to_container(config.get("tracking", {}), resolve=True)
+        cfg = build_dataclass(tracking.TrackingConfig, raw or {}, "tracking")
+        if not cfg.enabled:
+            return
+        client = MlflowClient(tracking_uri=tracking.resolve_uri(cfg.uri))
+        exp_id = tracking.ensure_experiment(client, cfg.experiment)
+        overrides = list(config.hydra.overrides.task) if "hydra" in config else []
+        name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = client.create_run(exp_id, run_name=name, tags={
+            **tracking.system_tags(),
+            "run_role": "parent",
+            "sweep_overrides": " ".join(overrides),
+            "sweep_dir": str(config.hydra.sweep.dir) if "hydra" in config else "",
+            "mlflow.source.name": "train.py",
+        })
+        self.run = tracking.Run(client, run.info.run_id)
+        os.environ[tracking.PARENT_ENV] = self.run.id
+        # If the sweep dies before on_multirun_end, don't leave the parent RUNNING forever.
+        atexit.register(self._close, RunStatus.to_string(RunStatus.FAILED))
+        log.info("mlflow parent run %s (%s) for this multirun", self.run.id, name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._close(RunStatus.to_string(RunStatus.FINISHED))
+
+    def _close(self, status: str) -> None:
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        if os.environ.get(tracking.PARENT_ENV) == run.id:
+            del os.environ[tracking.PARENT_ENV]
+        try:
+            run.end(status)
+        except Exception as e:  # at interpreter exit the store may be gone; nothing to lose
+            log.warning("could not close parent run %s: %s", run.id, e)

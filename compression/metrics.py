@@ -1,0 +1,168 @@
+"""Measurements: sparsity and parameter counts from actual zeros, FLOPs, memory and latency."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from compression import validation as v
+from compression.models import prunable_layers
+
+PRUNABLE_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+
+
+@dataclass
+class MeasureConfig:
+    threads: int | None = None  # torch intra-op threads; None = all cores / parallel workers
+    batch_size: int = 256  # the "batch N" of batch_latency_ms and throughput
+    warmup: int = 10  # untimed calls before timing each model
+    repeats: int = 100  # timed calls at batch 1 (batch N uses max(10, repeats // 5))
+    latency: bool = True  # False skips latency (metrics then absent, not zero)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            v.in_range("measure.threads", self.threads, 1, None, integer=True)
+        v.in_range("measure.batch_size", self.batch_size, 1, None, integer=True)
+        v.in_range("measure.warmup", self.warmup, 0, None, integer=True)
+        v.in_range("measure.repeats", self.repeats, 3, None, integer=True)
+
+
+# ---------------------------------------------------------------------------- weights and zeros
+def _tensor(value: object) -> torch.Tensor | None:
+    """A module's weight/bias as a float tensor, whether a Parameter or a quantized accessor."""
+    if callable(value) and not isinstance(value, torch.Tensor):
+        value = value()  # quantized modules expose weight() / bias() methods
+    if not isinstance(value, torch.Tensor):
+        return None
+    return value.dequantize() if value.is_quantized else value.detach()
+
+
+@dataclass
+class LayerStats:
+    name: str
+    type: str
+    params: int  # weight + bias elements
+    weight_numel: int
+    weight_zeros: int  # exact zeros in the weight (what pruning produces)
+    nonzero_params: int
+    bytes: int  # in-memory bytes of the layer's weight and bias at their storage width
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. artifact bytes, quant error
+
+    @property
+    def prunable(self) -> bool:
+        return self.type in PRUNABLE_TYPES
+
+
+def _storage_bytes(value: object) -> int:
+    if callable(value) and not isinstance(value, torch.Tensor):
+        value = value()
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    return 0
+
+
+def layer_stats(model: nn.Module) -> list[LayerStats]:
+    """One row per module that owns a weight (Linear, Conv, BatchNorm, their quantized forms)."""
+    rows = []
+    for name, m in model.named_modules():
+        w = _tensor(getattr(m, "weight", None))
+        if w is None:
+            continue
+        b = _tensor(getattr(m, "bias", None))
+        zeros = int((w == 0).sum())
+        b_nz = int((b != 0).sum()) if b is not None else 0
+        rows.append(
+            LayerStats(
+                name=name,
+                type=type(m).__name__,
+                params=w.numel() + (b.numel() if b is not None else 0),
+                weight_numel=w.numel(),
+                weight_zeros=zeros,
+                nonzero_params=w.numel() - zeros + b_nz,
+                bytes=_storage_bytes(getattr(m, "weight", None))
+                + _storage_bytes(getattr(m, "bias", None)),
+            )
+        )
+    return rows
+
+
+def sparsity(rows: list[LayerStats]) -> float:
+    """Fraction of exact zeros among prunable (Linear/Conv) weights."""
+    total = sum(r.weight_numel for r in rows if r.prunable)
+    return sum(r.weight_zeros for r in rows if r.prunable) / max(1, total)
+
+
+# ---------------------------------------------------------------------------- FLOPs
+def flops_per_layer(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """Forward FLOPs for one sample (total, and per prunable layer) via torch's FLOP counter,
+    which counts matmuls and convolutions (2 FLOPs per multiply-accumulate)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(example)
+    root = type(model).__name__
+    counts = counter.get_flop_counts()
+    per_layer = {}
+    for name in prunable_layers(model):
+        per_layer[name] = int(sum(counts.get(f"{root}.{name}", {}).values()))
+    return int(counter.get_total_flops()), per_layer
+
+
+def effective_flops(total: int, per_layer: dict[str, int], rows: list[LayerStats]) -> int:
+    """FLOPs if multiplications by zero weights were skipped: each layer scaled by its density."""
+    by_name = {r.name: r for r in rows}
+    saved = 0.0
+    for name, f in per_layer.items():
+        r = by_name.get(name)
+        if r is not None and r.weight_numel:
+            saved += f * r.weight_zeros / r.weight_numel
+    return round(total - saved)
+
+
+# ---------------------------------------------------------------------------- time and memory
+@dataclass
+class Latency:
+    median_ms: float
+    p90_ms: float
+    samples: int
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+@torch.inference_mode()
+def latency_side_by_side(
+    candidates: dict[str, tuple[Callable[[torch.Tensor], object], torch.Tensor]],
+    warmup: int,
+    repeats: int,
+) -> dict[str, Latency]:
+    """Time several models on their inputs, interleaving calls so that drift (frequency scaling,
+    other processes) hits all of them alike. Each sample is one call; returns median and p90."""
+    for fn, x in candidates.values():
+        for _ in range(warmup):
+            fn(x)
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, (fn, x) in candidates.items():
+            t0 = time.perf_counter_ns()
+            fn(x)
+            samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+    return {
+        name: Latency(statistics.median(s), _percentile(s, 0.9), len(s))
+        for name, s in samples.items()
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,194 @@
+"""Built-in models (from a registry) and user models (any nn.Module factory via `_target_`).
+
+Every built-in model takes a width multiplier so that a smaller dense model can be trained for the
+"would an equally small dense model do as well?" comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression import validation as v
+from compression.data import DataSpec
+from compression.errors import ConfigError
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    def deco(fn: ModelFactory) -> ModelFactory:
+        MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def _w(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+@dataclass
+class ModelConfig:
+    """`name` picks a built-in model; `target` (`_target_` in YAML) a user factory instead."""
+
+    name: str = "mlp"
+    width: float = 1.0
+    target: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments for a user factory
+
+    def __post_init__(self) -> None:
+        v.in_range("model.width", self.width, 0, None, lo_open=True)
+        if self.target is None:
+            v.one_of("model.name", self.name, sorted(MODELS))
+        elif not isinstance(self.target, str) or "." not in self.target:
+            raise ConfigError(f"model._target_={self.target!r} must be a dotted path to a factory")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        values = dict(values)
+        target = values.pop("_target_", None)
+        if target is None:
+            unknown = sorted(set(values) - {"name", "width"})
+            if unknown:
+                raise ConfigError(
+                    f"model.{unknown[0]} is not a valid key for a built-in model; "
+                    "allowed: name, width (or give _target_ for a user model)"
+                )
+            return cls(**values)
+        name = values.pop("name", target.rsplit(".", 1)[-1])
+        width = values.pop("width", 1.0)
+        return cls(name=name, width=width, target=target, kwargs=values)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.target is None:
+            return {"name": self.name, "width": self.width}
+        return {"_target_": self.target, "name": self.name, "width": self.width, **self.kwargs}
+
+
+def build_model(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
+    """Build a fresh fp32 model for inputs described by `spec`."""
+    if cfg.target is not None:
+        from hydra.utils import get_method
+
+        try:
+            factory = get_method(cfg.target)
+        except Exception as e:  # hydra wraps import errors; keep the message to one line
+            raise ConfigError(f"model._target_={cfg.target!r} cannot be imported: {e}") from None
+        model = factory(**cfg.kwargs)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model._target_={cfg.target!r} returned {type(model).__name__}, "
+                              "not an nn.Module")
+        return model
+    return MODELS[cfg.name](spec, width=cfg.width)
+
+
+@register_model("mlp")
+class MLP(nn.Module):
+    """LeNet-300-100: two hidden fully connected layers."""
+
+    def __init__(self, spec: DataSpec, width: float = 1.0) -> None:
+        super().__init__()
+        h1, h2 = _w(300, width), _w(100, width)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(spec.in_channels * spec.image_size**2, h1)
+        self.fc2 = nn.Linear(h1, h2)
+        self.fc3 = nn.Linear(h2, spec.num_classes)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W) -> (B, classes)
+        x = self.relu1(self.fc1(self.flatten(x)))
+        return self.fc3(self.relu2(self.fc2(x)))
+
+
+@register_model("lenet5")
+class LeNet5(nn.Module):
+    """LeNet-5 (conv 6 -> conv 16 -> fc 120 -> fc 84). On 8x8 digits conv2 pads to keep 2x2."""
+
+    def __init__(self, spec: DataSpec, width: float = 1.0) -> None:
+        super().__init__()
+        c1, c2 = _w(6, width), _w(16, width)
+        pad2 = 0 if spec.image_size >= 16 else 2
+        self.conv1 = nn.Conv2d(spec.in_channels, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=pad2)
+        self.relu1, self.relu2, self.relu3, self.relu4 = (nn.ReLU() for _ in range(4))
+        self.pool1, self.pool2 = nn.MaxPool2d(2), nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        side = spec.image_size // 2
+        side = (side + 2 * pad2 - 4) // 2
+        self.fc1 = nn.Linear(c2 * side * side, _w(120, width))
+        self.fc2 = nn.Linear(_w(120, width), _w(84, width))
+        self.fc3 = nn.Linear(_w(84, width), spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.flatten(self.pool2(self.relu2(self.conv2(x))))
+        return self.fc3(self.relu4(self.fc2(self.relu3(self.fc1(x)))))
+
+
+class BasicBlock(nn.Module):
+    """conv-bn-relu-conv-bn plus a shortcut (1x1 conv + bn when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))  # the residual add couples channels
+
+
+@register_model("resnet")
+class ResNet(nn.Module):
+    """A small ResNet: stem + three basic blocks (16, 32, 64 channels) + global pool + fc."""
+
+    def __init__(self, spec: DataSpec, width: float = 1.0) -> None:
+        super().__init__()
+        c = [_w(16, width), _w(32, width), _w(64, width)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(spec.in_channels, c[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(c[0]),
+            nn.ReLU(),
+        )
+        self.layer1 = BasicBlock(c[0], c[0], 1)
+        self.layer2 = BasicBlock(c[0], c[1], 2)
+        self.layer3 = BasicBlock(c[1], c[2], 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c[2], spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Layers whose `weight` pruning targets: every Linear and Conv (biases and norms excluded)."""
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+
+
+def example_user_model(in_channels: int = 1, num_classes: int = 10, hidden: int = 32) -> nn.Module:
+    """An example of a user factory (conf/model/custom.yaml): any callable returning a Module."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(hidden * 16, num_classes),
+    )

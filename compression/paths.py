@@ -1,0 +1,36 @@
+"""Where things live on disk, resolved once from the project root.
+
+Hydra gives each job its own output folder; everything that must be shared across the jobs of a
+sweep (the MLflow database, the baseline cache, analysis output) is anchored here instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_root() -> Path:
+    """The repository root (or $COMPRESSION_ROOT, so an installed copy can point elsewhere)."""
+    return Path(os.environ.get("COMPRESSION_ROOT", PROJECT_ROOT)).resolve()
+
+
+def output_dir() -> Path:
+    """Git-ignored folder for everything runs write (Hydra outputs, caches, analysis)."""
+    return project_root() / "outputs"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def default_artifact_root() -> Path:
+    return project_root() / "mlartifacts"
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """Resolve a relative path against the project root, never against a job's cwd."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (project_root() / p).resolve()

@@ -1,0 +1,69 @@
+"""A name -> (config dataclass, handler) registry shared by pruning methods and quantization modes.
+
+Adding a method is: one config dataclass, one handler registered here, one YAML file in the
+matching config group. Dispatch never uses if/elif chains on names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Generic, TypeVar
+
+from compression.errors import ConfigError
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[H]):
+    name: str
+    config_cls: type
+    handler: H
+
+
+class Registry(Generic[H]):
+    """Maps a name (the value of `key`, e.g. `pruning.method`) to its config class and handler."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key  # fully qualified config key, used in error messages
+        self._entries: dict[str, Entry[H]] = {}
+
+    def register(self, name: str, config_cls: type) -> Callable[[H], H]:
+        def deco(handler: H) -> H:
+            if name in self._entries:
+                raise ValueError(f"{self.key}: {name!r} is registered twice")
+            self._entries[name] = Entry(name, config_cls, handler)
+            return handler
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Entry[H]:
+        if name not in self._entries:
+            raise ConfigError(
+                f"{self.key}={name!r} is not a known value; allowed: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+    def build_config(self, values: Mapping[str, Any]) -> Any:
+        """Build and validate the config dataclass for `values[<leaf of key>]`."""
+        leaf = self.key.rsplit(".", 1)[-1]
+        if leaf not in values:
+            raise ConfigError(f"{self.key} is missing; allowed: {', '.join(self.names())}")
+        entry = self.get(str(values[leaf]))
+        section = self.key.rsplit(".", 1)[0]
+        return build_dataclass(entry.config_cls, values, section)
+
+
+def build_dataclass(cls: type, values: Mapping[str, Any], section: str) -> Any:
+    """Instantiate `cls(**values)`, rejecting unknown keys with the list of allowed ones."""
+    allowed = [f.name for f in fields(cls) if f.init]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"{section}.{unknown[0]} is not a valid key here; allowed: {', '.join(allowed)}"
+        )
+    return cls(**dict(values))

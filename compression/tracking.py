@@ -1,0 +1,220 @@
+"""MLflow tracking: experiment set-up, one run per job (child of a sweep's parent), run status.
+
+Everything goes through an explicit `MlflowClient` and run ids rather than MLflow's global
+"active run", so nothing leaks from one job to the next when Hydra runs jobs in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import platform
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from compression import paths
+from compression import validation as v
+from compression.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "COMPRESSION_PARENT_RUN_ID"  # not MLFLOW_RUN_ID: MLflow would resume that run
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_LEN = 6000
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db
+    experiment: str = "compression"
+    run_name: str | None = None
+    parent_run_id: str | None = None  # None: $COMPRESSION_PARENT_RUN_ID (set for multiruns)
+    log_model: bool = True  # upload the compressed artifact file
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"tracking.enabled={self.enabled!r} must be true or false")
+        if not isinstance(self.experiment, str) or not self.experiment.strip():
+            raise ConfigError(f"tracking.experiment={self.experiment!r} must be a non-empty name")
+        if self.uri is not None and not isinstance(self.uri, str):
+            raise ConfigError(f"tracking.uri={self.uri!r} must be a URI string or null")
+        v.one_of("tracking.log_model", self.log_model, [True, False])
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else the project's SQLite database."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
+
+
+def _retry(fn: Any, *args: Any, attempts: int = 8, **kwargs: Any) -> Any:
+    """SQLite writers lock each other under parallel workers; back off and retry."""
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as e:
+            if "locked" not in str(e).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.1 * 2**i)
+    raise AssertionError("unreachable")
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """Experiment id for `name`, creating it once; tolerant of a concurrent creator."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if client.tracking_uri.startswith("sqlite:"):
+        # Keep artifacts beside the database, not in whatever cwd the job started from.
+        location = paths.default_artifact_root().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)  # somebody else created it meanwhile
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}; lists are kept as their string form."""
+    out: dict[str, str] = {}
+    for k, val in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(val, Mapping):
+            out.update(flatten(val, key + "."))
+        else:
+            out[key] = str(val)[:MAX_PARAM_LEN]
+    return out
+
+
+@functools.cache
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=paths.project_root(), capture_output=True,
+                             text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def system_tags() -> dict[str, str]:
+    import hydra
+    import mlflow
+    import optuna
+    import torch
+
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    return {
+        "git_commit": commit,
+        "mlflow.source.git.commit": commit,
+        "git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "torch_version": torch.__version__,
+        "mlflow_version": mlflow.__version__,
+        "optuna_version": optuna.__version__,
+        "hydra_version": hydra.__version__,
+        "python_version": platform.python_version(),
+        "torch_threads": str(torch.get_num_threads()),
+        "cpu": _cpu_model(),
+        "cpu_count": str(os.cpu_count()),
+        "hostname": socket.gethostname(),
+    }
+
+
+class Run:
+    """One MLflow run, addressed by id through a client."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.id = client, run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(val)[:MAX_PARAM_LEN]) for k, val in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's per-batch limit
+            _retry(self.client.log_batch, self.id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(val), now, step) for k, val in metrics.items()]
+        for i in range(0, len(items), 1000):
+            _retry(self.client.log_batch, self.id, metrics=items[i : i + 1000])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(val)[:5000]) for k, val in tags.items()]
+        _retry(self.client.log_batch, self.id, tags=items)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        _retry(self.client.log_artifact, self.id, str(path), artifact_path)
+
+    def end(self, status: str) -> None:
+        _retry(self.client.set_terminated, self.id, status)
+
+
+def start_run(cfg: TrackingConfig, tags: Mapping[str, str] | None = None) -> Run:
+    client = MlflowClient(tracking_uri=resolve_uri(cfg.uri))
+    exp_id = _retry(ensure_experiment, client, cfg.experiment)
+    all_tags = {**system_tags(), "mlflow.source.name": "train.py", **(tags or {})}
+    parent = cfg.parent_run_id or os.environ.get(PARENT_ENV)
+    if parent:
+        all_tags[PARENT_TAG] = parent
+    all_tags.setdefault("run_role", "child" if parent else "single")
+    run = _retry(client.create_run, exp_id, run_name=cfg.run_name, tags=all_tags)
+    log.info("mlflow run %s (experiment %r at %s)", run.info.run_id, cfg.experiment,
+             client.tracking_uri)
+    return Run(client, run.info.run_id)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def run_status(run: Run) -> Iterator[Run]:
+    """End `run` as FINISHED, FAILED (error recorded as tags) or KILLED (Ctrl-C / SIGTERM).
+
+    Without this MLflow's atexit hook would mark a crashed run FINISHED (mlflow #3932)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = _is_main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # so `kill` ends the run as KILLED
+    try:
+        yield run
+    except KeyboardInterrupt as e:
+        run.set_tags({"error_type": "KeyboardInterrupt", "error": str(e) or "interrupted"})
+        run.end(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as e:
+        run.set_tags({"error_type": type(e).__name__, "error": str(e)[:5000] or repr(e)})
+        run.end(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        run.end(RunStatus.to_string(RunStatus.FINISHED))
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,119 @@
+"""Training, fine-tuning and evaluation loops on in-memory tensors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from compression import validation as v
+from compression.data import Splits, batches
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, lr, momentum, weight_decay: torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
+    ),
+    "adam": lambda params, lr, momentum, weight_decay: torch.optim.Adam(
+        params, lr=lr, weight_decay=weight_decay
+    ),
+}
+
+
+@dataclass
+class TrainConfig:
+    """How the dense baseline is trained. Every field is part of the baseline cache key."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        v.in_range("train.epochs", self.epochs, 1, None, integer=True)
+        v.in_range("train.batch_size", self.batch_size, 1, None, integer=True)
+        v.in_range("train.lr", self.lr, 0, None, lo_open=True)
+        v.one_of("train.optimizer", self.optimizer, sorted(OPTIMIZERS))
+        v.in_range("train.momentum", self.momentum, 0, 1, hi_open=True)
+        v.in_range("train.weight_decay", self.weight_decay, 0, None)
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning after pruning (same optimizer and batch size as `train`)."""
+
+    epochs: int = 5
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        v.in_range("finetune.epochs", self.epochs, 0, None, integer=True)
+        v.in_range("finetune.lr", self.lr, 0, None, lo_open=True)
+
+
+StepHook = Callable[[int], None]  # called with the global step number after each optimizer step
+
+
+def train(
+    model: nn.Module,
+    data: Splits,
+    cfg: TrainConfig,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    after_step: StepHook | None = None,
+    desc: str = "train",
+) -> None:
+    """Train `model` in place on `data.train_*`; `after_step` keeps e.g. pruning masks applied."""
+    epochs = cfg.epochs if epochs is None else epochs
+    opt = OPTIMIZERS[cfg.optimizer](
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr if lr is None else lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    steps_per_epoch = -(-len(data.train_y) // cfg.batch_size)
+    step = 0
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", leave=False,
+               file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+               disable=None)  # None: bars on a terminal, silent in log files
+    model.train()
+    for epoch in range(epochs):
+        for x, y in batches(data.train_x, data.train_y, cfg.batch_size, gen):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            step += 1
+            if after_step is not None:
+                after_step(step)
+            bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 512,
+    cast: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    """Top-1 accuracy in [0, 1]. `cast` converts inputs (e.g. to fp16 for a half model)."""
+    model.eval()
+    correct = 0
+    for xb, yb in batches(x, y, batch_size):
+        if cast is not None:
+            xb = cast(xb)
+        correct += int((model(xb).argmax(dim=1) == yb).sum())
+    return correct / max(1, len(y))
