@@ -1,0 +1,50 @@
+"""The dense baseline is trained once per config and reused; bad cache entries are retrained."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from compression.baseline import cache_key, get_baseline
+from compression.data import DataConfig, load
+from compression.models import ModelConfig
+from compression.training import TrainConfig
+
+DATA = DataConfig(limit=200)
+TRAIN = TrainConfig(epochs=1)
+
+
+def _get(tmp_path, splits, seed=0, train=TRAIN):
+    return get_baseline(ModelConfig(name="mlp"), DATA, train, seed, splits, tmp_path)
+
+
+def test_second_call_is_a_cache_hit_with_identical_weights(tmp_path, caplog) -> None:
+    splits = load(DATA)
+    first = _get(tmp_path, splits)
+    with caplog.at_level(logging.INFO, logger="compression.baseline"):
+        second = _get(tmp_path, splits)
+    assert not first.cache_hit and second.cache_hit and second.train_seconds == 0
+    assert "baseline cache hit" in caplog.text
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+
+
+def test_key_covers_model_data_training_and_seed() -> None:
+    base = cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0)
+    assert base != cache_key(ModelConfig(name="mlp", width=0.5), DATA, TRAIN, 0)
+    assert base != cache_key(ModelConfig(name="mlp"), DataConfig(limit=100), TRAIN, 0)
+    assert base != cache_key(ModelConfig(name="mlp"), DATA, TrainConfig(epochs=2), 0)
+    assert base != cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 1)
+    assert base == cache_key(ModelConfig(name="mlp"), DATA, TrainConfig(epochs=1), 0)
+
+
+def test_corrupt_entry_is_retrained_not_crashed_on(tmp_path, caplog) -> None:
+    splits = load(DATA)
+    first = _get(tmp_path, splits)
+    first.path.write_bytes(b"\x00garbage" * 10)
+    with caplog.at_level(logging.WARNING, logger="compression.baseline"):
+        again = _get(tmp_path, splits)
+    assert not again.cache_hit and "unreadable" in caplog.text
+    assert _get(tmp_path, splits).cache_hit  # the retrained entry was written back

@@ -1,0 +1,67 @@
+"""Every config file composes and validates; bad values fail in one line naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compression.config import CONFIG_DIR, RunConfig
+from compression.errors import ConfigError
+
+GROUPS = ["data", "model", "train", "pruning", "quantization", "measure", "tracking"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONFIG_DIR / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes_and_validates(compose_cfg, group, option) -> None:
+    cfg = compose_cfg(f"{group}={option}")
+    rc = RunConfig.from_cfg(cfg)
+    assert rc.seed == 0
+
+
+def test_every_sweep_preset_composes(compose_cfg) -> None:
+    presets = sorted(p.stem for p in Path(CONFIG_DIR / "sweep").glob("*.yaml"))
+    assert "demo" in presets
+    for name in presets:
+        cfg = compose_cfg(f"sweep={name}")
+        RunConfig.from_cfg(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["pruning=unstructured", "pruning.sparsity=1.5"], "pruning.sparsity=1.5 is out of range"),
+        (["pruning=unstructured", "pruning.sparsity=-0.1"], "allowed: [0, 1)"),
+        (["pruning.method=magic"], "pruning.method='magic' is not a known value; allowed:"),
+        (["quantization.mode=int3"], "quantization.mode='int3' is not a known value"),
+        (["data.name=imagenet"], "data.name='imagenet' is not a known value; allowed: digits"),
+        (["model.name=vgg"], "model.name='vgg' is not a known value; allowed: lenet5, mlp"),
+        (["model.width=0"], "model.width=0 is out of range"),
+        (["train.epochs=0"], "train.epochs=0 is out of range"),
+        (["train.optimizer=lbfgs"], "train.optimizer='lbfgs' is not a known value"),
+        (["pruning=unstructured", "pruning.scope=row"], "pruning.scope='row'"),
+        (["+pruning.fancy=1"], "pruning.fancy is not a valid key here; allowed: method"),
+        (["objectives=[acc]"], "objectives='acc' is not a known value; allowed: accuracy"),
+        (["measure.repeats=1"], "measure.repeats=1 is out of range"),
+    ],
+)
+def test_bad_values_fail_in_one_line_naming_the_key(compose_cfg, overrides, needle) -> None:
+    cfg = compose_cfg(*overrides)
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_cfg(cfg)
+    message = str(err.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_none_pruning_rejects_a_sparsity(compose_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"with pruning\.method=none"):
+        RunConfig.from_cfg(compose_cfg("pruning.sparsity=0.5"))
+
+
+def test_threads_are_shared_among_workers(compose_cfg, monkeypatch) -> None:
+    rc = RunConfig.from_cfg(compose_cfg("measure.threads=1"))
+    assert rc.threads == 1
+    monkeypatch.setenv("COMPRESSION_WORKERS", "64")
+    assert RunConfig.from_cfg(compose_cfg()).threads == 1

@@ -1,0 +1,58 @@
+"""Measurements count what is really there."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compression.metrics import (
+    effective_flops,
+    flops_per_layer,
+    latency_side_by_side,
+    layer_stats,
+    peak_rss_mb,
+    sparsity,
+)
+from compression.quantization import QUANTIZERS
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+
+
+def test_sparsity_counts_exact_zeros_in_linear_and_conv_weights_only() -> None:
+    net = _net()
+    with torch.no_grad():
+        net[1].weight[:, :4] = 0  # 16 of 32
+        net[1].bias.zero_()  # biases don't count
+    rows = layer_stats(net)
+    assert sparsity(rows) == 16 / 40
+    assert sum(r.params for r in rows) == 8 * 4 + 4 + 4 * 2 + 2
+    # fc1: 16 nonzero weights, zero bias; fc2: 8 weights + 2 biases, all nonzero (random init)
+    assert sum(r.nonzero_params for r in rows) == 16 + 8 + 2
+
+
+def test_quantized_layers_are_counted_through_their_accessors() -> None:
+    cfg = QUANTIZERS.build_config({"mode": "dynamic_int8"})
+    q = QUANTIZERS.get("dynamic_int8").handler.quantize(_net(), cfg, None)
+    rows = layer_stats(q)
+    assert [r.type for r in rows] == ["Linear", "Linear"]
+    assert rows[0].bytes == 8 * 4 * 1 + 4 * 4  # int8 weight, fp32 bias
+
+
+def test_flops_per_layer_and_effective_flops() -> None:
+    net = _net()
+    total, per_layer = flops_per_layer(net, torch.zeros(1, 8))
+    assert per_layer == {"1": 2 * 8 * 4, "3": 2 * 4 * 2} and total == 64 + 16
+    with torch.no_grad():
+        net[1].weight[:2] = 0  # half of layer 1
+    assert effective_flops(total, per_layer, layer_stats(net)) == 80 - 32
+
+
+def test_latency_and_memory_are_measured() -> None:
+    net = _net()
+    lat = latency_side_by_side({"a": (net, torch.zeros(1, 8)), "b": (net, torch.zeros(9, 8))},
+                               warmup=2, repeats=7)
+    assert lat["a"].samples == 7 and 0 < lat["a"].median_ms <= lat["a"].p90_ms
+    assert peak_rss_mb() > 10

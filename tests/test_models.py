@@ -1,0 +1,49 @@
+"""Built-in models fit both datasets, shrink with width, and user factories plug in."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compression.data import DataSpec
+from compression.errors import ConfigError
+from compression.models import MODELS, ModelConfig, build_model
+
+SPECS = [DataSpec("digits", 1, 8, 10), DataSpec("fashion_mnist", 1, 28, 10)]
+
+
+def _params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_builtin_models_map_inputs_to_class_scores(name, spec) -> None:
+    model = build_model(ModelConfig(name=name), spec)
+    assert model(spec.example_input(3)).shape == (3, spec.num_classes)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_width_multiplier_shrinks_the_model(name) -> None:
+    full = _params(build_model(ModelConfig(name=name, width=1.0), SPECS[0]))
+    half = _params(build_model(ModelConfig(name=name, width=0.5), SPECS[0]))
+    assert half < 0.5 * full
+
+
+def test_mlp_is_lenet_300_100() -> None:
+    m = build_model(ModelConfig(name="mlp"), SPECS[1])
+    assert [m.fc1.out_features, m.fc2.out_features, m.fc3.out_features] == [300, 100, 10]
+
+
+def test_user_factory_via_target() -> None:
+    cfg = ModelConfig.from_dict({"_target_": "factories.tiny_mlp", "hidden": 7})
+    model = build_model(cfg, SPECS[0])
+    assert model[1].out_features == 7 and cfg.name == "tiny_mlp"
+    assert cfg.to_dict()["hidden"] == 7
+
+
+def test_user_factory_errors_are_one_line() -> None:
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        build_model(ModelConfig.from_dict({"_target_": "nowhere.factory"}), SPECS[0])
+    with pytest.raises(ConfigError, match="not a valid key for a built-in model"):
+        ModelConfig.from_dict({"name": "mlp", "hidden": 3})

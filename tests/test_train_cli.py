@@ -1,0 +1,53 @@
+"""train.py as a user runs it: --help, one-line errors, multirun grouped under a parent run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import FAST
+from mlflow.tracking import MlflowClient
+
+from compression.paths import PROJECT_ROOT
+
+
+def _train(tmp_path, *args: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "train.py", *flags, *FAST, f"paths.cache={tmp_path / 'cache'}",
+           f"paths.artifacts={tmp_path / 'artifacts'}", f"hydra.run.dir={tmp_path / 'run'}",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}", *args]
+    return subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_groups_and_examples(tmp_path) -> None:
+    out = _train(tmp_path, "--help")
+    assert out.returncode == 0
+    groups = dict(line.split(": ", 1) for line in out.stdout.splitlines()
+                  if ": " in line and line.split(":")[0] in {"data", "pruning"})
+    assert {"digits", "fashion_mnist"} <= set(groups["data"].split(", "))
+    assert {"none", "unstructured"} <= set(groups["pruning"].split(", "))
+    assert "python train.py pruning=unstructured pruning.sparsity=0.9" in out.stdout
+
+
+def test_bad_value_exits_with_one_readable_line(tmp_path, tracking_uri) -> None:
+    out = _train(tmp_path, f"tracking.uri={tracking_uri}", "pruning=unstructured",
+                 "pruning.sparsity=1.5")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: pruning.sparsity=1.5 is out of range; allowed: [0, 1)"
+    )
+    assert "Traceback" not in out.stderr
+
+
+def test_multirun_groups_one_run_per_job_under_a_parent(tmp_path, tracking_uri) -> None:
+    out = _train(tmp_path, f"tracking.uri={tracking_uri}", "pruning=unstructured",
+                 "pruning.sparsity=0.5,0.9", flags=("-m",))
+    assert out.returncode == 0, out.stderr[-2000:]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name("compression")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("run_role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("run_role") == "child"]
+    assert len(parents) == 1 and len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert sorted(r.data.params["pruning.sparsity"] for r in children) == ["0.5", "0.9"]
+    assert all(r.info.status == "FINISHED" for r in runs)
