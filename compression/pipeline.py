@@ -83,11 +83,21 @@ def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
         if not rc.tracking.enabled:
             results = execute(rc, splits, None)
         else:
-            mlrun = tracking.start_run(rc.tracking)
+            mlrun = tracking.start_run(rc.tracking, run_name=default_run_name(rc))
             with tracking.run_status(mlrun):
                 results = execute(rc, splits, mlrun)
     values = tuple(float(results[name]) for name in rc.objectives)
     return values[0] if len(values) == 1 else values
+
+
+def default_run_name(rc: RunConfig) -> str:
+    """A readable name for the MLflow UI, e.g. `mlp-digits-unstructured0.9-dynamic_int8`."""
+    if rc.tracking.run_name:
+        return rc.tracking.run_name
+    width = "" if rc.model.width == 1 else f"x{rc.model.width:g}"
+    p = rc.pruning
+    prune = "dense" if p.method == "none" else f"{p.method}{p.sparsity:g}"
+    return f"{rc.model.name}{width}-{rc.data.name}-{prune}-{rc.quantization.mode}"
 
 
 def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) -> dict[str, float]:

@@ -170,7 +170,9 @@ class Run:
         _retry(self.client.set_terminated, self.id, status)
 
 
-def start_run(cfg: TrackingConfig, tags: Mapping[str, str] | None = None) -> Run:
+def start_run(
+    cfg: TrackingConfig, tags: Mapping[str, str] | None = None, run_name: str | None = None
+) -> Run:
     client = MlflowClient(tracking_uri=resolve_uri(cfg.uri))
     exp_id = _retry(ensure_experiment, client, cfg.experiment)
     all_tags = {**system_tags(), "mlflow.source.name": "train.py", **(tags or {})}
@@ -178,7 +180,7 @@ def start_run(cfg: TrackingConfig, tags: Mapping[str, str] | None = None) -> Run
     if parent:
         all_tags[PARENT_TAG] = parent
     all_tags.setdefault("run_role", "child" if parent else "single")
-    run = _retry(client.create_run, exp_id, run_name=cfg.run_name, tags=all_tags)
+    run = _retry(client.create_run, exp_id, run_name=run_name or cfg.run_name, tags=all_tags)
     log.info("mlflow run %s (experiment %r at %s)", run.info.run_id, cfg.experiment,
              client.tracking_uri)
     return Run(client, run.info.run_id)
