@@ -36,8 +36,10 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
+    schedule: str = "cosine"  # learning rate: cosine decay to 0 over the run, or constant
 
     def __post_init__(self) -> None:
+        v.one_of("train.schedule", self.schedule, sorted(SCHEDULES))
         v.in_range("train.epochs", self.epochs, 1, None, integer=True)
         v.in_range("train.batch_size", self.batch_size, 1, None, integer=True)
         v.in_range("train.lr", self.lr, 0, None, lo_open=True)
@@ -57,6 +59,11 @@ class FinetuneConfig:
         v.in_range("finetune.epochs", self.epochs, 0, None, integer=True)
         v.in_range("finetune.lr", self.lr, 0, None, lo_open=True)
 
+
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
+    "constant": lambda opt, total: None,
+    "cosine": lambda opt, total: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total)),
+}
 
 StepHook = Callable[[int], None]  # called with the global step number after each optimizer step
 
@@ -81,6 +88,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     steps_per_epoch = -(-len(data.train_y) // cfg.batch_size)
+    scheduler = SCHEDULES[cfg.schedule](opt, epochs * steps_per_epoch)
     step = 0
     bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", leave=False,
                file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
@@ -92,6 +100,8 @@ def train(
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             step += 1
             if after_step is not None:
                 after_step(step)
