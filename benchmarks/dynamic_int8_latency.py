@@ -18,11 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compression.data import DataSpec  # noqa: E402
-from compression.export import save_artifact  # noqa: E402
-from compression.metrics import latency_side_by_side  # noqa: E402
-from compression.models import ModelConfig, build_model  # noqa: E402
-from compression.quantization import QUANTIZERS  # noqa: E402
+from compression.data import DataSpec
+from compression.export import save_artifact
+from compression.metrics import latency_side_by_side
+from compression.models import ModelConfig, build_model
+from compression.quantization import QUANTIZERS
 
 
 def main() -> None:
