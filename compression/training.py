@@ -36,7 +36,7 @@ class TrainConfig:
     optimizer: str = "adam"
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # learning rate: cosine decay to 0 over the run, or constant
+    schedule: str = "constant"  # learning rate: constant, or cosine decay to 0 over the run
 
     def __post_init__(self) -> None:
         v.one_of("train.schedule", self.schedule, sorted(SCHEDULES))
