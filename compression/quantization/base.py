@@ -8,7 +8,6 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from compression.pruning.base import MaskSet
 from compression.registry import Registry
 
 
@@ -20,51 +19,27 @@ class QuantizationConfig:
         pass
 
 
-class QuantSession(Protocol):
-    """What a mode may use besides the model (implemented by `compression.pipeline.Session`):
-    training batches (static calibration), fine-tuning with the pruning masks kept applied (QAT),
-    and `layer_extra`, where a mode records per-layer figures (e.g. quantization error) that end
-    up as columns of the per-layer CSV."""
-
-    masks: MaskSet
-    layer_extra: dict[str, dict[str, float]]
+class CalibrationSession(Protocol):
+    """What a mode may use besides the model: training batches (static calibration, QAT)."""
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]: ...
 
-    def finetune(self, model: nn.Module, masks: MaskSet | None = None, epochs: int | None = None,
-                 lr: float | None = None) -> None: ...
-
 
 class Quantizer(Protocol):
-    def check(self, model: nn.Module, cfg: QuantizationConfig) -> None:
-        """Raise a one-line ConfigError if this mode cannot handle `model` (an untrained fp32
-        instance); called before any training so bad combinations fail fast."""
+    def quantize(
+        self, model: nn.Module, cfg: QuantizationConfig, session: CalibrationSession
+    ) -> nn.Module:
+        """Return the quantized model (the fp32 `model` may be modified or reused)."""
         ...
 
-    def quantize(self, model: nn.Module, cfg: QuantizationConfig, session: QuantSession
-                 ) -> nn.Module:
-        """Return the quantized model; the fp32 `model` is left unchanged."""
-        ...
-
-    def skeleton(self, model: nn.Module, cfg: QuantizationConfig, example: torch.Tensor
-                 ) -> nn.Module:
+    def skeleton(self, model: nn.Module, cfg: QuantizationConfig) -> nn.Module:
         """The module structure `quantize` produces, with arbitrary values, for loading weights
-        from an artifact without calibration data. `example` is one fp32 input batch."""
+        from an artifact without calibration data."""
         ...
 
     def cast_input(self, x: torch.Tensor) -> torch.Tensor:
         """Convert an fp32 input batch to what the quantized model expects."""
         ...
-
-
-class Passthrough:
-    """Defaults for modes that accept any model and take fp32 inputs."""
-
-    def check(self, model: nn.Module, cfg: QuantizationConfig) -> None:
-        return None
-
-    def cast_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x
 
 
 QUANTIZERS: Registry[Quantizer] = Registry("quantization.mode")
