@@ -1,0 +1,66 @@
+"""What each `analyze.py` command does with its parsed arguments (argparse stays in the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from compression import paths
+from compression.analysis import layers as L
+from compression.analysis.profile import compose_run_config, profile_overrides, spec_for
+from compression.analysis.report import Analysis, Options, layer_views, run_command
+from compression.analysis.runs import RunTable, load_runs
+from compression.analysis.selection import Selection
+from compression.models import build_model
+
+
+def _options(args: argparse.Namespace, out: Path) -> Options:
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    return Options(out=out, tolerance=args.tolerance, by=args.by, formats=formats,
+                   log_to_mlflow=not args.no_log, run_id=args.run)
+
+
+def _written(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def from_runs(args: argparse.Namespace) -> list[Path]:
+    selection = Selection(experiment=args.experiment, sweep=args.sweep, filter=args.filter,
+                          tracking_uri=args.tracking_uri)
+    args.out = args.out or selection.default_out()
+    run_command(args.command, load_runs(selection), _options(args, args.out))
+    return _written(args.out)
+
+
+def _overrides_name(overrides: list[str]) -> str:
+    return "-".join(o.replace("=", "_").replace("/", "_") for o in overrides) or "all"
+
+
+def profile(args: argparse.Namespace) -> list[Path]:
+    name = _overrides_name(args.overrides)
+    args.out = args.out or paths.output_dir() / "analysis" / f"profile-{name}"
+    table = profile_overrides(args.overrides)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "profile.csv", index=False)
+    shown = table.drop(columns=["file_bytes", "tensor_bytes"])
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for r in table.itertuples():
+        verdict = "matches" if r.file_matches else "DOES NOT match"
+        print(f"{r.model}: file {r.file_bytes} B = tensors {r.tensor_bytes} B + safetensors "
+              f"header {r.header_bytes} B ({r.overhead_pct:.2f}% overhead): {verdict}")
+    return _written(args.out)
+
+
+def model_layers(args: argparse.Namespace) -> list[Path]:
+    """Per-layer views of a model built from conf/ (freshly initialised: no run, no sparsity)."""
+    name = _overrides_name(args.overrides)
+    args.out = args.out or paths.output_dir() / "analysis" / f"layers-{name}"
+    rc = compose_run_config(args.overrides)
+    spec = spec_for(rc.data)
+    model = build_model(rc.model, spec)
+    a = Analysis(RunTable(pd.DataFrame()), _options(args, args.out))
+    layer_views(a, L.model_layers(model, spec), L.layer_weights(model),
+                f"{rc.model.name} on {spec.name} (initial weights)")
+    return _written(args.out)

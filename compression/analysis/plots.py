@@ -1,0 +1,260 @@
+"""Drawing only: every function takes analysis tables and returns a matplotlib Figure.
+
+Agg backend (no display needed). Figures have a fixed size in inches and are saved at a fixed
+dpi without tight cropping, so every PNG has a known pixel size (FIGSIZE * DPI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: files only, never a window
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axis import Axis
+from matplotlib.figure import Figure
+from matplotlib.ticker import (
+    EngFormatter,
+    FuncFormatter,
+    LogLocator,
+    NullFormatter,
+    PercentFormatter,
+)
+
+from compression.analysis.derive import SMALL_DENSE
+from compression.analysis.pareto import Objective
+
+FIGSIZE = (10.0, 6.0)  # inches
+DPI = 120  # PNG: 1200 x 720 pixels
+FORMATS = ("png", "svg", "pdf")
+MARKERS = "o^vDPX"
+LOG_SPAN = 100  # bars get a log axis when their values span more than this factor
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11,
+                     "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3})
+
+AXIS_LABELS = {
+    "size_bytes": "artifact file size (log scale)",
+    "latency_ms": "batch-1 latency (log scale)",
+    "effective_flops": "effective FLOPs per sample (log scale)",
+    "accuracy": "test accuracy (%)",
+}
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, **kw: object) -> tuple[Figure, np.ndarray]:
+    fig, axes = plt.subplots(nrows, ncols, figsize=FIGSIZE, dpi=DPI, layout="constrained",
+                             squeeze=False, **kw)
+    return fig, axes
+
+
+def save_figure(fig: Figure, out_dir: Path, stem: str,
+                formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write `stem`.png/.svg/.pdf into out_dir and close the figure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in formats:
+        path = out_dir / f"{stem}.{ext}"
+        fig.savefig(path, dpi=DPI, metadata={"Date": None} if ext == "svg" else None)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _percent_axis(ax: plt.Axes) -> None:
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+
+
+def _baseline(ax: plt.Axes, level: float | None, tolerance: float) -> None:
+    """The dense baseline as a line, with the band of accepted accuracy below it."""
+    if level is None:
+        return
+    ax.axhline(level, color="black", lw=1.2, ls="--", label=f"dense baseline ({level:.1%})")
+    ax.axhspan(level - tolerance, level, color="black", alpha=0.08,
+               label=f"tolerance ({tolerance * 100:g} point{'s' if tolerance != 0.01 else ''})")
+
+
+def curves(curve_table: pd.DataFrame, auc: pd.DataFrame, *, x_column: str, x_label: str,
+           log_x: bool,
+           baseline: float | None, tolerance: float, title: str) -> Figure:
+    """Mean accuracy per series against x, a band of +-1 std over seeds where there are several,
+    the dense baseline line and tolerance band; the area under each curve in the legend."""
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    areas = auc.set_index("series")
+    fmt = value_formatter(x_column) if log_x else (lambda v: f"{v:.2f}")
+    for i, (series, g) in enumerate(curve_table.groupby("series", sort=True)):
+        small = series.startswith(SMALL_DENSE)
+        # Distinct markers too: series with equal accuracy (int8 vs fp32) would hide each other.
+        style = {"ls": "--", "marker": "s"} if small else {"ls": "-", "marker": MARKERS[i % 6]}
+        seeds = int(g["n"].max())
+        a = areas.loc[series]
+        label = (f"{series}: AUC {a['auc']:.3f} over {fmt(a['x_min'])}-{fmt(a['x_max'])}"
+                 + (f", {seeds} seeds" if seeds > 1 else ""))
+        color = f"C{i % 10}"
+        ax.plot(g["x"], g["y_mean"], color=color, ms=6, mfc="none" if i % 2 else color,
+                label=label, **style)
+        if seeds > 1:
+            ax.fill_between(g["x"], g["y_mean"] - g["y_std"], g["y_mean"] + g["y_std"],
+                            color=color, alpha=0.15, lw=0)
+    _baseline(ax, baseline, tolerance)
+    if log_x:
+        log_axis(ax.xaxis, x_column)
+    ax.set(xlabel=x_label, ylabel=AXIS_LABELS["accuracy"], title=title)
+    _percent_axis(ax)
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def _annotate(ax: plt.Axes, x: float, y: float, text: str, color: str, at: tuple) -> None:
+    """Label placed in axes fractions (the empty lower middle of an accuracy-vs-cost plot), so
+    it never runs into the title or off the axes, with an arrow to the point."""
+    ax.annotate(text, (x, y), xytext=at, textcoords="axes fraction", fontsize=9,
+                color=color, ha="left", va="center",
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": color, "alpha": 0.9},
+                arrowprops={"arrowstyle": "->", "color": color})
+
+
+def pareto(frame: pd.DataFrame, on_front: pd.Series, objectives: tuple[Objective, Objective], *,
+           sweet: dict | None, knee: dict | None, baseline: float | None, tolerance: float,
+           title: str) -> Figure:
+    """Every run (dominated ones faint), the front as a step line, sweet spot and knee marked."""
+    x_obj, y_obj = objectives
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    x, y = frame[x_obj.column], frame[y_obj.column]
+    ax.scatter(x[~on_front], y[~on_front], s=22, color="C0", alpha=0.2, lw=0,
+               label=f"dominated runs ({int((~on_front).sum())})")
+    front = frame[on_front].sort_values(x_obj.column)
+    ax.step(front[x_obj.column], front[y_obj.column], where="post", color="C3", lw=1.5)
+    ax.scatter(front[x_obj.column], front[y_obj.column], s=36, color="C3", zorder=3,
+               label=f"Pareto front ({len(front)} run{'s' if len(front) != 1 else ''})")
+    _baseline(ax, baseline, tolerance)
+    if sweet and knee and knee["run_id"] in sweet.get("run_ids", [sweet["run_id"]]):
+        sweet, knee = {**sweet, "label": f"{sweet['label']} (also the knee)"}, None
+    # Knee first, so that the star stays visible when the two points are close.
+    for point, marker, color, name, at in ((knee, "D", "C1", "knee", (0.40, 0.18)),
+                                           (sweet, "*", "C2", "sweet spot", (0.40, 0.36))):
+        if point is None or x_obj.column not in point:
+            continue
+        px, py = point[x_obj.column], point["accuracy"]
+        ax.scatter([px], [py], s=260 if marker == "*" else 90, marker=marker, color=color,
+                   edgecolor="black", zorder=5 if marker == "*" else 4, label=name)
+        seeds = point.get("seeds", 1)
+        text = (f"{name}: {point['label']}\n{py:.1%}, "
+                f"{value_formatter(x_obj.column, places=1)(px)}"
+                + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
+        _annotate(ax, px, py, text, "black", at)
+    if x_obj.log:
+        log_axis(ax.xaxis, x_obj.column)
+    else:
+        ax.xaxis.set_major_formatter(value_formatter(x_obj.column))
+    ax.set(xlabel=AXIS_LABELS.get(x_obj.column, x_obj.column), ylabel=AXIS_LABELS["accuracy"],
+           title=title)
+    _percent_axis(ax)
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
+    return fig
+
+
+def value_formatter(column: str, places: int | None = None) -> FuncFormatter:
+    """Readable engineering units: 21.4 kB, 160 µs, 20 k (FLOPs), 5x (ratios)."""
+    if column == "latency_ms":
+        eng = EngFormatter(unit="s", sep=" ", places=places)
+        return FuncFormatter(lambda v, pos=None: eng(v / 1000))
+    if column == "compression_ratio":
+        return FuncFormatter(lambda v, pos=None: f"{v:.3g}x")
+    eng = EngFormatter(unit="B" if column.endswith("bytes") else "", sep=" ", places=places)
+    return FuncFormatter(lambda v, pos=None: eng(v))
+
+
+def log_axis(axis: Axis, column: str) -> None:
+    """Log scale labelled at 1-2-5 steps in the column's units (matplotlib would otherwise mix
+    plain decade labels with 2 x 10^4-style minor labels when the data spans under a decade)."""
+    axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(value_formatter(column, places=0))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def layer_bars(layers: pd.DataFrame, title: str) -> Figure:
+    """Parameters (all / nonzero) and bytes (in memory / in the artifact file) per layer."""
+    fig, axes = new_figure(1, 2)
+    idx = np.arange(len(layers))
+    panels = (
+        (axes[0, 0], (("params", "all"), ("nonzero_params", "nonzero")), "parameters"),
+        (axes[0, 1], (("bytes", "in memory"), ("artifact_bytes", "in artifact file")), "bytes"),
+    )
+    for ax, bars, unit in panels:
+        shown = [(c, lab) for c, lab in bars if c in layers and layers[c].notna().any()]
+        width = 0.8 / max(1, len(shown))
+        for k, (col, lab) in enumerate(shown):
+            ax.bar(idx + (k - (len(shown) - 1) / 2) * width, layers[col], width, label=lab)
+        values = layers[[c for c, _ in shown]].to_numpy(dtype=float)
+        positive = values[values > 0]
+        log = positive.size and positive.max() / positive.min() > LOG_SPAN
+        if log:
+            ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(EngFormatter(unit="B" if unit == "bytes" else "", sep=" "))
+        ax.set_xticks(idx, layers["layer"], rotation=45 if len(layers) > 6 else 0, ha="right"
+                      if len(layers) > 6 else "center")
+        ax.set(xlabel="layer", ylabel=f"{unit}{' (log scale)' if log else ''}",
+               title=f"{unit} per layer")
+        ax.legend()
+    fig.suptitle(title)
+    return fig
+
+
+def layer_sparsity(layers: pd.DataFrame, title: str) -> Figure:
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    bars = ax.bar(layers["layer"], layers["sparsity"], color="C2")
+    ax.bar_label(bars, labels=[f"{s:.1%}" for s in layers["sparsity"]], padding=2, fontsize=9)
+    ax.set_ylim(0, 1.08)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    ax.set(xlabel="layer", ylabel="weights that are exactly zero (%)", title=title)
+    if len(layers) > 6:
+        ax.tick_params(axis="x", labelrotation=45)
+    return fig
+
+
+def weight_histograms(weights: dict[str, np.ndarray], title: str, bins: int = 60) -> Figure:
+    """Nonzero weights per layer (zeros would swamp the bins; their share is in each title)."""
+    n = max(1, len(weights))
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = new_figure(rows, cols)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, (name, w) in zip(axes.flat, weights.items(), strict=False):
+        nz = w[w != 0]
+        ax.hist(nz, bins=bins, color="C0", histtype="stepfilled")  # one patch, fast to save
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: {w.size:,} weights, {1 - nz.size / max(1, w.size):.1%} zero",
+                     fontsize=10)
+        ax.set_xlabel("weight value (nonzero)")
+        ax.set_ylabel("count (log)")
+    fig.suptitle(title)
+    return fig
+
+
+def sensitivity(table: pd.DataFrame, *, baseline: float | None, tolerance: float,
+                title: str) -> Figure:
+    """Accuracy against the sparsity of the one pruned layer, one line per layer."""
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    for i, (layer, g) in enumerate(table.groupby("layer", sort=False)):
+        color = f"C{i % 10}"
+        ax.plot(g["sparsity"], g["y_mean"], marker="o", color=color, label=f"only {layer} pruned")
+        if g["n"].max() > 1:
+            ax.fill_between(g["sparsity"], g["y_mean"] - g["y_std"], g["y_mean"] + g["y_std"],
+                            color=color, alpha=0.15, lw=0)
+    _baseline(ax, baseline, tolerance)
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    _percent_axis(ax)
+    ax.set(xlabel="sparsity of the pruned layer (%)", ylabel=AXIS_LABELS["accuracy"],
+           title=title)
+    fig.legend(loc="outside lower center", ncols=4, frameon=False)
+    return fig

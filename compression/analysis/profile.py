@@ -1,0 +1,101 @@
+"""Model profiles: parameters, forward FLOPs, FLOPs per parameter and file size for built-in or
+user models, plus a check that the saved file holds exactly the state_dict's tensor bytes plus
+the safetensors header (the format's only overhead)."""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from torch import nn
+
+from compression import data as data_mod
+from compression.config import CONFIG_DIR, RunConfig
+from compression.data import DataConfig, DataSpec
+from compression.export import save_artifact, state_bytes
+from compression.metrics import flops_per_layer
+from compression.models import MODELS, ModelConfig, build_model
+from compression.quantization import QUANTIZERS
+
+# Input shapes of the built-in datasets, so profiling needs no dataset on disk (Fashion-MNIST
+# may not be installed). Other datasets are loaded once to read their shape.
+KNOWN_SPECS = {
+    "digits": DataSpec("digits", 1, 8, 10),
+    "fashion_mnist": DataSpec("fashion_mnist", 1, 28, 10),
+}
+
+
+@dataclass
+class Profile:
+    model: str
+    data: str
+    params: int
+    flops: int  # forward FLOPs for one sample (2 per multiply-accumulate)
+    file_bytes: int  # the model saved densely in fp32 in the artifact format
+    tensor_bytes: int  # sum of numel * element size over the state_dict
+    header_bytes: int  # safetensors: 8-byte length + JSON header
+
+    @property
+    def overhead_ok(self) -> bool:
+        return self.file_bytes == self.tensor_bytes + self.header_bytes
+
+    def row(self) -> dict[str, object]:
+        return {
+            "model": self.model, "data": self.data,
+            "params_M": self.params / 1e6, "GFLOPs": self.flops / 1e9,
+            "FLOPs_per_param": self.flops / max(1, self.params),
+            "size_MB": self.file_bytes / 1e6, "file_bytes": self.file_bytes,
+            "tensor_bytes": self.tensor_bytes, "header_bytes": self.header_bytes,
+            "overhead_pct": 100 * (self.file_bytes - self.tensor_bytes) / self.file_bytes,
+            "file_matches": self.overhead_ok,
+        }
+
+
+def spec_for(cfg: DataConfig) -> DataSpec:
+    return KNOWN_SPECS.get(cfg.name) or data_mod.load(cfg).spec
+
+
+def compose_run_config(overrides: list[str]) -> RunConfig:
+    """The project's real conf/ composed with Hydra-style overrides (`model=lenet5 ...`)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=["tracking=off", *overrides])
+    finally:
+        GlobalHydra.instance().clear()
+    return RunConfig.from_cfg(cfg)
+
+
+def _header_bytes(path: Path) -> int:
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))  # safetensors: little-endian u64 header length
+    return 8 + n
+
+
+def profile_model(model: nn.Module, model_cfg: ModelConfig, spec: DataSpec) -> Profile:
+    flops, _ = flops_per_layer(model.eval(), spec.example_input(1))
+    params = sum(p.numel() for p in model.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        save_artifact(model, path, model_cfg=model_cfg, spec=spec,
+                      quant_cfg=QUANTIZERS.build_config({"mode": "none"}), sparse=False)
+        file_bytes, header = path.stat().st_size, _header_bytes(path)
+    return Profile(model_cfg.name, spec.name, params, flops, file_bytes, state_bytes(model),
+                   header)
+
+
+def profile_overrides(overrides: list[str]) -> pd.DataFrame:
+    """One row per model: the one `model=...` names, else every built-in model."""
+    names_model = any(o.split("=", 1)[0].lstrip("+~").startswith("model") for o in overrides)
+    variants = [overrides] if names_model else [[f"model={m}", *overrides] for m in sorted(MODELS)]
+    rows = []
+    for ov in variants:
+        rc = compose_run_config(ov)
+        spec = spec_for(rc.data)
+        rows.append(profile_model(build_model(rc.model, spec), rc.model, spec).row())
+    return pd.DataFrame(rows)

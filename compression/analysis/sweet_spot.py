@@ -1,0 +1,112 @@
+"""The sweet spot: the most compressed (or fastest) run that stays within an accuracy tolerance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from compression import validation as v
+from compression.analysis.pareto import Objective, knee_index, pareto_mask
+
+# `--by` picks what "most compressed" means: the column to minimise.
+CRITERIA: dict[str, str] = {
+    "size": "size_bytes",
+    "latency": "latency_ms",
+    "flops": "effective_flops",
+}
+# Accuracy fractions such as 0.9805 - 0.9705 are 0.010000000000000009 in floating point; a drop
+# equal to the tolerance up to this slack counts as within it.
+EPS = 1e-9
+SHOWN = ("accuracy", "accuracy_drop", "size_bytes", "compression_ratio", "latency_ms",
+         "speedup", "sparsity", "effective_flops")
+
+
+@dataclass
+class SweetSpot:
+    criterion: str
+    tolerance: float
+    candidates: int  # configurations (runs, seeds averaged) within the tolerance
+    total: int  # configurations considered
+    best: dict[str, Any] | None  # the chosen run's id, label and metrics; None if no run fits
+    knee: dict[str, Any] | None = None  # knee of the accuracy-vs-criterion front
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2, default=float) + "\n")
+        return path
+
+    def table(self) -> str:
+        """A short plain-text table for the terminal."""
+        head = (f"sweet spot: smallest {CRITERIA[self.criterion]} with accuracy drop <= "
+                f"{self.tolerance * 100:g} points ({self.candidates} of {self.total} "
+                "configurations qualify)")
+        lines = [head]
+        for name, row in (("sweet spot", self.best), ("knee", self.knee)):
+            if row is None:
+                lines.append(f"  {name:<10}  -")
+                continue
+            metrics = "  ".join(f"{k}={_fmt(row[k])}" for k in SHOWN if k in row)
+            seeds = f", mean of {row['seeds']} seeds" if row.get("seeds", 1) > 1 else ""
+            lines.append(f"  {name:<10}  {row['label']}  (run {row['run_id']}{seeds})\n"
+                         f"  {'':<10}  {metrics}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _row(units: pd.DataFrame, idx: Any) -> dict[str, Any]:
+    r = units.loc[idx]
+    out = {"run_id": r["run_id"], "label": r.get("label", r["run_id"])}
+    if "run_ids" in r:
+        out["run_ids"] = list(r["run_ids"])
+        out["seeds"] = len(r["run_ids"])
+    out.update({k: float(r[k]) for k in SHOWN if k in r and pd.notna(r[k])})
+    return out
+
+
+def config_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (runs sharing `config_key` differ only by seed): numeric columns
+    averaged, `run_id` the first run's, `run_ids` all of them. A lucky seed cannot make a
+    configuration look within tolerance when its mean is not."""
+    groups = frame.groupby("config_key", sort=False)
+    numeric = frame.select_dtypes("number").columns.tolist()
+    means = groups[numeric].mean()
+    firsts = groups[[c for c in ("run_id", "label") if c in frame]].first()
+    ids = groups["run_id"].agg(list).rename("run_ids")
+    return pd.concat([firsts, means, ids], axis=1).reset_index(drop=True)
+
+
+def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size") -> SweetSpot:
+    """Among configurations whose (seed-mean) accuracy_drop <= tolerance, the one with the
+    smallest CRITERIA[by]; ties go to the higher accuracy, then the earlier run (row order, then
+    run id). Without a `config_key` column every run is its own configuration. The knee is that
+    of the per-run Pareto front of accuracy against the same criterion."""
+    v.one_of("--by", by, CRITERIA)
+    v.in_range("--tolerance", tolerance, 0, 1)
+    col = CRITERIA[by]
+    result = SweetSpot(by, tolerance, 0, len(frame), None)
+    if col not in frame or frame.empty:
+        result.notes.append(f"no runs with {col}")
+        return result
+    units = config_means(frame) if "config_key" in frame else frame
+    ok = units[(units["accuracy_drop"] <= tolerance + EPS) & units[col].notna()]
+    result.candidates, result.total = len(ok), len(units)
+    if len(ok):
+        ranked = ok.assign(_pos=range(len(ok))).sort_values(
+            [col, "accuracy", "_pos", "run_id"], ascending=[True, False, True, True],
+            kind="stable")
+        result.best = _row(units, ranked.index[0])
+    else:
+        result.notes.append("no run is within the tolerance; try a larger --tolerance")
+    objectives = (Objective(col, "min", log=True), Objective("accuracy", "max"))
+    knee = knee_index(frame[pareto_mask(frame, objectives)], objectives)
+    result.knee = None if knee is None else _row(frame, knee)
+    return result

@@ -1,0 +1,58 @@
+"""Derived columns: small-dense runs measured against the full-width dense model; series."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from compression.analysis.curves import aggregate_curves, curve_auc
+from compression.analysis.derive import derive
+
+
+def runs() -> pd.DataFrame:
+    common = {"model.name": "mlp", "data.name": "digits", "baseline_accuracy": 0.98}
+    rows = [
+        # method, width, quant, sparsity param, seed, accuracy, size, dense size, params, nonzero
+        ("none", 1.0, "none", 0.0, 0, 0.98, 200_000, 200_000, 1000, 1000),
+        ("unstructured", 1.0, "none", 0.9, 0, 0.96, 30_000, 200_000, 1000, 100),
+        ("unstructured", 1.0, "none", 0.9, 1, 0.94, 30_000, 200_000, 1000, 100),
+        ("unstructured", 1.0, "dynamic_int8", 0.9, 0, 0.95, 15_000, 200_000, 1000, 100),
+        ("none", 0.5, "none", 0.0, 0, 0.97, 50_000, 50_000, 250, 250),
+    ]
+    df = pd.DataFrame(rows, columns=["pruning.method", "model.width", "quantization.mode",
+                                     "pruning.sparsity", "seed", "accuracy", "size_bytes",
+                                     "dense_size_bytes", "params", "nonzero_params"])
+    df = df.assign(**common, run_id=[f"r{i}" for i in range(len(df))])
+    df["accuracy_drop"] = df["baseline_accuracy"] - df["accuracy"]
+    df.loc[4, "accuracy_drop"] = 0.0  # logged against its own (small) baseline
+    df.loc[4, "baseline_accuracy"] = 0.97
+    df["compression_ratio"] = df["dense_size_bytes"] / df["size_bytes"]
+    df["sparsity"] = 1 - df["nonzero_params"] / df["params"]
+    return df
+
+
+def test_small_dense_is_compared_with_the_full_width_dense_model() -> None:
+    d = derive(runs())
+    small = d.iloc[4]
+    assert small["role"] == "small dense"
+    assert small["accuracy_drop"] == pytest.approx(0.01)  # 0.98 - 0.97, not the logged 0
+    assert small["compression_ratio"] == pytest.approx(4.0)  # 200 kB / 50 kB, not 1x
+    assert small["equivalent_sparsity"] == pytest.approx(0.75)  # 250 of 1000 params kept
+    assert d.iloc[1]["accuracy_drop"] == pytest.approx(0.02)  # width-1 runs keep theirs
+
+
+def test_series_split_by_quantization_not_by_seed_or_sparsity() -> None:
+    d = derive(runs())
+    assert d["series"].tolist() == ["dense baseline", "unstructured", "unstructured",
+                                    "unstructured + dynamic_int8", "small dense"]
+    assert d["label"].iloc[3] == "mlp unstructured@0.9 + dynamic_int8"
+
+
+def test_curves_average_seeds_and_report_area() -> None:
+    curves = aggregate_curves(derive(runs()), "equivalent_sparsity")
+    row = curves[curves["series"] == "unstructured"].iloc[0]
+    assert (row["n"], row["y_mean"]) == (2, pytest.approx(0.95))
+    assert row["y_std"] == pytest.approx(0.01414, abs=1e-4)
+    assert "dense baseline" not in set(curves["series"])  # drawn as a line instead
+    auc = curve_auc(pd.DataFrame({"series": ["s", "s"], "x": [0.0, 1.0], "y_mean": [1.0, 0.5]}))
+    assert auc.loc[0, "auc"] == pytest.approx(0.75)

@@ -1,0 +1,112 @@
+"""Pareto set, knee and sweet spot on hand-built run tables: exact rows, ties, a single run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from compression.analysis.pareto import FRONTS, Objective, knee_index, pareto_mask
+from compression.analysis.sweet_spot import sweet_spot
+from compression.errors import ConfigError
+
+SIZE = FRONTS["size"]
+
+
+def table(rows: list[tuple]) -> pd.DataFrame:
+    """(run_id, accuracy, size_bytes, accuracy_drop) rows; latency = size / 1000."""
+    df = pd.DataFrame(rows, columns=["run_id", "accuracy", "size_bytes", "accuracy_drop"])
+    df["latency_ms"] = df["size_bytes"] / 1000
+    return df
+
+
+def front_ids(df: pd.DataFrame) -> list[str]:
+    return df.loc[pareto_mask(df, SIZE), "run_id"].tolist()
+
+
+def test_pareto_set_is_exactly_the_non_dominated_rows() -> None:
+    df = table([("big", 0.98, 200_000, 0.0), ("mid", 0.97, 50_000, 0.01),
+                ("worse-mid", 0.95, 60_000, 0.03), ("small", 0.90, 10_000, 0.08),
+                ("tiny-bad", 0.40, 12_000, 0.58)])
+    assert front_ids(df) == ["big", "mid", "small"]
+
+
+def test_exact_ties_are_all_kept_and_equal_size_with_lower_accuracy_is_dominated() -> None:
+    df = table([("a", 0.97, 50_000, 0.01), ("a-twin", 0.97, 50_000, 0.01),
+                ("same-size-worse", 0.96, 50_000, 0.02), ("same-acc-bigger", 0.97, 51_000, 0.01)])
+    assert front_ids(df) == ["a", "a-twin"]
+
+
+def test_single_run_is_its_own_front_and_sweet_spot_without_a_knee() -> None:
+    df = table([("only", 0.95, 1000, 0.005)])
+    assert front_ids(df) == ["only"]
+    spot = sweet_spot(df)
+    assert spot.best["run_id"] == "only" and spot.candidates == 1 and spot.knee is None
+
+
+def test_rows_missing_an_objective_are_never_on_the_front() -> None:
+    df = table([("a", 0.97, 50_000, 0.0), ("no-size", 0.99, np.nan, 0.0)])
+    assert front_ids(df) == ["a"]
+
+
+def test_sweet_spot_is_the_smallest_run_within_tolerance() -> None:
+    df = table([("dense", 0.98, 200_000, 0.0), ("ok", 0.972, 40_000, 0.008),
+                ("too-lossy", 0.95, 10_000, 0.03)])
+    assert sweet_spot(df, tolerance=0.01).best["run_id"] == "ok"
+    assert sweet_spot(df, tolerance=0.05).best["run_id"] == "too-lossy"
+
+
+def test_drop_equal_to_tolerance_counts_despite_float_rounding() -> None:
+    drop = 0.9805 - 0.9705  # 0.010000000000000009
+    df = table([("dense", 0.9805, 200_000, 0.0), ("edge", 0.9705, 20_000, drop)])
+    assert sweet_spot(df, tolerance=0.01).best["run_id"] == "edge"
+
+
+def test_sweet_spot_ties_go_to_higher_accuracy_then_the_earlier_row() -> None:
+    df = table([("first", 0.97, 20_000, 0.01), ("better", 0.975, 20_000, 0.005),
+                ("better-later", 0.975, 20_000, 0.005)])
+    assert sweet_spot(df).best["run_id"] == "better"
+
+
+def test_no_run_within_tolerance_gives_none_and_a_note() -> None:
+    spot = sweet_spot(table([("a", 0.5, 1000, 0.4)]))
+    assert spot.best is None and spot.candidates == 0 and "tolerance" in spot.notes[0]
+
+
+def test_sweet_spot_by_latency_picks_the_fastest() -> None:
+    df = table([("small", 0.97, 10_000, 0.0), ("fast", 0.97, 30_000, 0.0)])
+    df.loc[1, "latency_ms"] = 0.001
+    assert sweet_spot(df, by="latency").best["run_id"] == "fast"
+
+
+def test_a_lucky_seed_does_not_make_a_configuration_qualify() -> None:
+    df = table([("s0", 0.96, 10_000, 0.02), ("s1", 0.975, 10_000, 0.005),
+                ("safe", 0.98, 50_000, 0.0)])
+    df["config_key"] = ["cfg-small", "cfg-small", "cfg-big"]
+    spot = sweet_spot(df, tolerance=0.01)  # cfg-small's mean drop is 0.0125
+    assert spot.best["run_id"] == "safe" and spot.total == 2
+
+
+def test_knee_is_the_point_farthest_from_the_chord() -> None:
+    # Accuracy rises fast up to 20 kB, then flattens: the knee is the 20 kB run.
+    df = table([("a", 0.50, 1_000, 0), ("b", 0.90, 20_000, 0), ("c", 0.95, 100_000, 0),
+                ("d", 0.96, 1_000_000, 0)])
+    front = df[pareto_mask(df, SIZE)]
+    assert df.loc[knee_index(front, SIZE), "run_id"] == "b"
+    assert knee_index(front.iloc[:2], SIZE) is None  # two points: no knee
+
+
+def test_sweet_spot_json_and_table(tmp_path) -> None:
+    spot = sweet_spot(table([("a", 0.97, 1000, 0.0)]))
+    data = json.loads(spot.to_json(tmp_path / "s.json").read_text())
+    assert data["best"]["run_id"] == "a" and data["tolerance"] == 0.01
+    assert "run a" in spot.table()
+
+
+def test_bad_arguments_name_the_value() -> None:
+    with pytest.raises(ConfigError, match="--by='cost'"):
+        sweet_spot(table([("a", 0.9, 1, 0.0)]), by="cost")
+    with pytest.raises(ConfigError, match="direction='up'"):
+        Objective("accuracy", "up")
