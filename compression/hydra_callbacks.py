@@ -52,6 +52,15 @@ class MlflowParentRun(Callback):
         atexit.register(self._close, RunStatus.to_string(RunStatus.FAILED))
         log.info("mlflow parent run %s (%s) for this multirun", self.run.id, name)
 
+    def adopt(self, run: tracking.Run) -> None:
+        """Make `run` the parent instead of the one opened at start, which is deleted (it has no
+        children yet). A sweeper that resumes or joins an Optuna study calls this so that every
+        trial of the study lands under the study's one parent run."""
+        if self.run is not None and self.run.id != run.id:
+            self.run.client.delete_run(self.run.id)
+        self.run = run
+        os.environ[tracking.PARENT_ENV] = run.id
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close(RunStatus.to_string(RunStatus.FINISHED))
 

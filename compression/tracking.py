@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 PARENT_ENV = "COMPRESSION_PARENT_RUN_ID"  # not MLFLOW_RUN_ID: MLflow would resume that run
 PARENT_TAG = "mlflow.parentRunId"
+# $COMPRESSION_TAG_<name>=<value> becomes tag <name> of a job's run: the Optuna sweeper sets
+# study_name and trial_number this way, per job, through hydra.job.env_set.
+TAG_ENV_PREFIX = "COMPRESSION_TAG_"
 MAX_PARAM_LEN = 6000
 
 
@@ -175,7 +178,9 @@ def start_run(
 ) -> Run:
     client = MlflowClient(tracking_uri=resolve_uri(cfg.uri))
     exp_id = _retry(ensure_experiment, client, cfg.experiment)
-    all_tags = {**system_tags(), "mlflow.source.name": "train.py", **(tags or {})}
+    env_tags = {k.removeprefix(TAG_ENV_PREFIX): val for k, val in os.environ.items()
+                if k.startswith(TAG_ENV_PREFIX)}
+    all_tags = {**system_tags(), "mlflow.source.name": "train.py", **env_tags, **(tags or {})}
     parent = cfg.parent_run_id or os.environ.get(PARENT_ENV)
     if parent:
         all_tags[PARENT_TAG] = parent

@@ -1,0 +1,189 @@
+"""The Optuna side of a sweep: storage, study, worker liveness, the counts that end a sweep."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from compression import paths
+from compression.errors import ConfigError
+from compression.sweep.config import SweeperConfig
+from compression.sweep.samplers import make_sampler
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "outputs/optuna.journal"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+# User attrs each running trial carries so that another process can tell a dead worker's trial.
+WORKER_ATTR, HEARTBEAT_ATTR, ERROR_ATTR = "worker", "heartbeat", "error"
+QUEUED_ATTR = "queued"  # trials put in the queue: grid points, retries of a dead worker's trial
+
+
+def resolve_storage(url: str | None) -> str:
+    """Journal file path or SQLAlchemy URL, with relative paths anchored at the project root."""
+    url = url or DEFAULT_STORAGE
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{paths.resolve(url.removeprefix('sqlite:///'))}"
+    if "://" in url:
+        return url
+    return str(paths.resolve(url.removeprefix("journal:")))
+
+
+def make_storage(url: str | None) -> BaseStorage:
+    """`*.journal` / `journal:<path>` / plain paths: Optuna's journal file (safe for parallel
+    local workers); anything with `://`: an SQLAlchemy URL (sqlite, postgresql, mysql)."""
+    resolved = resolve_storage(url)
+    if "://" in resolved:
+        try:
+            return RDBStorage(resolved)
+        except Exception as e:  # bad driver, unreachable server: one line, before training
+            raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: {e}") from None
+    Path(resolved).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(resolved))
+
+
+def redact(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (for tags and logs)."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def open_study(cfg: SweeperConfig) -> optuna.Study:
+    """Create the study, or load it when `study_name` already exists in the storage (resume).
+
+    The sampler's seed is offset by the number of workers that joined the study before this
+    one: a fresh sweep samples exactly as `seed` says, while a resumed run or a second worker
+    does not replay the first one's random draws (which would repeat its trials)."""
+    name = cfg.study_name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    storage = make_storage(cfg.storage)
+    study = optuna.create_study(study_name=name, storage=storage,
+                                directions=list(cfg.directions), load_if_exists=True)
+    have = [d.name.lower() for d in study.directions]
+    if have != list(cfg.directions):
+        raise ConfigError(f"study {name!r} exists with directions {have}, not "
+                          f"{list(cfg.directions)}; pick another hydra.sweeper.study_name")
+    seed = None if cfg.seed is None else cfg.seed + _join(study)
+    return optuna.load_study(study_name=name, storage=storage,
+                             sampler=make_sampler(cfg.sampler, seed, cfg.sampler_kwargs))
+
+
+def _join(study: optuna.Study) -> int:
+    """Register this worker; returns how many joined before it (all workers agree on the order:
+    registration time, then name)."""
+    study.set_user_attr(f"{WORKER_ATTR}:{WORKER}", time.time())
+    joined = sorted((t, k) for k, t in study.user_attrs.items()
+                    if k.startswith(f"{WORKER_ATTR}:"))
+    return [k for _, k in joined].index(f"{WORKER_ATTR}:{WORKER}")
+
+
+@dataclass(frozen=True)
+class Counts:
+    complete: int
+    running: int
+    waiting: int
+    failed: int  # jobs that failed (with an error attr), not trials of dead workers
+
+
+def counts(study: optuna.Study) -> Counts:
+    trials = study.get_trials(deepcopy=False)
+    n = {s: sum(t.state == s for t in trials) for s in TrialState}
+    failed = sum(t.state == TrialState.FAIL and ERROR_ATTR in t.user_attrs for t in trials)
+    return Counts(n[TrialState.COMPLETE], n[TrialState.RUNNING], n[TrialState.WAITING], failed)
+
+
+def _is_stale(t: FrozenTrial, grace_period: float, now: float) -> bool:
+    worker = t.user_attrs.get(WORKER_ATTR, "")
+    host, _, pid = worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and worker != WORKER:
+        return not _pid_alive(int(pid))  # same machine: no need to wait for the grace period
+    beat = t.user_attrs.get(HEARTBEAT_ATTR)
+    started = t.datetime_start.timestamp() if t.datetime_start else now
+    return now - (beat if beat is not None else started) > grace_period
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_trials(study: optuna.Study, grace_period: float) -> list[FrozenTrial]:
+    """FAIL running trials of dead workers and queue their parameters again (so a killed sweep,
+    run again, skips nothing). Returns the trials failed here (each by exactly one process)."""
+    now, failed = time.time(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _is_stale(t, grace_period, now):
+            continue
+        try:
+            ft = study.tell(t.number, state=TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another process failed it first (and queued it again)
+        study.enqueue_trial(t.params, user_attrs={QUEUED_ATTR: f"retry of {t.number}"})
+        failed.append(ft)
+        log.warning("trial %d of %s was left running by %s (dead): marked FAIL, queued again",
+                    t.number, study.study_name, t.user_attrs.get(WORKER_ATTR, "?"))
+    return failed
+
+
+def cancel_if_surplus(study: optuna.Study, trial: Trial, n_trials: int) -> bool:
+    """With several workers, two may ask for the last trial at once. Running trials are ranked
+    by number and only the first `n_trials - complete` may run (every worker ranks alike); a
+    surplus one is told PRUNED, its queued parameters go back in the queue."""
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    running = sorted(t.number for t in trials if t.state == TrialState.RUNNING)
+    if trial.number in running[: max(0, n_trials - complete)]:
+        return False
+    trial.set_user_attr("cancelled", "n_trials reached by other workers")
+    study.tell(trial, state=TrialState.PRUNED)
+    queued = trial.user_attrs.get(QUEUED_ATTR)
+    if queued:
+        study.enqueue_trial(trial.params, user_attrs={QUEUED_ATTR: queued})
+    return True
+
+
+def claim(trial: Trial) -> None:
+    trial.set_user_attr(WORKER_ATTR, WORKER)
+    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+
+
+@contextmanager
+def heartbeat(trials: Iterable[Trial], interval: float) -> Iterator[None]:
+    """Mark `trials` alive every `interval` seconds while the launcher runs them."""
+    trials, stop = list(trials), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            for t in trials:
+                try:
+                    t.set_user_attr(HEARTBEAT_ATTR, time.time())
+                except Exception as e:  # a storage hiccup must not kill the sweep
+                    log.debug("heartbeat of trial %d failed: %s", t.number, e)
+
+    thread = threading.Thread(target=beat, name="sweep-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,45 @@
+"""Model factories the sweep tests select through `model._target_` (PYTHONPATH=tests/sweep)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression.models import example_user_model
+
+
+class _Exploding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom: deliberate failure")
+
+
+def exploding(**kwargs: Any) -> nn.Module:
+    """A job that raises while training its baseline (its MLflow run is open by then)."""
+    return _Exploding()
+
+
+class _KillOnce(nn.Module):
+    def __init__(self, marker: str, inner: nn.Module) -> None:
+        super().__init__()
+        self.marker, self.inner = marker, inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not Path(self.marker).exists():
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner(x)
+
+
+def kill_once(marker: str, **kwargs: Any) -> nn.Module:
+    """SIGKILLs the whole sweep process in the first forward pass of the first trial (its MLflow
+    run is RUNNING by then), then behaves: an event-driven stand-in for `kill -9` mid-sweep."""
+    return _KillOnce(marker, example_user_model(**kwargs))
