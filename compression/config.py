@@ -36,6 +36,7 @@ METRICS = (
     "baseline_latency_ms", "baseline_batch_latency_ms", "model_bytes", "peak_rss_mb",
     "baseline_train_seconds", "finetune_seconds", "quantize_seconds", "measure_seconds",
     "total_seconds", "baseline_cache_hit", "threads",
+    "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
 )
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",

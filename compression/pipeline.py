@@ -23,7 +23,9 @@ from compression import tracking
 from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
 from compression.export import load_artifact, save_artifact, state_bytes
+from compression.models import build_model
 from compression.pruning import PRUNERS, MaskSet
+from compression.pruning import check as check_pruning
 from compression.quantization import QUANTIZERS
 from compression.training import evaluate, train
 
@@ -79,6 +81,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
     """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives."""
     rc = RunConfig.from_cfg(cfg)  # every value checked before any work
     splits = data_mod.load(rc.data)  # a missing dataset fails here, before a run is opened
+    # So does a pruning method that cannot handle the model (e.g. structured on an untraceable op).
+    check_pruning(build_model(rc.model, splits.spec), rc.pruning, splits.spec.example_input(1))
     with _threads(rc.threads):
         if not rc.tracking.enabled:
             results = execute(rc, splits, None)

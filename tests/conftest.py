@@ -10,17 +10,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
+from shrink import FAST
 
 import compression.config  # registers the ${project_root:} resolver
-
-# Small but real: a few epochs on digits keep a full pipeline run around a second.
-FAST = [
-    "train.epochs=3",
-    "finetune.epochs=1",
-    "measure.repeats=5",
-    "measure.warmup=1",
-    "measure.batch_size=16",
-]
 
 
 @pytest.fixture

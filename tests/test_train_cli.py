@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import FAST
 from mlflow.tracking import MlflowClient
+from shrink import FAST
 
 from compression.paths import PROJECT_ROOT
 

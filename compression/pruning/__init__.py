@@ -1,6 +1,24 @@
-"""Pruning methods. Importing this package registers every built-in method in PRUNERS."""
+"""Pruning methods. Importing this package registers every built-in method in PRUNERS:
+none, unstructured, random, block, nm, structured, lowrank, mask."""
 
-from compression.pruning import unstructured  # noqa: F401  (registers handlers)
-from compression.pruning.base import PRUNERS, MaskSet, PruneSession, PruningConfig, select_layers
+from compression.pruning import (  # noqa: F401  (registers handlers)
+    block,
+    lowrank,
+    masks,
+    nm,
+    small_dense,
+    structured,
+    unstructured,
+)
+from compression.pruning.base import (
+    PRUNERS,
+    MaskSet,
+    PruneSession,
+    PruningConfig,
+    check,
+    layer_targets,
+    select_layers,
+)
 
-__all__ = ["PRUNERS", "MaskSet", "PruneSession", "PruningConfig", "select_layers"]
+__all__ = ["PRUNERS", "MaskSet", "PruneSession", "PruningConfig", "check", "layer_targets",
+           "select_layers"]

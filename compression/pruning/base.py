@@ -1,8 +1,10 @@
-"""Shared pieces of every pruning method: the config base, layer selection, masks, the session."""
+"""Shared pieces of every pruning method: the config base, layer selection, masks, the session,
+and the pre-training checks."""
 
 from __future__ import annotations
 
 import fnmatch
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -12,23 +14,44 @@ from torch import nn
 
 from compression import validation as v
 from compression.data import Splits
+from compression.errors import ConfigError
 from compression.models import prunable_layers
 from compression.registry import Registry
 
 
 @dataclass
 class PruningConfig:
-    """Fields every method accepts. `include`/`exclude` are fnmatch patterns on layer names."""
+    """Fields every method accepts. `include`/`exclude` are fnmatch patterns on layer names.
+
+    `overrides` maps a layer-name pattern to that layer's own target (first matching pattern
+    wins; 0 leaves the layer dense). `keep_first_last` leaves the first and last prunable layers
+    (in registration order: usually the input layer and the classifier) dense. It is off by
+    default so that the logged `sparsity` equals the requested one; turn it on for the usual
+    accuracy-friendly recipe.
+    """
 
     method: str = "none"
     sparsity: float = 0.0
     include: list[str] = field(default_factory=lambda: ["*"])
     exclude: list[str] = field(default_factory=list)
+    overrides: dict[str, float] | None = field(default_factory=dict)
+    keep_first_last: bool = False
 
     def __post_init__(self) -> None:
         v.in_range("pruning.sparsity", self.sparsity, 0, 1, hi_open=True)
         self.include = v.string_list("pruning.include", self.include)
         self.exclude = v.string_list("pruning.exclude", self.exclude)
+        if self.overrides is None:  # YAML null, so `pruning.overrides={...}` can set it
+            self.overrides = {}
+        if not isinstance(self.overrides, dict):
+            raise ConfigError(f"pruning.overrides={self.overrides!r} must be a mapping "
+                              "{layer pattern: sparsity}, e.g. {fc3: 0}")
+        self.overrides = dict(self.overrides)
+        for pattern, value in self.overrides.items():
+            v.in_range(f"pruning.overrides.{pattern}", value, 0, 1, hi_open=True)
+        if not isinstance(self.keep_first_last, bool):
+            raise ConfigError(f"pruning.keep_first_last={self.keep_first_last!r} must be "
+                              "true or false")
 
 
 class MaskSet:
@@ -52,9 +75,14 @@ class MaskSet:
 
 
 def select_layers(model: nn.Module, cfg: PruningConfig) -> dict[str, nn.Module]:
-    """Prunable layers matching any `include` pattern and no `exclude` pattern."""
+    """Prunable layers matching any `include` pattern and no `exclude` pattern (and not the
+    first or last prunable layer when `keep_first_last`)."""
+    layers = prunable_layers(model)
+    ends = {next(iter(layers)), next(reversed(layers))} if cfg.keep_first_last and layers else set()
     chosen = {}
-    for name, module in prunable_layers(model).items():
+    for name, module in layers.items():
+        if name in ends:
+            continue
         if any(fnmatch.fnmatchcase(name, p) for p in cfg.include) and not any(
             fnmatch.fnmatchcase(name, p) for p in cfg.exclude
         ):
@@ -62,11 +90,34 @@ def select_layers(model: nn.Module, cfg: PruningConfig) -> dict[str, nn.Module]:
     return chosen
 
 
+def layer_targets(model: nn.Module, cfg: PruningConfig) -> dict[str, float]:
+    """Each selected layer's target: the first matching `overrides` pattern, else
+    `cfg.sparsity`. Layers whose target is 0 are left out (they stay dense)."""
+    targets = {}
+    for name in select_layers(model, cfg):
+        match = next((p for p in cfg.overrides if fnmatch.fnmatchcase(name, p)), None)
+        target = cfg.sparsity if match is None else float(cfg.overrides[match])
+        if target > 0:
+            targets[name] = target
+    return targets
+
+
+def check_overrides_match(model: nn.Module, cfg: PruningConfig) -> None:
+    """A typo in an override pattern would silently prune at the default rate: refuse it."""
+    names = list(prunable_layers(model))
+    for pattern in cfg.overrides:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ConfigError(f"pruning.overrides: pattern {pattern!r} matches no prunable layer;"
+                              f" layers: {', '.join(names)}")
+
+
 class PruneSession(Protocol):
     """What a method may use besides the model (implemented by `compression.pipeline.Session`):
-    the data splits, fine-tuning that keeps masks applied, and places to record structural
-    transforms (so the artifact loader can rebuild changed modules) and extra metrics."""
+    the run config and data splits, fine-tuning that keeps masks applied, and places to record
+    structural transforms (so the artifact loader can rebuild changed modules) and extra
+    metrics."""
 
+    rc: Any  # compression.config.RunConfig (not imported: config imports this package)
     data: Splits
     transforms: list[dict[str, Any]]
     extra_metrics: dict[str, float]
@@ -78,3 +129,39 @@ class PruneSession(Protocol):
 # A handler prunes `model` in place (and fine-tunes it through the session) and returns the masks.
 PruneHandler = Callable[[nn.Module, PruningConfig, PruneSession], MaskSet]
 PRUNERS: Registry[PruneHandler] = Registry("pruning.method")
+
+# Optional per-method checks run on a fresh (untrained) model before any training, so that a
+# method that cannot handle the model fails in one line before the baseline is trained.
+PruneCheck = Callable[[nn.Module, PruningConfig, torch.Tensor], None]
+CHECKS: dict[str, PruneCheck] = {}
+
+
+def register_check(method: str) -> Callable[[PruneCheck], PruneCheck]:
+    def deco(fn: PruneCheck) -> PruneCheck:
+        CHECKS[method] = fn
+        return fn
+
+    return deco
+
+
+def check(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -> None:
+    """Raise a one-line ConfigError if `cfg` cannot prune `model` (a fresh, untrained
+    instance; `example` is one input batch). Called before any training."""
+    check_overrides_match(model, cfg)
+    if cfg.method in CHECKS:
+        CHECKS[cfg.method](model, cfg, example)
+
+
+def register_transform(kind: str, fn: Callable[[nn.Module, dict[str, Any]], nn.Module]) -> None:
+    """Register a structural transform with the artifact loader (compression.export.TRANSFORMS).
+
+    compression.export imports quantization, which imports this package: when export is the
+    first module imported, it is still incomplete here and the transform is registered by the
+    method's handler instead (so a process must import compression.pruning, or prune, before
+    loading a shape-changed artifact with compression.export alone)."""
+    module = sys.modules.get("compression.export")
+    if module is None:
+        import compression.export as module
+    transforms = getattr(module, "TRANSFORMS", None)
+    if transforms is not None:
+        transforms.setdefault(kind, fn)

@@ -1,4 +1,5 @@
-"""Unstructured magnitude pruning: zero the lowest-|w| weights, per layer or across layers."""
+"""Unstructured pruning: zero individual weights with the lowest scores, per layer or across
+layers (`none`, `unstructured`, `random`)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,52 @@ import torch
 from torch import nn
 
 from compression import validation as v
-from compression.pruning.base import PRUNERS, MaskSet, PruneSession, PruningConfig, select_layers
+from compression.pruning.base import PRUNERS, MaskSet, PruneSession, PruningConfig
+from compression.pruning.schedules import (
+    MaskPruningConfig,
+    PerLayerPattern,
+    lowest_k_mask,
+    no_revival,
+    prune_with,
+)
 
 
 @dataclass
 class DenseConfig(PruningConfig):
-    """`none`: keep the dense baseline (no pruning, no fine-tuning)."""
+    """`none`: keep the dense baseline (no pruning, no fine-tuning). `match_nonzero` records the
+    target of a small-dense run (pruning=small_dense sets model.width from it)."""
+
+    match_nonzero: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sparsity != 0:
             v.one_of("pruning.sparsity (with pruning.method=none)", self.sparsity, [0, 0.0])
+        if self.match_nonzero is not None:
+            v.in_range("pruning.match_nonzero", self.match_nonzero, 1, None, integer=True)
 
 
 @dataclass
-class UnstructuredConfig(PruningConfig):
+class UnstructuredConfig(MaskPruningConfig):
     method: str = "unstructured"
     sparsity: float = 0.5
-    scope: str = "layer"  # "layer": each layer to `sparsity`; "global": one threshold for all
+    scope: str = "layer"  # "layer": each layer to its target; "global": one threshold for all
 
     def __post_init__(self) -> None:
         super().__post_init__()
         v.one_of("pruning.scope", self.scope, ["layer", "global"])
+
+
+@dataclass
+class RandomConfig(UnstructuredConfig):
+    """`random`: unstructured pruning of uniformly random weights, the baseline of any study."""
+
+    method: str = "random"
+    criterion: str = "random"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v.one_of("pruning.criterion (with pruning.method=random)", self.criterion, ["random"])
 
 
 @PRUNERS.register("none", DenseConfig)
@@ -37,32 +62,47 @@ def prune_none(model: nn.Module, cfg: PruningConfig, session: PruneSession) -> M
     return MaskSet()
 
 
-def _lowest_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean keep-mask with exactly `k` False entries at the lowest scores (ties by index)."""
-    keep = torch.ones(scores.numel(), dtype=torch.bool)
-    if k > 0:
-        keep[torch.topk(scores.flatten(), k, largest=False, sorted=False).indices] = False
-    return keep.view_as(scores)
+class LayerWise(PerLayerPattern):
+    def layer_mask(self, scores: torch.Tensor, target: float, pruned: torch.Tensor
+                   ) -> torch.Tensor:
+        return lowest_k_mask(no_revival(scores, pruned), round(target * scores.numel()))
+
+
+class GlobalThreshold:
+    """One ranking across all layers; prunes round(sum_l target_l * numel_l) weights."""
+
+    def masks(self, scores: dict[str, torch.Tensor], targets: dict[str, float], current: MaskSet,
+              signed: bool) -> MaskSet:
+        flat = []
+        for name in targets:
+            s = scores[name] if signed else scores[name].abs()
+            if name in current.masks:
+                s = no_revival(s, ~current.masks[name])
+            flat.append(s.flatten())
+        k = round(sum(t * scores[n].numel() for n, t in targets.items()))
+        keep = lowest_k_mask(torch.cat(flat), k)
+        masks, offset = {}, 0
+        for name in targets:
+            n = scores[name].numel()
+            masks[name] = keep[offset : offset + n].view_as(scores[name])
+            offset += n
+        return MaskSet(masks)
+
+    def finalize(self, model: nn.Module, masks: MaskSet, session: PruneSession) -> MaskSet:
+        return masks
 
 
 def magnitude_masks(layers: dict[str, nn.Module], sparsity: float, scope: str) -> MaskSet:
-    weights = {name: m.weight.detach().abs() for name, m in layers.items()}
-    if scope == "layer":
-        return MaskSet(
-            {n: _lowest_k_mask(w, round(sparsity * w.numel())) for n, w in weights.items()}
-        )
-    flat = torch.cat([w.flatten() for w in weights.values()])
-    keep = _lowest_k_mask(flat, round(sparsity * flat.numel()))
-    masks, offset = {}, 0
-    for name, w in weights.items():
-        masks[name] = keep[offset : offset + w.numel()].view_as(w)
-        offset += w.numel()
-    return MaskSet(masks)
+    """Lowest-|w| masks for `layers`, each to `sparsity` (layer) or with one threshold (global)."""
+    scores = {n: m.weight.detach().abs() for n, m in layers.items()}
+    pattern = LayerWise() if scope == "layer" else GlobalThreshold()
+    return pattern.masks(scores, dict.fromkeys(layers, sparsity), MaskSet(), signed=False)
 
 
-@PRUNERS.register("unstructured", UnstructuredConfig)
-def prune_unstructured(model: nn.Module, cfg: UnstructuredConfig, session: PruneSession) -> MaskSet:
-    masks = magnitude_masks(select_layers(model, cfg), cfg.sparsity, cfg.scope)
-    masks.apply(model)
-    session.finetune(model, masks)
-    return masks
+def _prune(model: nn.Module, cfg: UnstructuredConfig, session: PruneSession) -> MaskSet:
+    return prune_with(model, cfg, session, LayerWise() if cfg.scope == "layer" else
+                      GlobalThreshold())
+
+
+PRUNERS.register("unstructured", UnstructuredConfig)(_prune)
+PRUNERS.register("random", RandomConfig)(_prune)

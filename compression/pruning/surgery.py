@@ -1,0 +1,81 @@
+"""Physical channel removal: slice Conv/Linear/BatchNorm modules to kept indices, in place.
+
+The same record drives the live model and the artifact loader: `remove_channels` returns
+{"kind": "channels", "layers": {name: {"out" | "in" | "features": [kept indices]}}} and
+`apply_channel_record` (registered as the loader's "channels" transform) slices a freshly built
+model to those shapes before its weights are loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression.pruning.graph import Group
+
+KIND = "channels"
+
+
+def _param(t: torch.Tensor, idx: torch.Tensor, dim: int) -> nn.Parameter:
+    return nn.Parameter(t.detach().index_select(dim, idx).clone(), requires_grad=t.requires_grad)
+
+
+def _slice_layer(m: nn.Module, cut: dict[str, list[int]]) -> None:
+    """Conv (out, in, *k) or Linear (out, in): rows = output channels, columns = inputs."""
+    if "out" in cut:
+        idx = torch.tensor(cut["out"], dtype=torch.long)
+        m.weight = _param(m.weight, idx, 0)
+        if m.bias is not None:
+            m.bias = _param(m.bias, idx, 0)
+        setattr(m, "out_features" if isinstance(m, nn.Linear) else "out_channels", len(idx))
+    if "in" in cut:
+        idx = torch.tensor(cut["in"], dtype=torch.long)
+        m.weight = _param(m.weight, idx, 1)
+        setattr(m, "in_features" if isinstance(m, nn.Linear) else "in_channels", len(idx))
+
+
+def _slice_norm(m: nn.Module, cut: dict[str, list[int]]) -> None:
+    idx = torch.tensor(cut["features"], dtype=torch.long)
+    if m.affine:
+        m.weight, m.bias = _param(m.weight, idx, 0), _param(m.bias, idx, 0)
+    if m.track_running_stats:
+        m.running_mean = m.running_mean.index_select(0, idx).clone()
+        m.running_var = m.running_var.index_select(0, idx).clone()
+    m.num_features = len(idx)
+
+
+SLICERS: dict[type, Callable[[nn.Module, dict[str, list[int]]], None]] = {
+    nn.Linear: _slice_layer, nn.Conv1d: _slice_layer, nn.Conv2d: _slice_layer,
+    nn.Conv3d: _slice_layer, nn.BatchNorm1d: _slice_norm, nn.BatchNorm2d: _slice_norm,
+    nn.BatchNorm3d: _slice_norm,
+}
+
+
+def _expand(kept: list[int], repeat: int) -> list[int]:
+    """Kept channels -> kept columns of a Linear after flatten (channel c -> c*r .. c*r+r-1)."""
+    return [c * repeat + j for c in kept for j in range(repeat)]
+
+
+def channel_record(groups: list[Group], kept: dict[int, list[int]]) -> dict[str, Any]:
+    """The transform removing every channel of `groups[i]` not in `kept[i]`."""
+    layers: dict[str, dict[str, list[int]]] = {}
+    for i, keep in kept.items():
+        g = groups[i]
+        for name in g.producers:
+            layers.setdefault(name, {})["out"] = keep
+        for name, repeat in g.consumers:
+            layers.setdefault(name, {})["in"] = _expand(keep, repeat)
+        for name, repeat in g.norms:
+            layers.setdefault(name, {})["features"] = _expand(keep, repeat)
+    return {"kind": KIND, "layers": layers}
+
+
+def apply_channel_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
+    for name, cut in record["layers"].items():
+        m = model.get_submodule(name)
+        slicer = next(fn for kind, fn in SLICERS.items() if isinstance(m, kind))
+        slicer(m, cut)
+    return model

@@ -1,0 +1,170 @@
+"""Structured channel removal: coupled groups, smaller shapes, same function as the masked
+model, refusals that name the layer, and artifacts that reload."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.data import DataSpec
+from compression.errors import ConfigError
+from compression.export import load_artifact, save_artifact
+from compression.models import ModelConfig, build_model
+from compression.pruning import PRUNERS, check
+from compression.pruning.graph import channel_groups
+from compression.quantization import QUANTIZERS
+
+SPEC = DataSpec("digits", 1, 8, 10)
+
+
+class UserNet(nn.Module):
+    """Common layers, some functional: conv-bn-relu, a residual add, pooling, flatten, linear."""
+
+    def __init__(self, joint: str = "add") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 12, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(12)
+        self.conv2 = nn.Conv2d(12, 12, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(12)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(12 * 16 if joint == "add" else 24 * 16, 20)
+        self.fc2 = nn.Linear(20, 10)
+        self.joint = joint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.relu(self.bn1(self.conv1(x)))
+        b = self.bn2(self.conv2(a))
+        y = a + b if self.joint == "add" else torch.cat([a, b], 1)
+        y = torch.flatten(self.pool(torch.relu(y)), 1)  # (B, C*4*4)
+        return self.fc2(F.relu(self.fc1(y)))
+
+
+def user_net() -> nn.Module:
+    return UserNet()
+
+
+def test_residual_adds_couple_channels_with_their_batchnorms() -> None:
+    groups = channel_groups(build_model(ModelConfig(name="resnet"), SPEC), SPEC.example_input())
+    by_producer = {p: g for g in groups for p in g.producers}
+    stem = by_producer["stem.0"]
+    assert set(stem.producers) == {"stem.0", "layer1.conv2"}  # identity shortcut
+    assert {n for n, _ in stem.norms} == {"stem.1", "layer1.bn2"}
+    assert {n for n, _ in stem.consumers} == {"layer1.conv1", "layer2.conv1", "layer2.shortcut.0"}
+    assert set(by_producer["layer3.conv2"].producers) == {"layer3.conv2", "layer3.shortcut.0"}
+    assert by_producer["fc"].frozen == "the model output"
+
+
+def test_flatten_into_linear_repeats_each_channel_over_its_positions() -> None:
+    groups = channel_groups(build_model(ModelConfig(name="lenet5"), SPEC), SPEC.example_input())
+    conv2 = next(g for g in groups if g.producers == ["conv2"])
+    assert conv2.consumers == [("fc1", 4)]  # (16, 2, 2) -> 64 features
+
+
+def _removed_and_masked(prune, *overrides: str, model: nn.Module | None = None):
+    masked, _, _ = prune("pruning=structured", "pruning.physical=false", *overrides,
+                         model=copy.deepcopy(model) if model is not None else None)
+    removed, masks, session = prune("pruning=structured", *overrides, model=model)
+    return removed.eval(), masked.eval(), masks, session
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "resnet"])
+def test_removed_model_is_smaller_and_computes_what_the_masked_one_does(prune, name) -> None:
+    removed, masked, masks, session = _removed_and_masked(prune, f"model={name}")
+    assert len(masks) == 0 and session.transforms[0]["kind"] == "channels"
+    assert session.extra_metrics["structured_physical"] == 1.0
+    assert session.extra_metrics["param_reduction"] > 0.3
+    x = session.data.test_x[:32]
+    with torch.no_grad():
+        assert torch.allclose(removed(x), masked(x), atol=1e-5)
+    full = build_model(session.rc.model, SPEC)
+    for (n, m), (_, m0) in zip(removed.named_modules(), full.named_modules(), strict=True):
+        if isinstance(m, nn.Conv2d | nn.Linear) and n not in ("fc", "fc3"):
+            assert m.weight.shape[0] == round(m0.weight.shape[0] / 2), n
+
+
+def test_kept_channels_carry_the_same_activations(prune) -> None:
+    removed, masked, _, session = _removed_and_masked(prune, "model=resnet")
+    kept = session.transforms[0]["layers"]["layer2.bn1"]["features"]
+    acts = {}
+    for tag, model in (("removed", removed), ("masked", masked)):
+        model.layer2.relu1.register_forward_hook(lambda m, i, o, tag=tag: acts.__setitem__(tag, o))
+        with torch.no_grad():
+            model(session.data.test_x[:8])
+    assert acts["removed"].shape[1] == len(kept) == 16
+    assert torch.allclose(acts["removed"], acts["masked"][:, kept], atol=1e-5)
+
+
+def test_masking_only_keeps_shapes_and_says_so(prune) -> None:
+    model, masks, session = prune("model=lenet5", "pruning=structured", "pruning.physical=false")
+    assert model.conv2.weight.shape == (16, 6, 5, 5) and len(masks) > 0
+    rows = (model.conv2.weight != 0).flatten(1).any(1)
+    assert int(rows.sum()) == 8
+    assert session.extra_metrics["structured_physical"] == 0.0
+    assert session.extra_metrics["param_reduction"] == 0.0
+    assert session.transforms == []
+
+
+def test_user_model_with_functional_ops_and_residual_add(prune) -> None:
+    removed, masked, _, session = _removed_and_masked(prune, model=user_net())
+    assert removed.conv1.weight.shape[0] == removed.conv2.weight.shape[0] == 6  # coupled by add
+    assert removed.fc1.weight.shape == (10, 6 * 16) and removed.bn2.num_features == 6
+    x = session.data.test_x[:16]
+    with torch.no_grad():
+        assert torch.allclose(removed(x), masked(x), atol=1e-5)
+
+
+def test_unsupported_op_is_refused_naming_the_layer_before_training(make_session) -> None:
+    cfg = make_session("pruning=structured").rc.pruning
+    with pytest.raises(ConfigError, match=r"channels of layer 'conv1' safe: they reach function "
+                                          r"cat"):
+        check(UserNet("cat"), cfg, SPEC.example_input())
+    excluded = make_session("pruning=structured", "pruning.exclude=[conv1,conv2]").rc.pruning
+    check(UserNet("cat"), excluded, SPEC.example_input())  # fc1 alone is fine
+
+
+def test_untraceable_model_is_refused(make_session) -> None:
+    class Dynamic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1)) if x.sum() > 0 else self.fc(x.flatten(1)) * 2
+
+    cfg = make_session("pruning=structured").rc.pruning
+    with pytest.raises(ConfigError, match=r"needs a model torch\.fx can trace"):
+        check(Dynamic(), cfg, SPEC.example_input())
+
+
+@pytest.mark.parametrize("mode", ["none", "dynamic_int8"])
+def test_artifact_reloads_the_smaller_model(prune, tmp_path, mode) -> None:
+    model, _, session = prune("model=resnet" if mode == "none" else "model=lenet5",
+                              "pruning=structured")
+    model.eval()
+    qcfg = QUANTIZERS.build_config({"mode": mode})
+    final = QUANTIZERS.get(mode).handler.quantize(model, qcfg, session)
+    path = tmp_path / "m.safetensors"
+    save_artifact(final, path, model_cfg=session.rc.model, spec=SPEC, quant_cfg=qcfg,
+                  transforms=session.transforms)
+    loaded, meta = load_artifact(path)
+    x = session.data.test_x[:16]
+    with torch.no_grad():
+        assert torch.equal(final(x), loaded(x))
+    assert meta["transforms"][0]["kind"] == "channels"
+
+
+def test_iterative_structured_keeps_removing_the_same_channels(prune) -> None:
+    model, _, session = prune("model=lenet5", "pruning=structured", "pruning.schedule=iterative",
+                              "pruning.rounds=2", "pruning.sparsity=0.75", "finetune.epochs=1",
+                              "data.limit=128")
+    assert model.conv2.weight.shape[0] == 4 and model.fc1.weight.shape == (30, 16)
+    assert session.extra_metrics["channels_removed_fraction"] == pytest.approx(
+        (4 + 12 + 90 + 63) / (6 + 16 + 120 + 84))
+
+
+def test_structured_handler_is_registered() -> None:
+    assert "structured" in PRUNERS.names()
