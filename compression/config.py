@@ -35,7 +35,7 @@ METRICS = (
     "batch_latency_ms", "batch_latency_p90_ms", "throughput", "speedup", "batch_speedup",
     "baseline_latency_ms", "baseline_batch_latency_ms", "model_bytes", "peak_rss_mb",
     "baseline_train_seconds", "finetune_seconds", "quantize_seconds", "measure_seconds",
-    "total_seconds", "baseline_cache_hit", "threads",
+    "total_seconds", "baseline_cache_hit", "threads", "train_threads", "quant_sqnr_db_min",
     "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
 )
 
@@ -83,10 +83,14 @@ class RunConfig:
             v.one_of("objectives", name, METRICS)
 
     @property
+    def latency_threads(self) -> int:
+        """Torch threads while timing: `measure.threads` (default 1, stable on shared machines
+        and typical of edge deployment), else the same as training."""
+        return self.measure.threads if self.measure.threads is not None else self.threads
+
+    @property
     def threads(self) -> int:
-        """Torch threads for this job: fixed by config, else the cores shared among workers."""
-        if self.measure.threads is not None:
-            return self.measure.threads
+        """Torch threads for training: the cores shared among parallel workers."""
         workers = int(os.environ.get("COMPRESSION_WORKERS", "1"))
         return max(1, (os.cpu_count() or 1) // max(1, workers))
 

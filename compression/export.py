@@ -8,10 +8,23 @@ bytes. Tensors are stored in the smallest of these encodings, chosen per tensor:
   used when it is smaller than dense (any sparsity above 1/(8*itemsize)).
 
 Quantized tensors are stored as their integer representation (1 byte per int8 element) with
-their scales and zero points, so an int8 model costs int8 bytes and a pruned int8 model gets both
-savings at once. The header's `compression` entry holds the model config, input spec,
-quantization config and each entry's encoding; `load_artifact` rebuilds the module structure from
-that and loads the tensors into it, so what is evaluated is what was written.
+their scales (float32) and zero points (int16), narrowed from torch's float64 / int64 when that
+is exact, so an int8 model costs int8 bytes and a pruned int8 model gets both savings at once.
+An affine quantized tensor holds a pruned 0.0 as its zero point, so its bitmask marks the
+positions that differ from the zero point instead (the entry then says `"fill": "zero_point"`;
+per-channel zero points broadcast along the channel axis).
+
+Packed low-bit weights (compression.quantization.lowbit) are plain uint8 buffers (b-bit two's
+complement codes, little-endian bitstream, see quantization/packing.py) plus fp16 scales; a zero
+weight packs to zero bits, so the same bitmask encoding drops pruned bytes.
+
+Tensor-subclass weights (torchao's `Int8Tensor`, ...) are stored as their inner tensors
+(`key#qdata`, `key#scale`, ...) under an entry of kind `subclass`; the loader takes the rest of
+the subclass (its non-tensor context) from the skeleton the quantization config rebuilds.
+
+The header's `compression` entry holds the model config, input spec, quantization config and
+each entry's encoding; `load_artifact` rebuilds the module structure from that and loads the
+tensors into it, so what is evaluated is what was written.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from compression.data import DataSpec
 from compression.models import ModelConfig, build_model
@@ -45,10 +59,16 @@ TRANSFORMS: dict[str, Callable[[nn.Module, dict[str, Any]], nn.Module]] = {}
 
 # ---------------------------------------------------------------------------- flattening
 def flat_state(model: nn.Module) -> dict[str, Any]:
-    """state_dict with tuples (quantized packed params) expanded to `key#i` entries."""
+    """state_dict with tuples (quantized packed params) expanded to `key#i` entries and tensor
+    subclasses (torchao) to `key#<inner name>` entries."""
     flat: dict[str, Any] = {}
     for key, value in model.state_dict().items():
-        if isinstance(value, tuple):
+        if is_traceable_wrapper_subclass(value):
+            names, _ = value.__tensor_flatten__()
+            flat[key] = ("subclass", names)
+            for name in names:
+                flat[f"{key}#{name}"] = getattr(value, name)
+        elif isinstance(value, tuple):
             flat[key] = ("tuple", len(value))
             for i, item in enumerate(value):
                 flat[f"{key}#{i}"] = item
@@ -67,10 +87,12 @@ def state_bytes(model: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------- encodings
-def _encode_plain(key: str, t: torch.Tensor, sparse: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+def _encode_plain(key: str, t: torch.Tensor, sparse: bool, fill: torch.Tensor | None = None
+                  ) -> tuple[dict, dict[str, torch.Tensor]]:
+    """`fill` (broadcastable to `t`): the value a pruned element holds, when it is not 0."""
     t = t.detach().contiguous().cpu()
     n, item = t.numel(), t.element_size()
-    nz = t.flatten() != 0
+    nz = (t != (0 if fill is None else fill)).flatten()
     nnz = int(nz.sum())
     sparse_bytes = -(-n // 8) + nnz * item
     if sparse and n >= MIN_SPARSE_NUMEL and sparse_bytes < n * item:
@@ -82,21 +104,45 @@ def _encode_plain(key: str, t: torch.Tensor, sparse: bool) -> tuple[dict, dict[s
     return {"enc": "dense"}, {key: t}
 
 
-def _decode_plain(key: str, info: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+def _decode_plain(key: str, info: dict, tensors: dict[str, torch.Tensor],
+                  fill: torch.Tensor | None = None) -> torch.Tensor:
     if info["enc"] == "dense":
         return tensors[key]
     shape = info["shape"]
     n = int(np.prod(shape)) if shape else 1
     nz = torch.from_numpy(np.unpackbits(tensors[f"{key}::bits"].numpy(), count=n).astype(bool))
     values = tensors[f"{key}::values"]
-    out = torch.zeros(n, dtype=values.dtype)
+    out = torch.zeros(shape, dtype=values.dtype)
+    if fill is not None:
+        out += fill.to(values.dtype)
+    out = out.flatten()
     out[nz] = values
     return out.view(shape)
+
+
+def _narrow(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """torch keeps per-channel scales as float64 and zero points as int64; observers compute
+    them in float32 / small ints, so the narrower dtype holds them exactly (checked)."""
+    narrow = t.to(dtype)
+    return (narrow if torch.equal(narrow.to(t.dtype), t) else t).contiguous()
+
+
+def _zero_point_fill(shape: list[int], info: dict, zero_points: torch.Tensor | None
+                     ) -> torch.Tensor:
+    """The stored integer of 0.0 in a quantized tensor, broadcastable to its shape."""
+    if info["scheme"] == "per_tensor":
+        return torch.tensor(info["zero_point"])
+    assert zero_points is not None
+    view = [1] * len(shape)
+    view[info["axis"]] = shape[info["axis"]]
+    return zero_points.view(view)
 
 
 def _encode_entry(key: str, value: Any, sparse: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     if isinstance(value, tuple) and value and value[0] == "tuple":
         return {"kind": "tuple", "len": value[1]}, {}
+    if isinstance(value, tuple) and value and value[0] == "subclass":
+        return {"kind": "subclass", "names": list(value[1])}, {}
     if value is None:
         return {"kind": "none"}, {}
     if isinstance(value, torch.dtype):
@@ -106,15 +152,20 @@ def _encode_entry(key: str, value: Any, sparse: bool) -> tuple[dict, dict[str, t
     if not value.is_quantized:
         info, tensors = _encode_plain(key, value, sparse)
         return {"kind": "tensor", **info}, tensors
-    info, tensors = _encode_plain(key, value.int_repr(), sparse)
-    q = {"kind": "qtensor", "qdtype": str(value.dtype).removeprefix("torch."), **info}
+    q: dict[str, Any] = {"kind": "qtensor", "qdtype": str(value.dtype).removeprefix("torch.")}
+    extra: dict[str, torch.Tensor] = {}
     if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
         q.update(scheme="per_tensor", scale=value.q_scale(), zero_point=value.q_zero_point())
     else:
         q.update(scheme="per_channel", axis=value.q_per_channel_axis())
-        tensors[f"{key}::scales"] = value.q_per_channel_scales().contiguous()
-        tensors[f"{key}::zero_points"] = value.q_per_channel_zero_points().contiguous()
-    return q, tensors
+        extra[f"{key}::scales"] = _narrow(value.q_per_channel_scales(), torch.float32)
+        extra[f"{key}::zero_points"] = _narrow(value.q_per_channel_zero_points(), torch.int16)
+    fill = _zero_point_fill(list(value.shape), q, extra.get(f"{key}::zero_points"))
+    has_fill = bool((fill != 0).any())
+    info, tensors = _encode_plain(key, value.int_repr(), sparse, fill if has_fill else None)
+    if has_fill and info["enc"] == "bitmask":
+        info["fill"] = "zero_point"
+    return {**q, **info}, {**tensors, **extra}
 
 
 def _decode_entry(key: str, info: dict, tensors: dict[str, torch.Tensor]) -> Any:
@@ -123,15 +174,19 @@ def _decode_entry(key: str, info: dict, tensors: dict[str, torch.Tensor]) -> Any
         return None
     if kind == "dtype":
         return getattr(torch, info["dtype"])
-    ints = _decode_plain(key, info, tensors)
     if kind == "tensor":
-        return ints
+        return _decode_plain(key, info, tensors)
+    fill = None
+    if info.get("fill") == "zero_point":
+        fill = _zero_point_fill(info["shape"], info, tensors.get(f"{key}::zero_points"))
+    ints = _decode_plain(key, info, tensors, fill)
     qdtype = getattr(torch, info["qdtype"])
     if info["scheme"] == "per_tensor":
         q = torch._make_per_tensor_quantized_tensor(ints, info["scale"], info["zero_point"])
     else:
         q = torch._make_per_channel_quantized_tensor(
-            ints, tensors[f"{key}::scales"], tensors[f"{key}::zero_points"], info["axis"]
+            ints, tensors[f"{key}::scales"].double(), tensors[f"{key}::zero_points"].long(),
+            info["axis"],
         )
     assert q.dtype == qdtype, f"{key}: decoded {q.dtype}, header says {qdtype}"
     return q
@@ -192,20 +247,28 @@ def load_artifact(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     for t in meta["transforms"]:
         model = TRANSFORMS[t["kind"]](model, t)
     qcfg = QUANTIZERS.build_config(meta["quantization"])
-    model = QUANTIZERS.get(qcfg.mode).handler.skeleton(model, qcfg)
+    example = DataSpec(**meta["spec"]).example_input(1)  # graph-mode skeletons trace with it
+    model = QUANTIZERS.get(qcfg.mode).handler.skeleton(model, qcfg, example)
     # Quantized modules pick their loading path from the state_dict's version metadata, so the
     # rebuilt dict carries the skeleton's `_metadata` (an OrderedDict attribute, as torch does).
     state: OrderedDict[str, Any] = OrderedDict()
     state._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
     entries = meta["entries"]
+    skeleton_state = model.state_dict()
     for key, info in entries.items():
         if "#" in key:
-            continue  # tuple members are gathered by their parent entry below
+            continue  # tuple / subclass members are gathered by their parent entry below
         if info["kind"] == "tuple":
             state[key] = tuple(
                 _decode_entry(f"{key}#{i}", entries[f"{key}#{i}"], tensors)
                 for i in range(info["len"])
             )
+        elif info["kind"] == "subclass":
+            like = skeleton_state[key]
+            inner = {n: _decode_entry(f"{key}#{n}", entries[f"{key}#{n}"], tensors)
+                     for n in info["names"]}
+            _, ctx = like.__tensor_flatten__()
+            state[key] = type(like).__tensor_unflatten__(inner, ctx, like.size(), like.stride())
         else:
             state[key] = _decode_entry(key, info, tensors)
     model.load_state_dict(state, strict=True)

@@ -10,17 +10,22 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from torch.utils.flop_counter import FlopCounterMode
 
 from compression import validation as v
 from compression.models import prunable_layers
 
-PRUNABLE_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+PRUNABLE_TYPES = (
+    "Linear", "Conv1d", "Conv2d", "Conv3d",
+    # the same layers after quantization: fused with their ReLU (torch.ao), packed low-bit
+    "LinearReLU", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d", "LowBitLinear", "LowBitConv2d",
+)
 
 
 @dataclass
 class MeasureConfig:
-    threads: int | None = None  # torch intra-op threads; None = all cores / parallel workers
+    threads: int | None = 1  # torch threads while timing; None = as training (cores / workers)
     batch_size: int = 256  # the "batch N" of batch_latency_ms and throughput
     warmup: int = 10  # untimed calls before timing each model
     repeats: int = 100  # timed calls at batch 1 (batch N uses max(10, repeats // 5))
@@ -41,7 +46,9 @@ def _tensor(value: object) -> torch.Tensor | None:
         value = value()  # quantized modules expose weight() / bias() methods
     if not isinstance(value, torch.Tensor):
         return None
-    return value.dequantize() if value.is_quantized else value.detach()
+    if value.is_quantized or is_traceable_wrapper_subclass(value):  # torch.ao / torchao int8
+        return value.dequantize()
+    return value.detach()
 
 
 @dataclass
@@ -63,6 +70,9 @@ class LayerStats:
 def _storage_bytes(value: object) -> int:
     if callable(value) and not isinstance(value, torch.Tensor):
         value = value()
+    if is_traceable_wrapper_subclass(value):  # torchao: int8 data + scales, not the fp32 view
+        names, _ = value.__tensor_flatten__()
+        return sum(_storage_bytes(getattr(value, n)) for n in names)
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
     return 0

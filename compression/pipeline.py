@@ -45,6 +45,8 @@ class Session:
     masks: MaskSet = field(default_factory=MaskSet)
     transforms: list[dict[str, Any]] = field(default_factory=list)
     extra_metrics: dict[str, float] = field(default_factory=dict)
+    # Per-layer figures a stage records (e.g. quantization error), written to the layer CSV.
+    layer_extra: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def finetune(self, model: nn.Module, masks: MaskSet | None = None, epochs: int | None = None,
                  lr: float | None = None) -> None:
@@ -81,6 +83,9 @@ def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
     """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives."""
     rc = RunConfig.from_cfg(cfg)  # every value checked before any work
     splits = data_mod.load(rc.data)  # a missing dataset fails here, before a run is opened
+    # An unsupported quantization mode / layer combination fails here too, before training.
+    QUANTIZERS.get(rc.quantization.mode).handler.check(
+        build_model(rc.model, splits.spec), rc.quantization)
     # So does a pruning method that cannot handle the model (e.g. structured on an untraceable op).
     check_pruning(build_model(rc.model, splits.spec), rc.pruning, splits.spec.example_input(1))
     with _threads(rc.threads):
@@ -109,7 +114,7 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     session = Session(rc, splits)
     if mlrun is not None:
         mlrun.log_params(tracking.flatten(rc.params()))
-        mlrun.set_tags({"threads": rc.threads})
+        mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})
 
     baseline = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir)
     torch.manual_seed(rc.seed)  # pruning / fine-tuning randomness independent of cache state
@@ -134,6 +139,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
 
     t0 = time.perf_counter()
     results, rows = measure(rc, splits, baseline, pruned_fp32, final, quantizer.cast_input)
+    for row in rows:
+        row.extra.update(session.layer_extra.get(row.name, {}))
     results["size_bytes"] = artifact.stat().st_size
     results["dense_size_bytes"] = dense_file.stat().st_size
     results["compression_ratio"] = results["dense_size_bytes"] / results["size_bytes"]
@@ -143,7 +150,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     results.update(session.extra_metrics)
     results["baseline_train_seconds"] = baseline.train_seconds
     results["baseline_cache_hit"] = float(baseline.cache_hit)
-    results["threads"] = float(rc.threads)
+    results["threads"] = float(rc.latency_threads)
+    results["train_threads"] = float(rc.threads)
     results["peak_rss_mb"] = M.peak_rss_mb()
     results["total_seconds"] = time.perf_counter() - t_start
 
@@ -184,7 +192,8 @@ def measure(
     r["model_bytes"] = state_bytes(final)
 
     if rc.measure.latency:
-        r.update(measure_latency(rc, splits, baseline.model, final, cast))
+        with _threads(rc.latency_threads):
+            r.update(measure_latency(rc, splits, baseline.model, final, cast))
     return r, rows
 
 
@@ -221,11 +230,14 @@ def write_layer_csv(path: Path, rows: list[M.LayerStats], stored: dict[str, int]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["layer", "type", "params", "weight_numel", "weight_zeros", "sparsity",
-                    "nonzero_params", "bytes", "artifact_bytes", "flops"])
+                    "nonzero_params", "bytes", "artifact_bytes", "flops", "quant_sqnr_db",
+                    "quant_mse"])
         for r in rows:
             w.writerow([r.name, r.type, r.params, r.weight_numel, r.weight_zeros,
                         f"{r.weight_zeros / max(1, r.weight_numel):.6f}", r.nonzero_params,
-                        r.bytes, artifact_bytes(r.name), int(r.extra.get("flops", 0))])
+                        r.bytes, artifact_bytes(r.name), int(r.extra.get("flops", 0)),
+                        # blank when the layer was not quantized
+                        r.extra.get("quant_sqnr_db", ""), r.extra.get("quant_mse", "")])
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,9 @@ def test_none_pruning_rejects_a_sparsity(compose_cfg) -> None:
 
 
 def test_threads_are_shared_among_workers(compose_cfg, monkeypatch) -> None:
-    rc = RunConfig.from_cfg(compose_cfg("measure.threads=1"))
-    assert rc.threads == 1
+    monkeypatch.setenv("COMPRESSION_WORKERS", "1")
+    rc = RunConfig.from_cfg(compose_cfg("measure.threads=null"))
+    assert rc.threads == rc.latency_threads == os.cpu_count()
+    assert RunConfig.from_cfg(compose_cfg()).latency_threads == 1  # the default
     monkeypatch.setenv("COMPRESSION_WORKERS", "64")
     assert RunConfig.from_cfg(compose_cfg()).threads == 1

@@ -1,6 +1,8 @@
-"""Quantization modes. Importing this package registers every built-in mode in QUANTIZERS."""
+"""Quantization modes. Importing this package registers every built-in mode in QUANTIZERS:
+none, fp16, bf16 (cast), dynamic_int8, static_int8, qat_int8 (torch.ao int8 kernels) and
+lowbit (packed 2..8-bit / ternary weights)."""
 
-from compression.quantization import modes  # noqa: F401  (registers handlers)
-from compression.quantization.base import QUANTIZERS, QuantizationConfig, Quantizer
+from compression.quantization import cast, dynamic, lowbit, qat, static  # noqa: F401  (register)
+from compression.quantization.base import QUANTIZERS, QuantizationConfig, Quantizer, QuantSession
 
-__all__ = ["QUANTIZERS", "QuantizationConfig", "Quantizer"]
+__all__ = ["QUANTIZERS", "QuantSession", "QuantizationConfig", "Quantizer"]

@@ -1,0 +1,75 @@
+"""`none`, `fp16` and `bf16`: the whole model (weights and activations) in one float dtype.
+
+On CPUs without native half-precision arithmetic (no AVX512-FP16 / AVX512-BF16 / AMX) torch
+converts to fp32 inside each kernel, so these modes halve the bytes but usually run slower than
+fp32; the measured latency says which case a machine is in.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compression.models import prunable_layers
+from compression.quantization.base import (
+    QUANTIZERS,
+    Passthrough,
+    QuantizationConfig,
+    QuantSession,
+    record_weight_error,
+)
+
+
+class NoQuantization(Passthrough):
+    def quantize(self, model: nn.Module, cfg: QuantizationConfig, session: QuantSession
+                 ) -> nn.Module:
+        return model
+
+    def skeleton(self, model: nn.Module, cfg: QuantizationConfig, example: torch.Tensor
+                 ) -> nn.Module:
+        return model
+
+
+QUANTIZERS.register("none", QuantizationConfig)(NoQuantization())
+
+
+@dataclass
+class Fp16Config(QuantizationConfig):
+    mode: str = "fp16"
+
+
+@dataclass
+class Bf16Config(QuantizationConfig):
+    mode: str = "bf16"
+
+
+class FloatCast:
+    """Casts parameters, buffers and inputs to `dtype`; logits come out in `dtype` too."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+    def check(self, model: nn.Module, cfg: QuantizationConfig) -> None:
+        return None
+
+    def quantize(self, model: nn.Module, cfg: QuantizationConfig, session: QuantSession
+                 ) -> nn.Module:
+        out = copy.deepcopy(model).to(self.dtype)
+        low = prunable_layers(out)
+        for name, layer in prunable_layers(model).items():
+            record_weight_error(session, name, layer.weight.detach(), low[name].weight.detach())
+        return out
+
+    def skeleton(self, model: nn.Module, cfg: QuantizationConfig, example: torch.Tensor
+                 ) -> nn.Module:
+        return model.to(self.dtype)
+
+    def cast_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
+
+
+QUANTIZERS.register("fp16", Fp16Config)(FloatCast(torch.float16))
+QUANTIZERS.register("bf16", Bf16Config)(FloatCast(torch.bfloat16))

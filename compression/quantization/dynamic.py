@@ -1,0 +1,91 @@
+"""`dynamic_int8`: int8 weights, activations quantized at run time from each batch's range.
+
+No calibration data. Backends: `torch_ao` (fbgemm / oneDNN / QNNPACK kernels for Linear, LSTM
+and GRU; Conv has none: use static_int8) and `torchao` (Linear only; optional package). Asking a
+backend for a layer kind it cannot do fails before any work.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from compression import validation as v
+from compression.errors import ConfigError
+from compression.quantization import _torch_ao as ao
+from compression.quantization import _torchao
+from compression.quantization.base import (
+    QUANTIZERS,
+    Passthrough,
+    QuantizationConfig,
+    QuantSession,
+    record_weight_error,
+)
+
+# backend -> layer kinds it quantizes dynamically
+BACKEND_LAYERS: dict[str, list[str]] = {"torch_ao": list(ao.DYNAMIC_LAYER_TYPES),
+                                        "torchao": ["linear"]}
+
+
+@dataclass
+class DynamicInt8Config(QuantizationConfig):
+    mode: str = "dynamic_int8"
+    backend: str = "torch_ao"
+    engine: str = "x86"
+    layers: list[str] = field(default_factory=lambda: ["linear"])
+
+    def __post_init__(self) -> None:
+        v.one_of("quantization.backend (for mode dynamic_int8)", self.backend, BACKEND_LAYERS)
+        v.one_of("quantization.engine", self.engine, ao.ENGINES)
+        allowed = BACKEND_LAYERS[self.backend]
+        for layer in v.string_list("quantization.layers", self.layers):
+            if layer not in allowed:
+                raise ConfigError(
+                    f"quantization.layers={layer!r} has no dynamic int8 kernel in backend "
+                    f"{self.backend}; allowed: {', '.join(allowed)} (conv: use "
+                    "quantization=static_int8)"
+                )
+        if self.backend == "torchao" and not _torchao.available():
+            raise ConfigError("quantization.backend=torchao needs the torchao package: "
+                              f"{_torchao.INSTALL_HINT}")
+
+
+class DynamicInt8(Passthrough):
+    def check(self, model: nn.Module, cfg: DynamicInt8Config) -> None:
+        kinds = tuple(ao.DYNAMIC_LAYER_TYPES[k] for k in cfg.layers)
+        if not any(isinstance(m, kinds) for m in model.modules()):
+            raise ConfigError(
+                f"quantization.mode=dynamic_int8: the model has no {'/'.join(cfg.layers)} "
+                "layer to quantize (conv layers need quantization=static_int8)"
+            )
+
+    @staticmethod
+    def _apply(model: nn.Module, cfg: DynamicInt8Config) -> nn.Module:
+        backends = {
+            "torch_ao": lambda m: ao.quantize_dynamic_int8(m, cfg.layers, cfg.engine),
+            "torchao": _torchao.quantize_dynamic_int8,
+        }
+        return backends[cfg.backend](model)
+
+    def quantize(self, model: nn.Module, cfg: DynamicInt8Config, session: QuantSession
+                 ) -> nn.Module:
+        out = self._apply(copy.deepcopy(model), cfg)
+        quantized = dict(out.named_modules())
+        for name, layer in model.named_modules():
+            w = getattr(quantized.get(name), "weight", None)
+            w = w() if callable(w) and not isinstance(w, torch.Tensor) else w
+            # torch.ao: a quantized tensor; torchao: a tensor subclass; both dequantize()
+            if isinstance(layer, nn.Linear) and isinstance(w, torch.Tensor) and (
+                    w.is_quantized or type(w) not in (torch.Tensor, nn.Parameter)):
+                record_weight_error(session, name, layer.weight.detach(), w.dequantize())
+        return out
+
+    def skeleton(self, model: nn.Module, cfg: DynamicInt8Config, example: torch.Tensor
+                 ) -> nn.Module:
+        return self._apply(model, cfg)
+
+
+QUANTIZERS.register("dynamic_int8", DynamicInt8Config)(DynamicInt8())

@@ -1,0 +1,83 @@
+"""`qat_int8`: quantization-aware fine-tuning with fake quantization, then real int8 kernels.
+
+The model is traced and fused as for static_int8, fine-tuned with weights and activations
+fake-quantized (straight-through gradients) while the pruning masks stay applied after every
+step, then converted. Zeros stay zeros: a masked weight is exactly 0 before conversion, and
+symmetric or affine int8 both represent 0 exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from compression import validation as v
+from compression.errors import ConfigError
+from compression.quantization import _torch_ao as ao
+from compression.quantization.base import QUANTIZERS, QuantSession
+from compression.quantization.static import Int8Config, check_graph_model, record_errors
+
+if TYPE_CHECKING:  # a runtime import would cycle: pruning -> export -> quantization
+    from compression.pruning.base import MaskSet
+
+
+@dataclass
+class QatInt8Config(Int8Config):
+    mode: str = "qat_int8"
+    epochs: int = 3  # QAT fine-tuning epochs (after pruning's own fine-tuning)
+    lr: float = 1.0e-4  # small: the weights are already trained, only rounding is learned
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v.in_range("quantization.epochs", self.epochs, 1, None, integer=True)
+        v.in_range("quantization.lr", self.lr, 0, None, lo_open=True)
+
+
+def masks_for(model: nn.Module, masks: MaskSet, mode: str) -> MaskSet:
+    """The pruning masks, checked against the model QAT trains (fused layers keep their names
+    and `.weight`), so a mask can never silently stop applying."""
+    modules = dict(model.named_modules())
+    for name, mask in masks.masks.items():
+        w = getattr(modules.get(name), "weight", None)
+        if not isinstance(w, torch.Tensor) or w.shape != mask.shape:
+            raise ConfigError(f"quantization.mode={mode}: pruned layer {name!r} has no "
+                              "matching weight in the QAT model; cannot keep its mask applied")
+    return masks
+
+
+class QatInt8:
+    def qconfig(self, cfg: QatInt8Config) -> ao.QConfig:
+        return ao.qat_qconfig(cfg.granularity == "channel", cfg.scheme == "symmetric",
+                              cfg.engine)
+
+    def check(self, model: nn.Module, cfg: QatInt8Config) -> None:
+        check_graph_model(model, cfg.mode)
+
+    def quantize(self, model: nn.Module, cfg: QatInt8Config, session: QuantSession
+                 ) -> nn.Module:
+        example = session.calibration_batches(1)[0][:1]
+        prepared = ao.prepare_qat(copy.deepcopy(model), self.qconfig(cfg), example, cfg.engine)
+        masks = masks_for(prepared, session.masks, cfg.mode)
+        masks.apply(prepared)
+        session.finetune(prepared, masks=masks, epochs=cfg.epochs, lr=cfg.lr)
+        ref = ao.float_weights(prepared)
+        out = ao.convert(prepared, cfg.engine)
+        record_errors(session, ref, out)
+        return out
+
+    def skeleton(self, model: nn.Module, cfg: QatInt8Config, example: torch.Tensor
+                 ) -> nn.Module:
+        prepared = ao.prepare_qat(model, self.qconfig(cfg), example, cfg.engine)
+        with torch.no_grad():
+            prepared.eval()(example)  # any range will do: the artifact's qparams replace it
+        return ao.convert(prepared, cfg.engine)
+
+    def cast_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+QUANTIZERS.register("qat_int8", QatInt8Config)(QatInt8())

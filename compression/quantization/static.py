@@ -1,0 +1,122 @@
+"""`static_int8`: int8 weights and activations, activation ranges calibrated on training batches.
+
+Runs on torch.ao's FX graph mode: Conv+BN(+ReLU) and Linear+ReLU are fused before calibration,
+every Linear/Conv becomes an int8 kernel, and inputs are quantized once at the model's entry.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compression import validation as v
+from compression.errors import ConfigError
+from compression.models import prunable_layers
+from compression.quantization import _torch_ao as ao
+from compression.quantization.base import (
+    QUANTIZERS,
+    QuantizationConfig,
+    QuantSession,
+    record_weight_error,
+)
+
+# (engine, weight scheme) pairs the int8 kernels reject at conversion time, found by trying every
+# engine x granularity x scheme on mlp, lenet5 and resnet (tests/quantization); refused up front.
+UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("onednn", "affine"): "oneDNN's int8 kernels require weight zero_point 0; use "
+                          "quantization.scheme=symmetric or engine=x86",
+}
+
+
+@dataclass
+class Int8Config(QuantizationConfig):
+    """What static and QAT int8 share: kernels (engine) and how weights are mapped."""
+
+    backend: str = "torch_ao"
+    engine: str = "x86"
+    granularity: str = "channel"  # weights: one scale per output channel, or per tensor
+    scheme: str = "symmetric"  # weights: symmetric (zero_point 0) or affine
+
+    def __post_init__(self) -> None:
+        v.one_of(f"quantization.backend (for mode {self.mode})", self.backend, ["torch_ao"])
+        v.one_of("quantization.engine", self.engine, ao.ENGINES)
+        v.one_of("quantization.granularity", self.granularity, ["channel", "tensor"])
+        v.one_of("quantization.scheme", self.scheme, ["symmetric", "affine"])
+        why = UNSUPPORTED.get((self.engine, self.scheme))
+        if why:
+            raise ConfigError(f"quantization.engine={self.engine} does not support "
+                              f"quantization.scheme={self.scheme}: {why}")
+
+
+@dataclass
+class StaticInt8Config(Int8Config):
+    mode: str = "static_int8"
+    observer: str = "histogram"  # activations: minmax | histogram (MSE) | percentile
+    percentile: float = 99.99  # observer=percentile: clip to [100 - p, p] percentiles
+    calibration_batches: int = 16  # training batches (train.batch_size each)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v.one_of("quantization.observer", self.observer, ao.OBSERVERS)
+        v.in_range("quantization.percentile", self.percentile, 50, 100, hi_open=True)
+        v.in_range("quantization.calibration_batches", self.calibration_batches, 1, None,
+                   integer=True)
+
+
+def check_graph_model(model: nn.Module, mode: str) -> None:
+    """FX graph mode needs a traceable model with at least one Linear/Conv."""
+    if not prunable_layers(model):
+        raise ConfigError(f"quantization.mode={mode}: the model has no Linear/Conv layer")
+    try:
+        torch.fx.symbolic_trace(model)
+    except Exception as e:  # data-dependent control flow etc.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"quantization.mode={mode} needs a torch.fx-traceable model; "
+            f"{type(model).__name__} is not ({first}); use dynamic_int8 or lowbit"
+        ) from None
+
+
+def record_errors(session: QuantSession, ref: dict[str, torch.Tensor],
+                  quantized: nn.Module) -> None:
+    for name, w in ao.quantized_weights(quantized).items():
+        if name in ref and ref[name].shape == w.shape:
+            record_weight_error(session, name, ref[name], w)
+
+
+class StaticInt8:
+    def qconfig(self, cfg: StaticInt8Config) -> ao.QConfig:
+        return ao.ptq_qconfig(cfg.observer, cfg.percentile, cfg.granularity == "channel",
+                              cfg.scheme == "symmetric", cfg.engine)
+
+    def check(self, model: nn.Module, cfg: StaticInt8Config) -> None:
+        check_graph_model(model, cfg.mode)
+
+    def quantize(self, model: nn.Module, cfg: StaticInt8Config, session: QuantSession
+                 ) -> nn.Module:
+        batches = session.calibration_batches(cfg.calibration_batches)
+        prepared = ao.prepare_static(copy.deepcopy(model), self.qconfig(cfg), batches[0][:1],
+                                     cfg.engine)
+        with torch.no_grad():
+            for x in batches:
+                prepared(x)
+        ref = ao.float_weights(prepared)
+        out = ao.convert(prepared, cfg.engine)
+        record_errors(session, ref, out)
+        return out
+
+    def skeleton(self, model: nn.Module, cfg: StaticInt8Config, example: torch.Tensor
+                 ) -> nn.Module:
+        prepared = ao.prepare_static(model, self.qconfig(cfg), example, cfg.engine)
+        with torch.no_grad():
+            prepared(example)  # any range will do: the artifact's qparams replace it
+        return ao.convert(prepared, cfg.engine)
+
+    def cast_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # the model quantizes its own input
+
+
+QUANTIZERS.register("static_int8", StaticInt8Config)(StaticInt8())
