@@ -8,6 +8,7 @@ import copy
 import csv
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,9 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     quantized = quantizer.quantize(model, rc.quantization, session)
     session.timings["quantize_seconds"] = time.perf_counter() - t0
 
-    out_dir = rc.paths.artifacts_dir / (mlrun.id if mlrun else time.strftime("local-%Y%m%d-%H%M%S"))
+    # Untracked runs get a unique folder too: jobs of a multirun can start within one second.
+    local_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    out_dir = rc.paths.artifacts_dir / (mlrun.id if mlrun else local_id)
     artifact = out_dir / "model.safetensors"
     stored = save_artifact(quantized, artifact, model_cfg=rc.model, spec=splits.spec,
                            quant_cfg=rc.quantization, transforms=session.transforms)
