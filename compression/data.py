@@ -18,6 +18,7 @@ import torch
 
 from compression import validation as v
 from compression.errors import ConfigError, DatasetNotFoundError
+from compression.registry import registrar
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,7 @@ Loader = Callable[[DataConfig], tuple[np.ndarray, np.ndarray, np.ndarray | None,
 DATASETS: dict[str, Loader] = {}
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        DATASETS[name] = fn
-        return fn
-
-    return deco
+register_dataset = registrar(DATASETS)
 
 
 @register_dataset("digits")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,14 +46,12 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from compression.data import DataSpec
 from compression.models import ModelConfig, build_model
 from compression.quantization import QUANTIZERS, QuantizationConfig
+from compression.transforms import TRANSFORMS
 
 FORMAT = "compression-artifact/1"
 META_KEY = "compression"
 MIN_SPARSE_NUMEL = 64  # below this the bitmask's bookkeeping is not worth it
 
-# Structural transforms (channel removal, low-rank factorization, ...) recorded in the header as
-# {"kind": name, ...}; each rebuilds the changed module structure before weights are loaded.
-TRANSFORMS: dict[str, Callable[[nn.Module, dict[str, Any]], nn.Module]] = {}
 
 
 # ---------------------------------------------------------------------------- flattening
@@ -244,6 +241,8 @@ def load_artifact(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
     model = build_model(ModelConfig.from_dict(meta["model"]), DataSpec(**meta["spec"]))
+    import compression.pruning  # noqa: F401  (registers the pruning methods' transforms)
+
     for t in meta["transforms"]:
         model = TRANSFORMS[t["kind"]](model, t)
     qcfg = QUANTIZERS.build_config(meta["quantization"])

@@ -16,17 +16,13 @@ from torch import nn
 from compression import validation as v
 from compression.data import DataSpec
 from compression.errors import ConfigError
+from compression.registry import registrar
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    def deco(fn: ModelFactory) -> ModelFactory:
-        MODELS[name] = fn
-        return fn
-
-    return deco
+register_model = registrar(MODELS)
 
 
 def _w(channels: int, width: float) -> int:

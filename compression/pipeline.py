@@ -84,11 +84,12 @@ def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
     """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives."""
     rc = RunConfig.from_cfg(cfg)  # every value checked before any work
     splits = data_mod.load(rc.data)  # a missing dataset fails here, before a run is opened
-    # An unsupported quantization mode / layer combination fails here too, before training.
-    QUANTIZERS.get(rc.quantization.mode).handler.check(
-        build_model(rc.model, splits.spec), rc.quantization)
-    # So does a pruning method that cannot handle the model (e.g. structured on an untraceable op).
-    check_pruning(build_model(rc.model, splits.spec), rc.pruning, splits.spec.example_input(1))
+    # An unsupported quantization mode / layer combination fails here too, before training, and
+    # so does a pruning method that cannot handle the model (e.g. structured on an untraceable
+    # op). Both checks only inspect the fresh model, so one instance serves them.
+    fresh = build_model(rc.model, splits.spec)
+    QUANTIZERS.get(rc.quantization.mode).handler.check(fresh, rc.quantization)
+    check_pruning(fresh, rc.pruning, splits.spec.example_input(1))
     with _threads(rc.threads):
         if not rc.tracking.enabled:
             results = execute(rc, splits, None)

@@ -67,3 +67,20 @@ def build_dataclass(cls: type, values: Mapping[str, Any], section: str) -> Any:
             f"{section}.{unknown[0]} is not a valid key here; allowed: {', '.join(allowed)}"
         )
     return cls(**dict(values))
+
+
+T = TypeVar("T")
+
+
+def registrar(table: dict[str, T]) -> Callable[[str], Callable[[T], T]]:
+    """`register = registrar(TABLE)` gives the `@register(name)` decorator that stores into TABLE
+    (for plain name -> object tables that need no config class)."""
+
+    def register(name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            table[name] = obj
+            return obj
+
+        return deco
+
+    return register

@@ -122,17 +122,25 @@ def _git(*args: str) -> str:
         return ""
 
 
+@functools.cache
+def _git_state() -> tuple[str, str]:
+    """(commit, dirty) once per process: the code a process runs was loaded at its start, and
+    two git subprocesses per job add up in a sweep."""
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    return commit, str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower()
+
+
 def system_tags() -> dict[str, str]:
     import hydra
     import mlflow
     import optuna
     import torch
 
-    commit = _git("rev-parse", "HEAD") or "unknown"
+    commit, dirty = _git_state()
     return {
         "git_commit": commit,
         "mlflow.source.git.commit": commit,
-        "git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "git_dirty": dirty,
         "torch_version": torch.__version__,
         "mlflow_version": mlflow.__version__,
         "optuna_version": optuna.__version__,

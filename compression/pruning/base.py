@@ -4,7 +4,6 @@ and the pre-training checks."""
 from __future__ import annotations
 
 import fnmatch
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,7 +15,7 @@ from compression import validation as v
 from compression.data import Splits
 from compression.errors import ConfigError
 from compression.models import prunable_layers
-from compression.registry import Registry
+from compression.registry import Registry, registrar
 
 
 @dataclass
@@ -136,12 +135,7 @@ PruneCheck = Callable[[nn.Module, PruningConfig, torch.Tensor], None]
 CHECKS: dict[str, PruneCheck] = {}
 
 
-def register_check(method: str) -> Callable[[PruneCheck], PruneCheck]:
-    def deco(fn: PruneCheck) -> PruneCheck:
-        CHECKS[method] = fn
-        return fn
-
-    return deco
+register_check = registrar(CHECKS)
 
 
 def check(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -> None:
@@ -150,18 +144,3 @@ def check(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -> None:
     check_overrides_match(model, cfg)
     if cfg.method in CHECKS:
         CHECKS[cfg.method](model, cfg, example)
-
-
-def register_transform(kind: str, fn: Callable[[nn.Module, dict[str, Any]], nn.Module]) -> None:
-    """Register a structural transform with the artifact loader (compression.export.TRANSFORMS).
-
-    compression.export imports quantization, which imports this package: when export is the
-    first module imported, it is still incomplete here and the transform is registered by the
-    method's handler instead (so a process must import compression.pruning, or prune, before
-    loading a shape-changed artifact with compression.export alone)."""
-    module = sys.modules.get("compression.export")
-    if module is None:
-        import compression.export as module
-    transforms = getattr(module, "TRANSFORMS", None)
-    if transforms is not None:
-        transforms.setdefault(kind, fn)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from compression.pruning.base import PruneSession
+from compression.registry import registrar
 
 
 class Criterion(Protocol):
@@ -43,12 +44,7 @@ CriterionFactory = Callable[[nn.Module, dict[str, nn.Module], PruneSession, int]
 CRITERIA: dict[str, CriterionFactory] = {}
 
 
-def register_criterion(name: str) -> Callable[[CriterionFactory], CriterionFactory]:
-    def deco(cls: CriterionFactory) -> CriterionFactory:
-        CRITERIA[name] = cls
-        return cls
-
-    return deco
+register_criterion = registrar(CRITERIA)
 
 
 def score_batches(session: PruneSession, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

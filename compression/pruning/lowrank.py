@@ -26,8 +26,8 @@ from compression.pruning.base import (
     PruningConfig,
     layer_targets,
     register_check,
-    register_transform,
 )
+from compression.transforms import register_transform
 
 KIND = "lowrank"
 
@@ -112,7 +112,6 @@ def prune_lowrank(model: nn.Module, cfg: LowRankConfig, session: PruneSession) -
         if rank * (out + fan_in) < out * fan_in:  # only when the factors are smaller
             ranks[name] = rank
             _replace(model, name, factorize(m, rank))
-    register_transform(KIND, apply_lowrank_record)  # see register_transform: import order
     session.transforms.append({"kind": KIND, "layers": ranks})
     session.extra_metrics["lowrank_layers"] = float(len(ranks))
     session.extra_metrics["param_reduction"] = 1 - sum(p.numel() for p in model.parameters()

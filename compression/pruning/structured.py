@@ -25,11 +25,11 @@ from compression.pruning.base import (
     PruningConfig,
     layer_targets,
     register_check,
-    register_transform,
 )
 from compression.pruning.graph import Group, channel_groups
 from compression.pruning.schedules import MaskPruningConfig, lowest_k_mask, no_revival, prune_with
 from compression.pruning.surgery import KIND, apply_channel_record, channel_record
+from compression.transforms import register_transform
 
 
 @dataclass
@@ -127,7 +127,6 @@ class Channels:
             return masks
         before = sum(p.numel() for p in model.parameters())
         record = channel_record(self.groups, kept)
-        register_transform(KIND, apply_channel_record)  # see register_transform: import order
         apply_channel_record(model, record)
         session.transforms.append(record)
         after = sum(p.numel() for p in model.parameters())
