@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import compression.config  # noqa: F401  (registers the ${project_root:} resolver before Hydra)
@@ -15,11 +17,20 @@ from compression import pipeline
 from compression.errors import ConfigError, DatasetNotFoundError
 
 
+def _trial_of_optuna_sweep() -> bool:
+    """Our Optuna sweeper tells a job's error to the study as that trial's FAIL and goes on."""
+    hc = HydraConfig.get()
+    return hc.mode == RunMode.MULTIRUN and "compression_sweeper" in str(
+        hc.sweeper.get("_target_", ""))
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
     try:
         return pipeline.run(cfg)
     except (ConfigError, DatasetNotFoundError) as e:
+        if _trial_of_optuna_sweep():
+            raise
         print(f"error: {e}", file=sys.stderr)  # one readable line, no traceback
         sys.exit(2)
 

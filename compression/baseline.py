@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from compression.data import DataConfig, Splits
 from compression.models import ModelConfig, build_model
-from compression.training import TrainConfig, train
+from compression.training import TrainConfig, evaluate, train
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ class Baseline:
     path: Path
     cache_hit: bool
     train_seconds: float  # 0 on a cache hit
+    # Test and val accuracy, evaluated once when the entry is written and kept in its metadata:
+    # every trial reports them, and re-evaluating per trial costs seconds on fashion_mnist.
+    accuracy: float
+    val_accuracy: float
 
 
 def cache_key(model: ModelConfig, data: DataConfig, train_cfg: TrainConfig, seed: int) -> str:
@@ -49,16 +54,26 @@ def cache_key(model: ModelConfig, data: DataConfig, train_cfg: TrainConfig, seed
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def _try_load(path: Path, model: nn.Module) -> bool:
+def _try_load(path: Path, model: nn.Module) -> dict[str, str] | None:
+    """The entry's metadata once its weights are loaded into `model`; None when there is none."""
     if not path.exists():
-        return False
+        return None
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
-        return True
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
     except Exception as e:  # truncated file, wrong shapes, foreign file: retrain instead
         log.warning("baseline cache entry %s is unreadable (%s); retraining", path.name, e)
         path.unlink(missing_ok=True)
-        return False
+        return None
+
+
+def _accuracies(model: nn.Module, data: Splits, meta: dict[str, str]) -> tuple[float, float]:
+    """From the entry's metadata; evaluated here for entries written before it held them."""
+    if "accuracy" in meta and "val_accuracy" in meta:
+        return float(meta["accuracy"]), float(meta["val_accuracy"])
+    return (evaluate(model, data.test_x, data.test_y),
+            evaluate(model, data.val_x, data.val_y))
 
 
 def _save_atomic(path: Path, model: nn.Module, meta: dict[str, str]) -> None:
@@ -82,15 +97,20 @@ def get_baseline(
     path = cache_dir / f"{model_cfg.name}-{data_cfg.name}-{key}.safetensors"
     torch.manual_seed(seed)
     model = build_model(model_cfg, data.spec)
-    if _try_load(path, model):
+    meta = _try_load(path, model)
+    if meta is not None:
         log.info("baseline cache hit: %s (no training)", path)
         model.eval()
-        return Baseline(model, path, True, 0.0)
+        return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta))
     log.info("baseline cache miss: training %s on %s for %d epochs", model_cfg.name,
              data_cfg.name, train_cfg.epochs)
     t0 = time.perf_counter()
     train(model, data, train_cfg, seed=seed, desc="baseline")
     seconds = time.perf_counter() - t0
-    _save_atomic(path, model, {"key": key, "train_seconds": f"{seconds:.3f}"})
-    log.info("baseline trained in %.1fs, cached at %s", seconds, path)
-    return Baseline(model, path, False, seconds)
+    model.eval()
+    acc, val_acc = _accuracies(model, data, {})
+    # repr keeps every digit: the float read back is the one evaluated
+    _save_atomic(path, model, {"key": key, "train_seconds": f"{seconds:.3f}",
+                               "accuracy": repr(acc), "val_accuracy": repr(val_acc)})
+    log.info("baseline trained in %.1fs (test accuracy %.4f), cached at %s", seconds, acc, path)
+    return Baseline(model, path, False, seconds, acc, val_acc)

@@ -30,6 +30,7 @@ CONFIG_DIR = paths.PROJECT_ROOT / "conf"
 # Every metric a run logs; `objectives` may name any of them.
 METRICS = (
     "accuracy", "val_accuracy", "baseline_accuracy", "baseline_val_accuracy", "accuracy_drop",
+    "val_accuracy_drop",
     "sparsity", "params", "nonzero_params", "flops", "effective_flops", "theoretical_speedup",
     "size_bytes", "dense_size_bytes", "compression_ratio", "latency_ms", "latency_p90_ms",
     "batch_latency_ms", "batch_latency_p90_ms", "throughput", "speedup", "batch_speedup",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +135,22 @@ def _load_fashion(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return to_float(tx), ty.astype(np.int64), to_float(ex), ey.astype(np.int64)
 
 
+# Splits already built in this process, by config: every job of a sweep that runs in one process
+# (Hydra's basic launcher, a joblib worker) reuses them instead of re-reading and re-normalizing
+# the files (0.15 s per job on digits, seconds on fashion_mnist). Consumers only ever slice or
+# index them, never write into them.
+_LOADED: dict[str, Splits] = {}
+
+
 def load(cfg: DataConfig) -> Splits:
-    """Load a dataset and split it deterministically by `cfg.split_seed`."""
+    """Load a dataset and split it deterministically by `cfg.split_seed` (memoized per process)."""
+    key = repr(sorted(asdict(cfg).items()))
+    if key not in _LOADED:
+        _LOADED[key] = _load(cfg)
+    return _LOADED[key]
+
+
+def _load(cfg: DataConfig) -> Splits:
     pool_x, pool_y, test_x, test_y = DATASETS[cfg.name](cfg)
     rng = np.random.default_rng(cfg.split_seed)
     order = rng.permutation(len(pool_y))

@@ -76,7 +76,11 @@ def build_model(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
             factory = get_method(cfg.target)
         except Exception as e:  # hydra wraps import errors; keep the message to one line
             raise ConfigError(f"model._target_={cfg.target!r} cannot be imported: {e}") from None
-        model = factory(**cfg.kwargs)
+        try:
+            model = factory(**cfg.kwargs)
+        except (TypeError, ValueError) as e:  # wrong or missing keyword arguments, bad values
+            raise ConfigError(f"model._target_={cfg.target!r} with {cfg.kwargs} cannot build a "
+                              f"model: {type(e).__name__}: {e}") from None
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model._target_={cfg.target!r} returned {type(model).__name__}, "
                               "not an nn.Module")

@@ -177,9 +177,11 @@ def measure(
     r: dict[str, float] = {}
     r["accuracy"] = evaluate(final, splits.test_x, splits.test_y, cast=cast)
     r["val_accuracy"] = evaluate(final, splits.val_x, splits.val_y, cast=cast)
-    r["baseline_accuracy"] = evaluate(baseline.model, splits.test_x, splits.test_y)
-    r["baseline_val_accuracy"] = evaluate(baseline.model, splits.val_x, splits.val_y)
+    r["baseline_accuracy"] = baseline.accuracy
+    r["baseline_val_accuracy"] = baseline.val_accuracy
     r["accuracy_drop"] = r["baseline_accuracy"] - r["accuracy"]
+    # what a sweep may constrain on without ever tuning against the test set
+    r["val_accuracy_drop"] = r["baseline_val_accuracy"] - r["val_accuracy"]
 
     rows = M.layer_stats(final)
     r["sparsity"] = M.sparsity(rows)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from compression.baseline import cache_key, get_baseline
 from compression.data import DataConfig, load
 from compression.models import ModelConfig
-from compression.training import TrainConfig
+from compression.training import TrainConfig, evaluate
 
 DATA = DataConfig(limit=200)
 TRAIN = TrainConfig(epochs=1)
@@ -48,3 +50,25 @@ def test_corrupt_entry_is_retrained_not_crashed_on(tmp_path, caplog) -> None:
         again = _get(tmp_path, splits)
     assert not again.cache_hit and "unreadable" in caplog.text
     assert _get(tmp_path, splits).cache_hit  # the retrained entry was written back
+
+
+def test_accuracies_are_evaluated_once_and_read_back_from_the_entry(tmp_path) -> None:
+    splits = load(DATA)
+    first = _get(tmp_path, splits)
+    second = _get(tmp_path, splits)
+    fresh = (evaluate(second.model, splits.test_x, splits.test_y),
+             evaluate(second.model, splits.val_x, splits.val_y))
+    assert (first.accuracy, first.val_accuracy) == fresh
+    assert (second.accuracy, second.val_accuracy) == fresh
+    with safe_open(str(second.path), "pt") as f:
+        assert float(f.metadata()["accuracy"]) == fresh[0]
+
+
+def test_entry_without_stored_accuracies_is_evaluated_on_load(tmp_path) -> None:
+    """Entries written before the metadata held accuracies still report them."""
+    splits = load(DATA)
+    first = _get(tmp_path, splits)
+    save_file(load_file(str(first.path)), str(first.path), metadata={"key": "old"})
+    again = _get(tmp_path, splits)
+    assert again.cache_hit
+    assert (again.accuracy, again.val_accuracy) == (first.accuracy, first.val_accuracy)

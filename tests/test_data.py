@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from compression import data
 from compression.data import DataConfig, load, read_idx
 from compression.errors import DatasetNotFoundError
 
 
 def test_digits_splits_are_fixed_disjoint_and_complete() -> None:
-    a, b = load(DataConfig()), load(DataConfig())
+    a, b = load(DataConfig()), data._load(DataConfig())  # memoized vs built afresh
     assert torch.equal(a.val_x, b.val_x) and torch.equal(a.test_y, b.test_y)
     assert len(a.train_y) + len(a.val_y) + len(a.test_y) == 1797
     rows = lambda t: {tuple(r.flatten().tolist()) for r in t}  # noqa: E731
@@ -26,6 +27,12 @@ def test_split_seed_changes_the_split_and_limit_caps_training() -> None:
     a, b = load(DataConfig(split_seed=0)), load(DataConfig(split_seed=1))
     assert not torch.equal(a.test_y, b.test_y)
     assert len(load(DataConfig(limit=100)).train_y) == 100
+
+
+def test_splits_are_built_once_per_process_and_config() -> None:
+    """Jobs of a sweep in one process share the splits instead of re-reading the files."""
+    assert load(DataConfig(limit=50)) is load(DataConfig(limit=50))
+    assert load(DataConfig(limit=50)) is not load(DataConfig(limit=60))
 
 
 def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:

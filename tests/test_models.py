@@ -47,3 +47,7 @@ def test_user_factory_errors_are_one_line() -> None:
         build_model(ModelConfig.from_dict({"_target_": "nowhere.factory"}), SPECS[0])
     with pytest.raises(ConfigError, match="not a valid key for a built-in model"):
         ModelConfig.from_dict({"name": "mlp", "hidden": 3})
+    # a keyword the factory does not take fails before any run opens, naming target and kwargs
+    bad = ModelConfig.from_dict({"_target_": "factories.tiny_mlp", "hiden": 7})
+    with pytest.raises(ConfigError, match=r"factories.tiny_mlp.*'hiden': 7.*TypeError"):
+        build_model(bad, SPECS[0])

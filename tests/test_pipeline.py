@@ -42,6 +42,7 @@ def test_pruned_run_logs_every_metric_and_its_artifact_reloads(compose_cfg, trac
     assert run.data.params["pruning.sparsity"] == "0.9"
     assert run.data.tags["run_role"] == "single" and run.data.tags["git_commit"]
     assert m["baseline_cache_hit"] == 0.0
+    assert m["val_accuracy_drop"] == pytest.approx(m["baseline_val_accuracy"] - val_acc)
 
     # The logged accuracy is that of the artifact: reload the uploaded file and re-evaluate.
     client = MlflowClient(tracking_uri=tracking_uri)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
 from compression import tracking
-from compression.config import METRICS, RunConfig
+from compression.config import METRICS
 from compression.errors import ConfigError
 from compression.registry import build_dataclass
 from compression.sweep import mlflow_side, results
@@ -90,9 +90,8 @@ class OptunaSweep:
         self._reap(study, parent, first=True)  # a killed earlier run of this study
         returns = []
         while batch := self._ask(study, space, n_trials, parent):
-            overrides = [o for _, o in batch]
             with st.heartbeat([t for t, _ in batch], self.cfg.heartbeat_interval):
-                jobs = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+                jobs = self._launch(study, batch)
             self.job_idx += len(batch)
             for (trial, _), job in zip(batch, jobs, strict=True):
                 self._tell(study, trial, job)
@@ -144,18 +143,12 @@ class OptunaSweep:
         batch: list[tuple[Trial, list[str]]] = []
         while len(batch) < size:
             if self.cfg.sampler == "grid" and not st.counts(study).waiting:
-                break  # points rejected while composing used up the queue
+                break  # other workers took the last queued points
             trial = study.ask()
             st.claim(trial)
             overrides = space.suggest(trial)
             if st.cancel_if_surplus(study, trial, n_trials):
                 break  # other workers asked for the last trials at the same moment
-            error = self._invalid(overrides)
-            if error:  # a sampled combination the config rejects: FAIL it, no job launched
-                self._fail(study, trial, error)
-                if self._too_many_failures(study, n_trials):
-                    break
-                continue
             batch.append((trial, [*overrides, *self._job_overrides(study, trial)]))
         if size <= 0 and n.complete < n_trials and n.running:
             log.info("the last %d trial(s) run in other workers; this one stops", n.running)
@@ -170,22 +163,19 @@ class OptunaSweep:
             out.append(f"objectives=[{','.join(self.returned)}]")
         return out
 
-    def _invalid(self, overrides: list[str]) -> str | None:
-        """The job's config error, if any, found by composing it here (before any training)."""
+    def _launch(self, study: optuna.Study, batch: list[tuple[Trial, list[str]]]
+                ) -> Sequence[JobReturn]:
+        """Run the batch as Hydra jobs. Each job validates its own config before any work (a
+        rejected value is that trial's FAIL, see train.py); composing one here first would cost
+        a second Hydra composition per trial in this (serial) process."""
         try:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        except HydraException as e:
-            raise ConfigError(f"sweep overrides {overrides} do not compose: {e} (a parameter "
-                              "that only exists for some choices needs hydra.sweeper.when)") \
-                from None
-        task = OmegaConf.to_container(cfg, resolve=False)
-        assert isinstance(task, dict)
-        del task["hydra"]  # its job-specific fields (job.num, ...) only exist inside the job
-        try:
-            RunConfig.from_cfg(OmegaConf.create(task))
-        except ConfigError as e:
-            return f"ConfigError: {e}"
-        return None
+            return self.launcher.launch([o for _, o in batch], initial_job_idx=self.job_idx)
+        except HydraException as e:  # overrides that do not compose: the space itself is wrong
+            for trial, _ in batch:
+                self._fail(study, trial, f"{type(e).__name__}: {e}")
+            raise ConfigError(f"sweep overrides do not compose: {str(e).splitlines()[0]} (a "
+                              "parameter that only exists for some choices needs "
+                              "hydra.sweeper.when)") from None
 
     def _fail(self, study: optuna.Study, trial: Trial, error: str) -> None:
         trial.set_user_attr(st.ERROR_ATTR, error[:2000])
@@ -221,9 +211,6 @@ class OptunaSweep:
         if len(seq) != len(self.returned):
             raise ValueError(f"the job returned {len(seq)} value(s) for {self.returned}")
         return {m: float(x) for m, x in zip(self.returned, seq, strict=True)}
-
-    def _too_many_failures(self, study: optuna.Study, n_trials: int) -> bool:
-        return st.counts(study).failed > self.cfg.max_failure_rate * n_trials
 
     def _check_failures(self, study: optuna.Study, n_trials: int) -> None:
         failed = st.counts(study).failed

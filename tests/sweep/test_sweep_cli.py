@@ -96,6 +96,26 @@ def test_constrained_multi_objective_sweep_with_a_failing_trial(tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_rejected_value_fails_its_trial_in_a_joblib_worker_and_the_sweep_goes_on(
+        tmp_path: Path) -> None:
+    """The job validates its own config: a sampled value the config rejects is that trial's
+    FAIL with the one-line error (no MLflow run opened), not the end of the sweep or a worker."""
+    out = sweep(tmp_path, "pruning=unstructured", "pruning.sparsity=0.5,1.5",
+                "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=null",
+                "hydra.sweeper.max_failure_rate=0.5", "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+                f"hydra.sweep.dir={tmp_path / 'multirun'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    by_state = {s: [t for t in trials(tmp_path) if t.state == s] for s in TrialState}
+    [done], [failed] = by_state[TrialState.COMPLETE], by_state[TrialState.FAIL]
+    assert done.params["pruning.sparsity"] == 0.5
+    assert failed.user_attrs["error"].startswith("ConfigError: pruning.sparsity")
+    children = [r for r in runs(tmp_path) if r.data.tags["run_role"] == "child"]
+    assert [(r.data.tags["trial_number"], r.info.status) for r in children] == [
+        (str(done.number), "FINISHED")]
+
+
+@pytest.mark.slow
 def test_sweep_killed_with_sigkill_resumes_to_exactly_n_trials(tmp_path: Path) -> None:
     args = ["model=custom", "model._target_=sweep_factories.kill_once",
             f"+model.marker={tmp_path / 'killed'}", "pruning=unstructured",
