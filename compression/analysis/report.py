@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,17 +219,18 @@ SECTIONS = (("runs", "Runs"), ("sweet_spot", "Sweet spot"), ("curves", "Accuracy
             ("layers", "Per-layer view of the chosen run"))
 
 
-def _figures_of(a: Analysis, section: str) -> list[Figure]:
-    return [f for f in a.figures.values() if f.section == section]
+def _sections(a: Analysis) -> Iterator[tuple[str, str, list[Figure]]]:
+    """(key, title, figures) of each section that has figures or text, in report order."""
+    for key, title in SECTIONS:
+        figs = [f for f in a.figures.values() if f.section == key]
+        if figs or key in a.text:
+            yield key, title, figs
 
 
 def render_markdown(a: Analysis) -> str:
     out = ["# Compression analysis", f"Selection: `{a.opts.out.name}`; tolerance "
            f"{a.opts.tolerance * 100:g} accuracy points; sweet spot by {a.opts.by}."]
-    for key, title in SECTIONS:
-        figs = _figures_of(a, key)
-        if key not in a.text and not figs:
-            continue
+    for key, title, figs in _sections(a):
         out.append(f"## {title}")
         for f in figs:
             rel = {p.suffix[1:]: p.relative_to(a.opts.out).as_posix() for p in f.paths}
@@ -254,10 +255,7 @@ def render_html(a: Analysis) -> str:
     """The same content, figures embedded as data URIs: one file to mail or attach."""
     body = [f"<h1>Compression analysis</h1><p>Selection <code>{html.escape(a.opts.out.name)}"
             f"</code>; tolerance {a.opts.tolerance * 100:g} accuracy points.</p>"]
-    for key, title in SECTIONS:
-        figs = _figures_of(a, key)
-        if key not in a.text and not figs:
-            continue
+    for key, title, figs in _sections(a):
         body.append(f"<h2>{html.escape(title)}</h2>")
         body += [_img_tag(f.paths, f.caption) for f in figs]
         if key in a.text:

@@ -21,45 +21,31 @@ SamplerFactory = Callable[[int | None, dict[str, Any]], BaseSampler]
 SAMPLERS: Registry[SamplerFactory] = Registry("hydra.sweeper.sampler")
 
 
-def _register(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
-    return SAMPLERS.register(name, dict)
+def _factory(cls: Callable[..., BaseSampler], defaults: dict[str, Any] | None = None,
+             experimental: bool = False) -> SamplerFactory:
+    def make(seed: int | None, kwargs: dict[str, Any]) -> BaseSampler:
+        with warnings.catch_warnings():
+            if experimental:  # options Optuna still labels "experimental"; chosen on purpose
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls(seed=seed, **{**(defaults or {}), **kwargs})
+
+    return make
 
 
-@_register("tpe")
-def tpe(seed: int | None, kwargs: dict[str, Any]) -> BaseSampler:
+_FACTORIES: dict[str, SamplerFactory] = {
     # constant_liar: running trials count as "bad" so parallel workers spread out instead of
     # all sampling the same promising point; multivariate+group handle conditional parameters.
-    defaults = {"constant_liar": True, "multivariate": True, "group": True}
-    with warnings.catch_warnings():  # these options are "experimental" since Optuna 2.x
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, **{**defaults, **kwargs})
-
-
-@_register("nsgaii")
-def nsgaii(seed: int | None, kwargs: dict[str, Any]) -> BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
-
-
-@_register("random")
-def random(seed: int | None, kwargs: dict[str, Any]) -> BaseSampler:
-    return optuna.samplers.RandomSampler(seed=seed, **kwargs)
-
-
-@_register("grid")
-def grid(seed: int | None, kwargs: dict[str, Any]) -> BaseSampler:
-    return optuna.samplers.RandomSampler(seed=seed, **kwargs)
-
-
-@_register("gp")
-def gp(seed: int | None, kwargs: dict[str, Any]) -> BaseSampler:
-    return optuna.samplers.GPSampler(seed=seed, **kwargs)
-
-
-@_register("qmc")
-def qmc(seed: int | None, kwargs: dict[str, Any]) -> BaseSampler:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.QMCSampler(seed=seed, **kwargs)
+    "tpe": _factory(optuna.samplers.TPESampler,
+                    {"constant_liar": True, "multivariate": True, "group": True},
+                    experimental=True),
+    "nsgaii": _factory(optuna.samplers.NSGAIISampler),
+    "random": _factory(optuna.samplers.RandomSampler),
+    "grid": _factory(optuna.samplers.RandomSampler),  # serves asks after the queue ran dry
+    "gp": _factory(optuna.samplers.GPSampler),
+    "qmc": _factory(optuna.samplers.QMCSampler, experimental=True),
+}
+for _name, _make in _FACTORIES.items():
+    SAMPLERS.register(_name, dict)(_make)
 
 
 def make_sampler(name: str, seed: int | None, kwargs: dict[str, Any]) -> BaseSampler:
