@@ -78,6 +78,18 @@ def _storage_bytes(value: object) -> int:
     return 0
 
 
+def _layer_bytes(m: nn.Module) -> int:
+    """Bytes the layer's weights take in memory. A layer whose weight is computed on the fly
+    from tensors of its own (packed low-bit codes and scales) counts those tensors, not the
+    fp32 weight it computes; torch.ao's quantized layers keep theirs in packed params and
+    report the int8 weight itself."""
+    weight = getattr(m, "weight", None)
+    own = [*m.parameters(recurse=False), *m.buffers(recurse=False)]
+    if callable(weight) and not isinstance(weight, torch.Tensor) and own:
+        return sum(_storage_bytes(t) for t in own)
+    return _storage_bytes(weight) + _storage_bytes(getattr(m, "bias", None))
+
+
 def layer_stats(model: nn.Module) -> list[LayerStats]:
     """One row per module that owns a weight (Linear, Conv, BatchNorm, their quantized forms)."""
     rows = []
@@ -96,8 +108,7 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
                 weight_numel=w.numel(),
                 weight_zeros=zeros,
                 nonzero_params=w.numel() - zeros + b_nz,
-                bytes=_storage_bytes(getattr(m, "weight", None))
-                + _storage_bytes(getattr(m, "bias", None)),
+                bytes=_layer_bytes(m),
             )
         )
     return rows

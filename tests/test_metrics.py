@@ -41,6 +41,18 @@ def test_quantized_layers_are_counted_through_their_accessors() -> None:
     assert rows[0].bytes == 8 * 4 * 1 + 4 * 4  # int8 weight, fp32 bias
 
 
+def test_packed_low_bit_layers_count_their_packed_bytes_not_the_fp32_view() -> None:
+    from compression.quantization.lowbit_modules import lowbit_from
+
+    fc = nn.Linear(64, 8)
+    layer = lowbit_from(fc, 4, 32)
+    layer.load_float(fc.weight.detach(), fc.bias.detach())
+    [row] = layer_stats(nn.Sequential(layer))
+    # 512 4-bit codes in 256 bytes, 8 x 2 fp16 group scales, 8 fp32 biases
+    assert row.bytes == 512 // 2 + 8 * 2 * 2 + 8 * 4
+    assert row.weight_numel == 512  # still counted as a 64 x 8 weight
+
+
 def test_flops_per_layer_and_effective_flops() -> None:
     net = _net()
     total, per_layer = flops_per_layer(net, torch.zeros(1, 8))
