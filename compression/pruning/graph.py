@@ -269,3 +269,26 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[Group]:
     for space in tracer.spaces:
         roots.setdefault(id(space.root()), space.root())
     return [s.group for s in roots.values() if s.group.producers]
+
+
+def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+    """(producer, BatchNorm) pairs a BatchNorm can be folded into: the BatchNorm's only input is
+    the output of a Conv (or Linear into BatchNorm1d) called once, which feeds nothing else."""
+    gm = trace(model, example)
+    modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    pairs = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], NORMS):
+            continue
+        bn, src = modules[node.target], node.args[0]
+        if not (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1):
+            continue
+        if not (isinstance(modules[src.target], PRODUCERS) and bn.track_running_stats):
+            continue
+        if calls[str(src.target)] == 1 and calls[str(node.target)] == 1:
+            pairs.append((str(src.target), str(node.target)))
+    return pairs

@@ -6,10 +6,16 @@ producers, BatchNorms and the next layers' inputs, so dense kernels run faster. 
 only masks them (producer rows and consumer columns zeroed, shapes unchanged: no speed-up),
 labelled by the `structured_physical` metric. Either way the first fine-tuning runs on the masked
 model and the removed model computes the same function as the masked one.
+
+`round_to: m` rounds each group's number of KEPT channels up to a multiple of m (capped at the
+group's size), like Torch-Pruning's `round_to`: SIMD conv/GEMM kernels work in blocks of 8 or 16
+channels, so e.g. 60 kept channels can cost as much as 64. Rounding up removes at most the target,
+never more.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +34,13 @@ from compression.pruning.base import (
 )
 from compression.pruning.graph import Group, channel_groups
 from compression.pruning.schedules import MaskPruningConfig, lowest_k_mask, no_revival, prune_with
-from compression.pruning.surgery import KIND, apply_channel_record, channel_record
+from compression.pruning.surgery import (
+    FOLD_KIND,
+    KIND,
+    apply_channel_record,
+    apply_fold_record,
+    channel_record,
+)
 from compression.transforms import register_transform
 
 
@@ -38,10 +50,12 @@ class StructuredConfig(MaskPruningConfig):
     sparsity: float = 0.5  # fraction of each group's channels removed
     norm: str = "l1"  # channel ranking: l1 (sum |score|) or l2 over the channel's weights
     physical: bool = True  # false: mask the channels only (same shapes, no speed-up)
+    round_to: int = 1  # kept channels per group rounded up to a multiple of this (1: no rounding)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         v.one_of("pruning.norm", self.norm, ["l1", "l2"])
+        v.in_range("pruning.round_to", self.round_to, 1, None, integer=True)
         if not isinstance(self.physical, bool):
             raise ConfigError(f"pruning.physical={self.physical!r} must be true or false")
 
@@ -63,13 +77,23 @@ def active_groups(groups: list[Group], targets: dict[str, float]) -> list[int]:
     return active
 
 
+def removed_count(channels: int, target: float, round_to: int = 1) -> int:
+    """Channels to remove from a group of `channels` at fraction `target`: round(target * C),
+    at least one channel kept, and the kept count rounded UP to a multiple of `round_to`."""
+    k = min(round(target * channels), channels - 1)
+    kept = min(channels, math.ceil((channels - k) / round_to) * round_to)
+    return channels - kept
+
+
 class Channels:
-    """Pattern: per active group, drop the round(target * C) channels with the lowest norm."""
+    """Pattern: per active group, drop the round(target * C) channels with the lowest norm (fewer
+    when `round_to` rounds the kept count up)."""
 
     def __init__(self, groups: list[Group], active: list[int], norm: str, physical: bool,
-                 shapes: dict[str, torch.Size]) -> None:
+                 shapes: dict[str, torch.Size], round_to: int = 1) -> None:
         self.groups, self.active, self.norm, self.physical = groups, active, norm, physical
         self.shapes = shapes  # weight shape of every layer, for consumer masks
+        self.round_to = round_to
 
     def _unit(self, s: torch.Tensor, signed: bool) -> torch.Tensor:
         rows = s.reshape(s.shape[0], -1)  # (C, in * k...)
@@ -91,7 +115,7 @@ class Channels:
             for p in g.producers:
                 if p in current.masks:
                     pruned |= ~current.masks[p].reshape(g.channels, -1).any(1)
-            k = min(round(min(targets[p] for p in g.producers) * g.channels), g.channels - 1)
+            k = removed_count(g.channels, min(targets[p] for p in g.producers), self.round_to)
             keep = lowest_k_mask(no_revival(unit, pruned), k)
             for p in g.producers:
                 w = scores[p]
@@ -150,26 +174,28 @@ def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSess
     groups, active = _groups_for(model, cfg, session.data.spec.example_input(1))
     shapes = {n: m.weight.shape for n, m in model.named_modules()
               if isinstance(getattr(m, "weight", None), torch.Tensor)}
-    pattern = Channels(groups, active, cfg.norm, cfg.physical, shapes)
+    pattern = Channels(groups, active, cfg.norm, cfg.physical, shapes, cfg.round_to)
     producers = {p for i in active for p in groups[i].producers}
     layers = {n: model.get_submodule(n) for n in layer_targets(model, cfg) if n in producers}
     return prune_with(model, cfg, session, pattern, layers=layers)
 
 
 register_transform(KIND, apply_channel_record)
+register_transform(FOLD_KIND, apply_fold_record)
 
 
 def remove_channels_(model: nn.Module, fraction: float, example: torch.Tensor,
-                     norm: str = "l1", exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+                     norm: str = "l1", exclude: tuple[str, ...] = (), round_to: int = 1
+                     ) -> dict[str, Any]:
     """One-shot magnitude channel removal without a run (benchmarks, notebooks): drops
     `fraction` of every removable group's channels in place; returns the transform record."""
-    cfg = StructuredConfig(sparsity=fraction, norm=norm, exclude=list(exclude))
+    cfg = StructuredConfig(sparsity=fraction, norm=norm, exclude=list(exclude), round_to=round_to)
     groups, active = _groups_for(model, cfg, example)
     shapes = {n: m.weight.shape for n, m in model.named_modules()
               if isinstance(getattr(m, "weight", None), torch.Tensor)}
     producers = [p for i in active for p in groups[i].producers]
     scores = {p: model.get_submodule(p).weight.detach().abs() for p in producers}
-    pattern = Channels(groups, active, norm, True, shapes)
+    pattern = Channels(groups, active, norm, True, shapes, round_to)
     masks = pattern.masks(scores, dict.fromkeys(producers, fraction), MaskSet(), signed=False)
     record = channel_record(groups, pattern.kept(masks))
     apply_channel_record(model, record)

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.pruning.graph import Group
+from compression.pruning.graph import Group, conv_bn_pairs
 
 KIND = "channels"
+FOLD_KIND = "fold_bn"
 
 
 def _param(t: torch.Tensor, idx: torch.Tensor, dim: int) -> nn.Parameter:
@@ -79,3 +80,37 @@ def apply_channel_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
         slicer = next(fn for kind, fn in SLICERS.items() if isinstance(m, kind))
         slicer(m, cut)
     return model
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def apply_fold_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
+    """Structure of a folded model (values come from its state dict): bias on, BatchNorm gone."""
+    for layer, norm in record["pairs"]:
+        m = model.get_submodule(layer)
+        if m.bias is None:
+            m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype))
+        _set_submodule(model, norm, nn.Identity())
+    return model
+
+
+@torch.no_grad()
+def fold_batchnorm_(model: nn.Module, example: torch.Tensor) -> dict[str, Any]:
+    """Fold every foldable BatchNorm (graph.conv_bn_pairs) into its producer, in place; returns
+    the transform record. The model computes what it computed in eval mode."""
+    pairs = conv_bn_pairs(model, example)
+    for layer, norm in pairs:
+        m, bn = model.get_submodule(layer), model.get_submodule(norm)
+        scale = bn.running_var.add(bn.eps).rsqrt()  # (C,)
+        if bn.affine:
+            scale = scale * bn.weight
+        bias = m.bias if m.bias is not None else torch.zeros_like(bn.running_mean)
+        shift = (bias - bn.running_mean) * scale + (bn.bias if bn.affine else 0)
+        m.weight = nn.Parameter(m.weight * scale.view(-1, *[1] * (m.weight.dim() - 1)),
+                                requires_grad=m.weight.requires_grad)
+        m.bias = nn.Parameter(shift.to(m.weight.dtype), requires_grad=m.weight.requires_grad)
+        _set_submodule(model, norm, nn.Identity())
+    return {"kind": FOLD_KIND, "pairs": [list(p) for p in pairs]}

@@ -15,7 +15,9 @@ from compression.errors import ConfigError
 from compression.export import load_artifact, save_artifact
 from compression.models import ModelConfig, build_model
 from compression.pruning import PRUNERS, check
-from compression.pruning.graph import channel_groups
+from compression.pruning.graph import channel_groups, conv_bn_pairs
+from compression.pruning.structured import removed_count
+from compression.pruning.surgery import fold_batchnorm_
 from compression.quantization import QUANTIZERS
 
 SPEC = DataSpec("digits", 1, 8, 10)
@@ -168,3 +170,68 @@ def test_iterative_structured_keeps_removing_the_same_channels(prune) -> None:
 
 def test_structured_handler_is_registered() -> None:
     assert "structured" in PRUNERS.names()
+
+
+@pytest.mark.parametrize(("channels", "target", "round_to", "removed"), [
+    (16, 0.5, 1, 8), (120, 0.5, 8, 56), (84, 0.5, 8, 36), (6, 0.5, 4, 2), (6, 0.5, 8, 0),
+    (16, 0.9, 4, 12), (10, 0.99, 1, 9)])
+def test_round_to_rounds_the_kept_channels_up(channels, target, round_to, removed) -> None:
+    assert removed_count(channels, target, round_to) == removed
+
+
+def test_round_to_keeps_multiples_and_the_masked_function(prune) -> None:
+    removed, masked, _, session = _removed_and_masked(prune, "model=lenet5",
+                                                      "pruning.round_to=8")
+    kept = {n: m.weight.shape[0] for n, m in removed.named_modules()
+            if isinstance(m, nn.Conv2d | nn.Linear) and n != "fc3"}
+    assert kept == {"conv1": 6, "conv2": 8, "fc1": 64, "fc2": 48}  # 6 < 8: conv1 left whole
+    x = session.data.test_x[:32]
+    with torch.no_grad():
+        assert torch.allclose(removed(x), masked(x), atol=1e-5)
+
+
+def test_round_to_must_be_a_positive_integer(make_session) -> None:
+    with pytest.raises(ConfigError, match=r"pruning.round_to=0 is out of range"):
+        make_session("pruning=structured", "pruning.round_to=0")
+
+
+def test_folded_batchnorm_computes_the_same_and_reloads(prune, tmp_path) -> None:
+    model, _, session = prune("model=resnet", "pruning=structured")
+    torch.manual_seed(1)
+    for m in model.modules():  # non-trivial statistics, as after training
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+    model.eval()
+    folded = copy.deepcopy(model)
+    record = fold_batchnorm_(folded, SPEC.example_input())
+    assert len(record["pairs"]) == 9 and isinstance(folded.layer2.shortcut[1], nn.Identity)
+    x = session.data.test_x[:16]
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-4)
+    qcfg = QUANTIZERS.build_config({"mode": "none"})
+    path = tmp_path / "m.safetensors"
+    save_artifact(folded, path, model_cfg=session.rc.model, spec=SPEC, quant_cfg=qcfg,
+                  transforms=[*session.transforms, record])
+    loaded, meta = load_artifact(path)
+    assert [t["kind"] for t in meta["transforms"]] == ["channels", "fold_bn"]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), folded(x))
+
+
+def test_batchnorm_after_a_shared_or_reused_output_is_not_folded() -> None:
+    groups_net = UserNet()  # bn1's conv feeds only bn1; conv2 -> bn2 too
+    assert conv_bn_pairs(groups_net, SPEC.example_input()) == [("conv1", "bn1"),
+                                                               ("conv2", "bn2")]
+
+    class Branch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.bn(y) + y  # conv output also used unnormalized: folding would be wrong
+
+    assert conv_bn_pairs(Branch(), SPEC.example_input()) == []
