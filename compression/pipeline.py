@@ -129,6 +129,9 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     quantizer = QUANTIZERS.get(rc.quantization.mode).handler
     quantized = quantizer.quantize(model, rc.quantization, session)
     session.timings["quantize_seconds"] = time.perf_counter() - t0
+    engine = getattr(rc.quantization, "engine", None)
+    if mlrun is not None and engine is not None:  # `auto` is resolved by now: show the pick
+        mlrun.set_tags({"quantization_engine": engine})
 
     # Untracked runs get a unique folder too: jobs of a multirun can start within one second.
     local_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"

@@ -68,10 +68,15 @@ def test_second_run_reuses_the_cached_baseline(compose_cfg, tracking_uri) -> Non
 
 
 def test_dynamic_int8_mlp_size_is_at_most_030_of_dense(compose_cfg, tracking_uri) -> None:
-    pipeline.run(compose_cfg("quantization=dynamic_int8"))
-    m = _runs(tracking_uri)[0].data.metrics
+    pipeline.run(compose_cfg("quantization=dynamic_int8", "quantization.engine=auto"))
+    [run] = _runs(tracking_uri)
+    m = run.data.metrics
     assert m["size_bytes"] <= 0.3 * m["dense_size_bytes"]
     assert m["latency_ms"] > 0 and m["baseline_latency_ms"] > 0
+    # `auto` is logged as asked (params) and as resolved (tag), with each candidate's timing
+    assert run.data.params["quantization.engine"] == "auto"
+    picked = run.data.tags["quantization_engine"]
+    assert picked in {"x86", "fbgemm", "onednn"} and f"quant_auto_{picked}_ms" in m
 
 
 def test_exception_marks_the_run_failed_with_the_error(compose_cfg, tracking_uri) -> None:

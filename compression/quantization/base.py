@@ -89,3 +89,15 @@ def record_weight_error(session: QuantSession | None, layer: str, ref: torch.Ten
     if math.isfinite(error["quant_sqnr_db"]):
         worst = session.extra_metrics.get("quant_sqnr_db_min", math.inf)
         session.extra_metrics["quant_sqnr_db_min"] = min(worst, error["quant_sqnr_db"])
+
+
+def record_engine_choice(session: QuantSession | None, cfg: QuantizationConfig, engine: str,
+                         scores: dict[str, float]) -> None:
+    """`engine=auto` resolved: the config takes the chosen engine (the artifact records it, so
+    the model reloads with the same kernels), and each timed candidate's score (geometric mean
+    over batch 1 and a calibration batch of its median latency) becomes the metric
+    `quant_auto_<engine>_ms`."""
+    cfg.engine = engine  # type: ignore[attr-defined]
+    if session is not None:
+        for name, ms in scores.items():
+            session.extra_metrics[f"quant_auto_{name}_ms"] = ms

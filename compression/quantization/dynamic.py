@@ -1,8 +1,10 @@
 """`dynamic_int8`: int8 weights, activations quantized at run time from each batch's range.
 
 No calibration data. Backends: `torch_ao` (fbgemm / oneDNN / QNNPACK kernels for Linear, LSTM
-and GRU; Conv has none: use static_int8) and `torchao` (Linear only; optional package). Asking a
-backend for a layer kind it cannot do fails before any work.
+and GRU; Conv has none: use static_int8; Linear+ReLU pairs run as one fused kernel) and `torchao`
+(Linear only; optional package). Asking a backend for a layer kind it cannot do fails before any
+work. `engine: auto` (torch_ao) times the candidate engines on one training batch (and batch 1)
+and keeps the fastest; without a session (no data to time on) it means x86.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from compression.quantization.base import (
     Passthrough,
     QuantizationConfig,
     QuantSession,
+    record_engine_choice,
     record_weight_error,
 )
 
@@ -39,7 +42,7 @@ class DynamicInt8Config(QuantizationConfig):
 
     def __post_init__(self) -> None:
         v.one_of("quantization.backend (for mode dynamic_int8)", self.backend, BACKEND_LAYERS)
-        v.one_of("quantization.engine", self.engine, ao.ENGINES)
+        v.one_of("quantization.engine", self.engine, [*ao.ENGINES, ao.AUTO])
         allowed = BACKEND_LAYERS[self.backend]
         for layer in v.string_list("quantization.layers", self.layers):
             if layer not in allowed:
@@ -70,9 +73,26 @@ class DynamicInt8(Passthrough):
         }
         return backends[cfg.backend](model)
 
+    @staticmethod
+    def _fastest(model: nn.Module, cfg: DynamicInt8Config, session: QuantSession | None
+                 ) -> nn.Module:
+        """engine=auto: time each candidate engine on batch 1 and one training batch."""
+        batches = session.calibration_batches(1) if session is not None else []
+        if not batches:
+            record_engine_choice(session, cfg, ao.DEFAULT_ENGINE, {})
+            return ao.quantize_dynamic_int8(copy.deepcopy(model), cfg.layers, cfg.engine)
+        engine, out, scores = ao.pick_engine(
+            lambda e: ao.quantize_dynamic_int8(copy.deepcopy(model), cfg.layers, e),
+            ao.auto_candidates(), [batches[0][:1], batches[0]])
+        record_engine_choice(session, cfg, engine, scores)
+        return out
+
     def quantize(self, model: nn.Module, cfg: DynamicInt8Config, session: QuantSession
                  ) -> nn.Module:
-        out = self._apply(copy.deepcopy(model), cfg)
+        if cfg.backend == "torch_ao" and cfg.engine == ao.AUTO:
+            out = self._fastest(model, cfg, session)
+        else:
+            out = self._apply(copy.deepcopy(model), cfg)
         quantized = dict(out.named_modules())
         for name, layer in model.named_modules():
             w = getattr(quantized.get(name), "weight", None)

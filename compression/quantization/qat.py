@@ -19,7 +19,12 @@ from compression import validation as v
 from compression.errors import ConfigError
 from compression.quantization import _torch_ao as ao
 from compression.quantization.base import QUANTIZERS, QuantSession
-from compression.quantization.static import Int8Config, check_graph_model, record_errors
+from compression.quantization.static import (
+    Int8Config,
+    check_graph_model,
+    convert,
+    record_errors,
+)
 
 if TYPE_CHECKING:  # a runtime import would cycle: pruning -> export -> quantization
     from compression.pruning.base import MaskSet
@@ -59,13 +64,13 @@ class QatInt8:
 
     def quantize(self, model: nn.Module, cfg: QatInt8Config, session: QuantSession
                  ) -> nn.Module:
-        example = session.calibration_batches(1)[0][:1]
-        prepared = ao.prepare_qat(copy.deepcopy(model), self.qconfig(cfg), example, cfg.engine)
+        batch = session.calibration_batches(1)[0]
+        prepared = ao.prepare_qat(copy.deepcopy(model), self.qconfig(cfg), batch[:1], cfg.engine)
         masks = masks_for(prepared, session.masks, cfg.mode)
         masks.apply(prepared)
         session.finetune(prepared, masks=masks, epochs=cfg.epochs, lr=cfg.lr)
         ref = ao.float_weights(prepared)
-        out = ao.convert(prepared, cfg.engine)
+        out = convert(prepared, cfg, session, [batch[:1], batch])
         record_errors(session, ref, out)
         return out
 

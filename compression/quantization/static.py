@@ -2,6 +2,9 @@
 
 Runs on torch.ao's FX graph mode: Conv+BN(+ReLU) and Linear+ReLU are fused before calibration,
 every Linear/Conv becomes an int8 kernel, and inputs are quantized once at the model's entry.
+`engine: auto` converts with each candidate engine (x86, fbgemm, onednn: oneDNN only for
+symmetric weights), times them on batch 1 and a calibration batch, and keeps the fastest; the
+chosen engine replaces `auto` in the config, so the artifact records it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from compression.quantization.base import (
     QUANTIZERS,
     QuantizationConfig,
     QuantSession,
+    record_engine_choice,
     record_weight_error,
 )
 
@@ -42,7 +46,7 @@ class Int8Config(QuantizationConfig):
 
     def __post_init__(self) -> None:
         v.one_of(f"quantization.backend (for mode {self.mode})", self.backend, ["torch_ao"])
-        v.one_of("quantization.engine", self.engine, ao.ENGINES)
+        v.one_of("quantization.engine", self.engine, [*ao.ENGINES, ao.AUTO])
         v.one_of("quantization.granularity", self.granularity, ["channel", "tensor"])
         v.one_of("quantization.scheme", self.scheme, ["symmetric", "affine"])
         why = UNSUPPORTED.get((self.engine, self.scheme))
@@ -80,6 +84,17 @@ def check_graph_model(model: nn.Module, mode: str) -> None:
         ) from None
 
 
+def convert(prepared: nn.Module, cfg: Int8Config, session: QuantSession,
+            batches: list[torch.Tensor]) -> nn.Module:
+    """The int8 model for cfg.engine; for `auto`, the fastest candidate on `batches`."""
+    if cfg.engine != ao.AUTO:
+        return ao.convert(prepared, cfg.engine)
+    engine, out, scores = ao.convert_fastest(
+        prepared, ao.auto_candidates(cfg.scheme == "symmetric"), batches)
+    record_engine_choice(session, cfg, engine, scores)
+    return out
+
+
 def record_errors(session: QuantSession, ref: dict[str, torch.Tensor],
                   quantized: nn.Module) -> None:
     for name, w in ao.quantized_weights(quantized).items():
@@ -104,7 +119,7 @@ class StaticInt8:
             for x in batches:
                 prepared(x)
         ref = ao.float_weights(prepared)
-        out = ao.convert(prepared, cfg.engine)
+        out = convert(prepared, cfg, session, [batches[0][:1], batches[0]])
         record_errors(session, ref, out)
         return out
 
