@@ -22,7 +22,7 @@ from torch import nn
 
 from compression.data import DataConfig, Splits
 from compression.models import ModelConfig, build_model
-from compression.training import TrainConfig, evaluate, train
+from compression.training import TrainConfig, evaluate, load_optimizer_machinery, train
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def get_baseline(
         return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta))
     log.info("baseline cache miss: training %s on %s for %d epochs", model_cfg.name,
              data_cfg.name, train_cfg.epochs)
+    load_optimizer_machinery()
     t0 = time.perf_counter()
     train(model, data, train_cfg, seed=seed, desc="baseline")
     seconds = time.perf_counter() - t0

@@ -27,7 +27,7 @@ PRUNABLE_TYPES = (
 class MeasureConfig:
     threads: int | None = 1  # torch threads while timing; None = as training (cores / workers)
     batch_size: int = 256  # the "batch N" of batch_latency_ms and throughput
-    warmup: int = 10  # untimed calls before timing each model
+    warmup: int = 10  # untimed calls before timing each model (batch N: max(2, warmup // 5))
     repeats: int = 100  # timed calls at batch 1 (batch N uses max(10, repeats // 5))
     latency: bool = True  # False skips latency (metrics then absent, not zero)
 

@@ -68,6 +68,12 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
 StepHook = Callable[[int], None]  # called with the global step number after each optimizer step
 
 
+def load_optimizer_machinery() -> None:
+    """The first optimizer a process builds imports torch._dynamo (about 1 s). Callers that time
+    training call this first, so that the seconds they log are training, not that import."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
 def train(
     model: nn.Module,
     data: Splits,
