@@ -29,6 +29,16 @@ def test_split_seed_changes_the_split_and_limit_caps_training() -> None:
     assert len(load(DataConfig(limit=100)).train_y) == 100
 
 
+def test_digits_file_read_directly_equals_scikit_learns_loader() -> None:
+    from sklearn.datasets import load_digits
+
+    x, y, _, _ = data.DATASETS["digits"](DataConfig())
+    ref = load_digits()
+    assert data._digits_file() is not None  # the fast path is the one taken here
+    assert np.array_equal(x[:, 0] * 16.0, ref.images) and np.array_equal(y, ref.target)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+
+
 def test_splits_are_built_once_per_process_and_config() -> None:
     """Jobs of a sweep in one process share the splits instead of re-reading the files."""
     assert load(DataConfig(limit=50)) is load(DataConfig(limit=50))
