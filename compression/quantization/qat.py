@@ -22,8 +22,8 @@ from compression.quantization.base import QUANTIZERS, QuantSession
 from compression.quantization.static import (
     Int8Config,
     check_graph_model,
-    convert,
-    record_errors,
+    convert_measured,
+    convert_skeleton,
 )
 
 if TYPE_CHECKING:  # a runtime import would cycle: pruning -> export -> quantization
@@ -69,17 +69,12 @@ class QatInt8:
         masks = masks_for(prepared, session.masks, cfg.mode)
         masks.apply(prepared)
         session.finetune(prepared, masks=masks, epochs=cfg.epochs, lr=cfg.lr)
-        ref = ao.float_weights(prepared)
-        out = convert(prepared, cfg, session, [batch[:1], batch])
-        record_errors(session, ref, out)
-        return out
+        return convert_measured(prepared, cfg, session, batch)
 
     def skeleton(self, model: nn.Module, cfg: QatInt8Config, example: torch.Tensor
                  ) -> nn.Module:
         prepared = ao.prepare_qat(model, self.qconfig(cfg), example, cfg.engine)
-        with torch.no_grad():
-            prepared.eval()(example)  # any range will do: the artifact's qparams replace it
-        return ao.convert(prepared, cfg.engine)
+        return convert_skeleton(prepared, example, cfg.engine)
 
     def cast_input(self, x: torch.Tensor) -> torch.Tensor:
         return x

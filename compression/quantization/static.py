@@ -95,6 +95,24 @@ def convert(prepared: nn.Module, cfg: Int8Config, session: QuantSession,
     return out
 
 
+def convert_measured(prepared: nn.Module, cfg: Int8Config, session: QuantSession,
+                     batch: torch.Tensor) -> nn.Module:
+    """Calibrated / QAT-trained graph -> int8 model (engine auto: timed on batch 1 and `batch`),
+    each layer's weight error against the float weights recorded."""
+    ref = ao.float_weights(prepared)
+    out = convert(prepared, cfg, session, [batch[:1], batch])
+    record_errors(session, ref, out)
+    return out
+
+
+def convert_skeleton(prepared: nn.Module, example: torch.Tensor, engine: str) -> nn.Module:
+    """The int8 model's structure for loading an artifact: one forward pass gives the observers
+    some range (any will do: the artifact's qparams replace it), then convert."""
+    with torch.no_grad():
+        prepared.eval()(example)
+    return ao.convert(prepared, engine)
+
+
 def record_errors(session: QuantSession, ref: dict[str, torch.Tensor],
                   quantized: nn.Module) -> None:
     for name, w in ao.quantized_weights(quantized).items():
@@ -118,17 +136,12 @@ class StaticInt8:
         with torch.no_grad():
             for x in batches:
                 prepared(x)
-        ref = ao.float_weights(prepared)
-        out = convert(prepared, cfg, session, [batches[0][:1], batches[0]])
-        record_errors(session, ref, out)
-        return out
+        return convert_measured(prepared, cfg, session, batches[0])
 
     def skeleton(self, model: nn.Module, cfg: StaticInt8Config, example: torch.Tensor
                  ) -> nn.Module:
         prepared = ao.prepare_static(model, self.qconfig(cfg), example, cfg.engine)
-        with torch.no_grad():
-            prepared(example)  # any range will do: the artifact's qparams replace it
-        return ao.convert(prepared, cfg.engine)
+        return convert_skeleton(prepared, example, cfg.engine)
 
     def cast_input(self, x: torch.Tensor) -> torch.Tensor:
         return x  # the model quantizes its own input
