@@ -144,9 +144,10 @@ def test_pick_engine_keeps_the_fastest() -> None:
             time.sleep(self.seconds)
             return x
 
-    delays = {"x86": 0.004, "fbgemm": 0.0005, "onednn": 0.002}
+    # delays far apart, so that a busy machine's sleep overshoot cannot reorder the medians
+    delays = {"x86": 0.015, "fbgemm": 0.001, "onednn": 0.006}
     engine, model, scores = ao.pick_engine(lambda e: Sleepy(delays[e]), list(delays),
-                                           [torch.zeros(1), torch.zeros(4)], budget_s=0.2)
+                                           [torch.zeros(1), torch.zeros(4)], budget_s=0.3)
     assert engine == "fbgemm" and model.seconds == delays["fbgemm"]
     assert scores["fbgemm"] < scores["onednn"] < scores["x86"]
 
