@@ -45,7 +45,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compression.data import DataSpec
-from compression.metrics import flops_per_layer
+from compression.metrics import flops_per_layer, latency_side_by_side
 from compression.models import ModelConfig, build_model
 from compression.pruning.structured import remove_channels_
 from compression.pruning.surgery import fold_batchnorm_
@@ -99,23 +99,6 @@ def params(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def side_by_side(models: dict[str, nn.Module], x: torch.Tensor, warmup: int, repeats: int,
-                 clock: Callable[[], int]) -> dict[str, float]:
-    """Median ms per call of each model, calls interleaved (as metrics.latency_side_by_side,
-    with a choice of clock)."""
-    for m in models.values():
-        for _ in range(warmup):
-            m(x)
-    samples: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(repeats):
-        for k, m in models.items():
-            t0 = clock()
-            m(x)
-            samples[k].append((clock() - t0) / 1e6)
-    return {k: statistics.median(s) for k, s in samples.items()}
-
-
-@torch.inference_mode()
 def op_times(model: nn.Module, x: torch.Tensor, calls: int) -> tuple[float, dict[str, float]]:
     """(ms per call in FLOP kernels, {other aten op: ms per call}), self times over `calls`."""
     from torch.profiler import ProfilerActivity, profile
@@ -161,7 +144,9 @@ def verdict(value: float, target: float, noise: float | None = None) -> str:
 def measure(models: dict[str, nn.Module], x: torch.Tensor, repeats: int, rounds: int,
             clock: Callable[[], int]) -> tuple[dict[str, float], float, float]:
     """The round with the median dense/ours speed-up, and the speed-up's min and max."""
-    runs = [side_by_side(models, x, 10, repeats, clock) for _ in range(rounds)]
+    runs = [{k: lat.median_ms for k, lat in latency_side_by_side(
+        {k: (m, x) for k, m in models.items()}, 10, repeats, clock).items()}
+        for _ in range(rounds)]
     runs.sort(key=lambda r: r["dense"] / r["ours"])
     speedups = [r["dense"] / r["ours"] for r in runs]
     return runs[len(runs) // 2], speedups[0], speedups[-1]

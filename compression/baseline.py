@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from compression.data import DataConfig, Splits
@@ -59,9 +59,11 @@ def _try_load(path: Path, model: nn.Module) -> dict[str, str] | None:
     if not path.exists():
         return None
     try:
-        model.load_state_dict(load_file(str(path)), strict=True)
-        with safe_open(str(path), "pt") as f:
-            return f.metadata() or {}
+        with safe_open(str(path), "pt") as f:  # one read: tensors and metadata
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            meta = f.metadata() or {}
+        model.load_state_dict(state, strict=True)
+        return meta
     except Exception as e:  # truncated file, wrong shapes, foreign file: retrain instead
         log.warning("baseline cache entry %s is unreadable (%s); retraining", path.name, e)
         path.unlink(missing_ok=True)

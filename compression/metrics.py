@@ -166,18 +166,20 @@ def latency_side_by_side(
     candidates: dict[str, tuple[Callable[[torch.Tensor], object], torch.Tensor]],
     warmup: int,
     repeats: int,
+    clock: Callable[[], int] = time.perf_counter_ns,
 ) -> dict[str, Latency]:
     """Time several models on their inputs, interleaving calls so that drift (frequency scaling,
-    other processes) hits all of them alike. Each sample is one call; returns median and p90."""
+    other processes) hits all of them alike. Each sample is one call, timed by `clock` (ns; e.g.
+    time.thread_time_ns for CPU time on a shared machine); returns median and p90."""
     for fn, x in candidates.values():
         for _ in range(warmup):
             fn(x)
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, (fn, x) in candidates.items():
-            t0 = time.perf_counter_ns()
+            t0 = clock()
             fn(x)
-            samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+            samples[name].append((clock() - t0) / 1e6)
     return {
         name: Latency(statistics.median(s), _percentile(s, 0.9), len(s))
         for name, s in samples.items()

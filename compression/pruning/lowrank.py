@@ -76,15 +76,10 @@ def factorize(m: nn.Module, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 def apply_lowrank_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Loader transform: factorized shells (weights are loaded afterwards)."""
     for name, rank in record["layers"].items():
-        _replace(model, name, nn.Sequential(*_pair(model.get_submodule(name), rank)))
+        model.set_submodule(name, nn.Sequential(*_pair(model.get_submodule(name), rank)))
     return model
 
 
@@ -111,7 +106,7 @@ def prune_lowrank(model: nn.Module, cfg: LowRankConfig, session: PruneSession) -
         rank = choose_rank(sigma, drop, cfg.rank_by)
         if rank * (out + fan_in) < out * fan_in:  # only when the factors are smaller
             ranks[name] = rank
-            _replace(model, name, factorize(m, rank))
+            model.set_submodule(name, factorize(m, rank))
     session.transforms.append({"kind": KIND, "layers": ranks})
     session.extra_metrics["lowrank_layers"] = float(len(ranks))
     session.extra_metrics["param_reduction"] = 1 - sum(p.numel() for p in model.parameters()

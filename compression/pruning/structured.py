@@ -169,11 +169,16 @@ def check_structured(model: nn.Module, cfg: PruningConfig, example: torch.Tensor
     _groups_for(model, cfg, example)
 
 
+def _weight_shapes(model: nn.Module) -> dict[str, torch.Size]:
+    """Weight shape of every layer that has one, for the consumers' masks."""
+    return {n: m.weight.shape for n, m in model.named_modules()
+            if isinstance(getattr(m, "weight", None), torch.Tensor)}
+
+
 @PRUNERS.register("structured", StructuredConfig)
 def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSession) -> MaskSet:
     groups, active = _groups_for(model, cfg, session.data.spec.example_input(1))
-    shapes = {n: m.weight.shape for n, m in model.named_modules()
-              if isinstance(getattr(m, "weight", None), torch.Tensor)}
+    shapes = _weight_shapes(model)
     pattern = Channels(groups, active, cfg.norm, cfg.physical, shapes, cfg.round_to)
     producers = {p for i in active for p in groups[i].producers}
     layers = {n: model.get_submodule(n) for n in layer_targets(model, cfg) if n in producers}
@@ -191,8 +196,7 @@ def remove_channels_(model: nn.Module, fraction: float, example: torch.Tensor,
     `fraction` of every removable group's channels in place; returns the transform record."""
     cfg = StructuredConfig(sparsity=fraction, norm=norm, exclude=list(exclude), round_to=round_to)
     groups, active = _groups_for(model, cfg, example)
-    shapes = {n: m.weight.shape for n, m in model.named_modules()
-              if isinstance(getattr(m, "weight", None), torch.Tensor)}
+    shapes = _weight_shapes(model)
     producers = [p for i in active for p in groups[i].producers]
     scores = {p: model.get_submodule(p).weight.detach().abs() for p in producers}
     pattern = Channels(groups, active, norm, True, shapes, round_to)

@@ -82,18 +82,13 @@ def apply_channel_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     return model
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
-
-
 def apply_fold_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Structure of a folded model (values come from its state dict): bias on, BatchNorm gone."""
     for layer, norm in record["pairs"]:
         m = model.get_submodule(layer)
         if m.bias is None:
             m.bias = nn.Parameter(torch.zeros(m.weight.shape[0], dtype=m.weight.dtype))
-        _set_submodule(model, norm, nn.Identity())
+        model.set_submodule(norm, nn.Identity())
     return model
 
 
@@ -112,5 +107,5 @@ def fold_batchnorm_(model: nn.Module, example: torch.Tensor) -> dict[str, Any]:
         m.weight = nn.Parameter(m.weight * scale.view(-1, *[1] * (m.weight.dim() - 1)),
                                 requires_grad=m.weight.requires_grad)
         m.bias = nn.Parameter(shift.to(m.weight.dtype), requires_grad=m.weight.requires_grad)
-        _set_submodule(model, norm, nn.Identity())
+        model.set_submodule(norm, nn.Identity())
     return {"kind": FOLD_KIND, "pairs": [list(p) for p in pairs]}

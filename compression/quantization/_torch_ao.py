@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import statistics
 import threading
 import time
 import warnings
@@ -269,32 +268,23 @@ def pick_engine(build: Callable[[str], nn.Module], candidates: list[str],
         raise RuntimeError(f"quantization.engine=auto: no engine of {candidates} could run")
     scores: dict[str, float] = {}
     if len(models) > 1:
+        from compression.metrics import latency_side_by_side
+
         logs = {e: 0.0 for e in models}
         for x in batches:
-            samples = _time_interleaved(models, x, budget_s / len(batches))
-            for e, s in samples.items():
-                logs[e] += math.log(statistics.median(s)) / len(batches)
+            # as many interleaved rounds as fit this batch's share of the budget (5 to 200)
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                for m in models.values():
+                    m(x)
+                round_s = time.perf_counter() - t0
+            rounds = min(200, max(5, int(budget_s / len(batches) / max(round_s, 1e-9))))
+            lat = latency_side_by_side({e: (m, x) for e, m in models.items()}, 1, rounds)
+            for e, r in lat.items():
+                logs[e] += math.log(r.median_ms) / len(batches)
         scores = {e: math.exp(v) for e, v in logs.items()}
     best = min(models, key=lambda e: scores.get(e, 0.0))
     return best, models[best], scores
-
-
-def _time_interleaved(models: dict[str, nn.Module], x: torch.Tensor, budget_s: float,
-                      min_rounds: int = 5, max_rounds: int = 200) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {e: [] for e in models}
-    order = list(models)
-    t_end = time.perf_counter() + budget_s
-    with torch.inference_mode():
-        for m in models.values():
-            m(x)  # warm-up
-        for r in range(max_rounds):
-            if r >= min_rounds and time.perf_counter() > t_end:
-                break
-            for e in order[r % len(order):] + order[:r % len(order)]:
-                t0 = time.perf_counter_ns()
-                models[e](x)
-                samples[e].append((time.perf_counter_ns() - t0) / 1e6)
-    return samples
 
 
 # ---------------------------------------------------------------------------- observers

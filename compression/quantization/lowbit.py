@@ -64,11 +64,6 @@ def _targets(model: nn.Module, cfg: LowBitConfig) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if type(m) in kinds}
 
 
-def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, new)
-
-
 class LowBit(Passthrough):
     def check(self, model: nn.Module, cfg: LowBitConfig) -> None:
         for name, m in model.named_modules():
@@ -93,13 +88,13 @@ class LowBit(Passthrough):
             packed = lowbit_from(layer, cfg.bits, cfg.group)
             approx = packed.load_float(layer.weight, layer.bias)
             record_weight_error(session, name, layer.weight.detach(), approx)
-            _swap(model, name, packed)
+            model.set_submodule(name, packed)
         return model.eval()
 
     def skeleton(self, model: nn.Module, cfg: LowBitConfig, example: torch.Tensor
                  ) -> nn.Module:
         for name, layer in _targets(model, cfg).items():
-            _swap(model, name, lowbit_from(layer, cfg.bits, cfg.group))
+            model.set_submodule(name, lowbit_from(layer, cfg.bits, cfg.group))
         return model
 
 
