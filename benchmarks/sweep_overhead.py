@@ -10,7 +10,8 @@
    one (`--heavy`, by default the residual CNN with 20 fine-tuning epochs), for which the target
    applies. Target: overhead <= 15% of wall time.
 2. The training-bound sweep (baseline already cached) with 1 and with 2 joblib workers (the basic
-   launcher, which runs jobs in the sweep's own process, is shown too): trials per minute and
+   launcher, which runs jobs in the sweep's own process, is shown too, and so are 2 workers
+   started as fresh interpreters, `fork_workers=false`, instead of forked): trials per minute and
    their ratio, over the whole command and from the first trial's start to the last one's end
    (steady state, without process start-up). Target: 2 workers >= 1.7x 1 worker. Next to it, the
    ceiling this machine allows: 2 workers can do at most 2 x (1-thread training speed, slowed by
@@ -135,11 +136,19 @@ def main() -> None:
     ap.add_argument("--parallel-trials", type=int, default=8)
     ap.add_argument("--heavy", nargs="*", default=HEAVY,
                     help="overrides of the training-bound workload (default: %(default)s)")
+    ap.add_argument("--only", choices=("overhead", "workers"),
+                    help="run one part (workers: its baseline is trained first, untimed)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        overhead(tmp, "default", args.trials, [])
-        overhead(tmp, "heavy", args.trials, args.heavy)
+        if args.only != "workers":
+            overhead(tmp, "default", args.trials, [])
+            overhead(tmp, "heavy", args.trials, args.heavy)
+            if args.only == "overhead":
+                return
+        else:  # fill the cache the worker sweeps share
+            sweep(tmp, "overhead-heavy", 1, f"paths.cache={tmp / 'overhead-heavy' / 'cache'}",
+                  *args.heavy)
 
         # the same workload with the heavy sweep's baseline already in this cache
         n, cache = args.parallel_trials, f"paths.cache={tmp / 'overhead-heavy' / 'cache'}"
@@ -147,7 +156,9 @@ def main() -> None:
         walls, spans = {}, {}
         for label, extra in (("basic launcher", []),
                              ("1 joblib worker", [a.format(n=1) for a in joblib]),
-                             ("2 joblib workers", [a.format(n=2) for a in joblib])):
+                             ("2 joblib workers", [a.format(n=2) for a in joblib]),
+                             ("2 fresh joblib workers", [*(a.format(n=2) for a in joblib),
+                                                         "hydra.sweeper.fork_workers=false"])):
             study = "workers-" + label.replace(" ", "_")
             walls[label] = sweep(tmp, study, n, cache, *args.heavy, *extra)
             span = spans[label] = span_seconds(children(tmp, study))
@@ -159,6 +170,9 @@ def main() -> None:
         print(f"2 joblib workers vs 1: {ratio:.2f}x the trials per minute over the whole command, "
               f"{steady:.2f}x first trial to last (target >= 1.7x: "
               f"{'met' if ratio >= 1.7 else 'NOT met'}); vs the basic launcher {basic:.2f}x")
+        fresh = walls["2 fresh joblib workers"] / walls["2 joblib workers"]
+        print(f"2 workers forked from the sweep vs started as fresh interpreters "
+              f"(fork_workers=false): {fresh:.2f}x the trials per minute")
         model = next((a.split("=", 1)[1] for a in args.heavy if a.startswith("model=")), "mlp")
         ceiling(model)
 

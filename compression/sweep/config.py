@@ -61,6 +61,7 @@ class SweeperConfig:
     heartbeat_interval: float = 30.0  # seconds between "still alive" marks on running trials
     grace_period: float = 120.0  # a running trial without a mark for this long is stale
     results_file: str = "optimization_results.yaml"  # in hydra.sweep.dir
+    fork_workers: bool = True  # joblib workers forked from the sweep (see sweep/workers.py)
 
     def __post_init__(self) -> None:
         SAMPLERS.get(self.sampler)  # unknown names: one line listing the known ones

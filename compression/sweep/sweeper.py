@@ -23,7 +23,7 @@ from compression import tracking
 from compression.config import METRICS
 from compression.errors import ConfigError
 from compression.registry import build_dataclass
-from compression.sweep import mlflow_side, results
+from compression.sweep import mlflow_side, results, workers
 from compression.sweep import study as st
 from compression.sweep.config import SweeperConfig
 from compression.sweep.space import SearchSpace
@@ -72,6 +72,8 @@ class OptunaSweep:
         extra = [c.metric for c in self.constraints if c.metric not in self.objectives]
         self.returned = [*self.objectives, *dict.fromkeys(extra)]
         self.workers = concurrent_jobs(config, self.cfg.n_jobs)
+        if self.cfg.fork_workers and "joblib" in str(config.hydra.launcher.get("_target_", "")):
+            workers.fork_workers()
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

@@ -43,3 +43,15 @@ def kill_once(marker: str, **kwargs: Any) -> nn.Module:
     """SIGKILLs the whole sweep process in the first forward pass of the first trial (its MLflow
     run is RUNNING by then), then behaves: an event-driven stand-in for `kill -9` mid-sweep."""
     return _KillOnce(marker, example_user_model(**kwargs))
+
+
+def records_start(record: str, **kwargs: Any) -> nn.Module:
+    """Appends to `record` what the worker process had imported when its job began: a worker
+    forked from the sweep starts with the optimizer's torch._dynamo already there (the sweep
+    imports it before forking); a fresh interpreter has to import it itself."""
+    import json
+    import sys
+
+    with open(record, "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "dynamo": "torch._dynamo" in sys.modules}) + "\n")
+    return example_user_model(**kwargs)

@@ -3,6 +3,7 @@ Optuna journal storage, real MLflow (SQLite). Each run takes 15-60 s on 2 busy c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,16 +97,22 @@ def test_constrained_multi_objective_sweep_with_a_failing_trial(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fork", [True, False])
 def test_rejected_value_fails_its_trial_in_a_joblib_worker_and_the_sweep_goes_on(
-        tmp_path: Path) -> None:
+        tmp_path: Path, fork: bool) -> None:
     """The job validates its own config: a sampled value the config rejects is that trial's
-    FAIL with the one-line error (no MLflow run opened), not the end of the sweep or a worker."""
-    out = sweep(tmp_path, "pruning=unstructured", "pruning.sparsity=0.5,1.5",
+    FAIL with the one-line error (no MLflow run opened), not the end of the sweep or a worker.
+    Workers are forked from the sweep (its imports done) or, with fork_workers=false, fresh."""
+    record = tmp_path / "starts.jsonl"
+    out = sweep(tmp_path, "model=custom", "model._target_=sweep_factories.records_start",
+                f"+model.record={record}", "pruning=unstructured", "pruning.sparsity=0.5,1.5",
                 "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=null",
                 "hydra.sweeper.max_failure_rate=0.5", "hydra/launcher=joblib",
                 "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+                f"hydra.sweeper.fork_workers={str(fork).lower()}",
                 f"hydra.sweep.dir={tmp_path / 'multirun'}")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "start method should not be used" not in out.stderr  # loky's warning, expected
     by_state = {s: [t for t in trials(tmp_path) if t.state == s] for s in TrialState}
     [done], [failed] = by_state[TrialState.COMPLETE], by_state[TrialState.FAIL]
     assert done.params["pruning.sparsity"] == 0.5
@@ -113,6 +120,11 @@ def test_rejected_value_fails_its_trial_in_a_joblib_worker_and_the_sweep_goes_on
     children = [r for r in runs(tmp_path) if r.data.tags["run_role"] == "child"]
     assert [(r.data.tags["trial_number"], r.info.status) for r in children] == [
         (str(done.number), "FINISHED")]
+    # only the good trial's job built models (the rejected one failed before): the first
+    # was built before the job trained anything
+    starts = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len({s["pid"] for s in starts}) == 1
+    assert starts[0]["dynamo"] is fork
 
 
 @pytest.mark.slow

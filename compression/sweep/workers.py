@@ -1,0 +1,67 @@
+"""Start joblib workers by forking the sweep process, so they begin with torch, MLflow, Hydra and
+the pipeline already imported.
+
+joblib's default (loky) starts each worker as a fresh interpreter that imports all of that again:
+about 5 s per worker, and on a small machine the workers do it at the same time, competing for
+the cores (measured in benchmarks/sweep_overhead.py). A forked worker shares the parent's
+imported modules and starts in milliseconds.
+
+Forking is safe here because of what the sweep process has done by then: it has run no torch
+kernel (so no OpenMP thread pool exists to be lost in the child), and the database connections it
+holds (MLflow's store, Optuna's RDB storage) are dropped in each child right after the fork, as
+SQLAlchemy prescribes (`Engine.dispose(close=False)`), so a worker opens its own instead of
+talking over the sweep's socket or SQLite handle."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing
+import os
+import sys
+import warnings
+
+log = logging.getLogger(__name__)
+
+_hooked = False
+# The pools a child inherited, kept alive until it exits (workers end with os._exit, no cleanup):
+# freeing one would close its connections, and closing a PostgreSQL connection sends the server
+# a Terminate over the socket the parent still uses.
+_inherited: list[object] = []
+
+
+def _forget_inherited_connections() -> None:
+    """In a freshly forked child: let every SQLAlchemy engine it inherited open new connections,
+    leaving the parent's untouched. Engines are found on the heap: MLflow and Optuna keep theirs
+    private."""
+    sa = sys.modules.get("sqlalchemy.engine")
+    if sa is None:  # nothing imported it: no connection can exist
+        return
+    for obj in gc.get_objects():
+        if isinstance(obj, sa.Engine):
+            _inherited.append(obj.pool)
+            obj.dispose(close=False)
+
+
+def fork_workers() -> bool:
+    """Make loky fork its workers from this process; False where the OS cannot fork."""
+    global _hooked
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    from joblib.externals.loky.backend.context import set_start_method
+
+    from compression.training import load_optimizer_machinery
+
+    set_start_method("fork", force=True)
+    # loky warns on every executor it builds that fork "does not respect POSIX" (a child of a
+    # threaded process may only call async-signal-safe functions). The module docstring says
+    # why these workers are safe; the warning would only alarm users on every sweep.
+    warnings.filterwarnings("ignore", message="`fork` start method should not be used",
+                            category=UserWarning)
+    if not _hooked:
+        os.register_at_fork(after_in_child=_forget_inherited_connections)
+        _hooked = True
+    # Imported once here rather than in every worker: the optimizer's torch._dynamo import.
+    load_optimizer_machinery()
+    log.debug("joblib workers will be forked from the sweep process")
+    return True
