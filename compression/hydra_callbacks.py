@@ -10,15 +10,16 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import time
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from compression import tracking
+from compression.errors import ConfigError
 from compression.registry import build_dataclass
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,13 @@ class MlflowParentRun(Callback):
         cfg = build_dataclass(tracking.TrackingConfig, raw or {}, "tracking")
         if not cfg.enabled:
             return
-        client = MlflowClient(tracking_uri=tracking.resolve_uri(cfg.uri))
+        try:
+            client = tracking.client_for(cfg.uri)
+        except ConfigError as e:
+            # Hydra turns a callback's exception into a warning and goes on to run every job
+            # against the same dead store; stop here in one line instead, before any job.
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         exp_id = tracking.ensure_experiment(client, cfg.experiment)
         overrides = list(config.hydra.overrides.task) if "hydra" in config else []
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"

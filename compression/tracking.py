@@ -62,6 +62,59 @@ def resolve_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
 
 
+def redact(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (for tags and logs)."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's database stores besides sqlite
+PROBE_TIMEOUT_S = 10
+
+
+@functools.cache
+def check_reachable(uri: str) -> None:
+    """Fail in one line, at once, when the tracking store behind `uri` does not answer.
+
+    MLflow itself retries an unreachable database for about 100 s (and a server for minutes)
+    and then raises a traceback; a sweep would pay that once per trial. Checked once per URI
+    per process. SQLite needs no check: MLflow creates the file."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("http", "https"):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S).close()
+        except OSError as e:
+            raise ConfigError(f"tracking.uri={redact(uri)}: no MLflow server answers at "
+                              f"{redact(uri)}/health ({e})") from None
+    elif scheme.split("+")[0] in DATABASES:
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        args = {} if scheme.startswith("mssql") else {"connect_timeout": PROBE_TIMEOUT_S}
+        try:
+            engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args=args)
+            with engine.connect():
+                pass
+            engine.dispose()
+        except (ImportError, sqlalchemy.exc.SQLAlchemyError) as e:
+            first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [repr(e)])[0]
+            raise ConfigError(f"tracking.uri={redact(uri)}: cannot connect to the MLflow "
+                              f"database: {first}") from None
+
+
+def client_for(uri: str | None) -> MlflowClient:
+    """An MlflowClient for `uri` (see resolve_uri) whose store has answered (check_reachable)."""
+    resolved = resolve_uri(uri)
+    check_reachable(resolved)
+    return MlflowClient(tracking_uri=resolved)
+
+
 def _retry(fn: Any, *args: Any, attempts: int = 8, **kwargs: Any) -> Any:
     """SQLite writers lock each other under parallel workers; back off and retry."""
     for i in range(attempts):
@@ -184,7 +237,7 @@ class Run:
 def start_run(
     cfg: TrackingConfig, tags: Mapping[str, str] | None = None, run_name: str | None = None
 ) -> Run:
-    client = MlflowClient(tracking_uri=resolve_uri(cfg.uri))
+    client = client_for(cfg.uri)
     exp_id = _retry(ensure_experiment, client, cfg.experiment)
     env_tags = {k.removeprefix(TAG_ENV_PREFIX): val for k, val in os.environ.items()
                 if k.startswith(TAG_ENV_PREFIX)}

@@ -51,3 +51,16 @@ def test_multirun_groups_one_run_per_job_under_a_parent(tmp_path, tracking_uri) 
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert sorted(r.data.params["pruning.sparsity"] for r in children) == ["0.5", "0.9"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_unreachable_tracking_store_stops_a_multirun_in_one_line_before_any_job(tmp_path) -> None:
+    """MLflow alone would retry the dead database for ~100 s in every job; Hydra would turn the
+    parent run's failure into a warning and run the jobs anyway."""
+    out = _train(tmp_path, "tracking.uri=postgresql://me:secret@127.0.0.1:1/mlflow",
+                 "pruning=unstructured", "pruning.sparsity=0.5,0.9", flags=("-m",))
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: tracking.uri=postgresql://me:***@127.0.0.1:1/mlflow: cannot "
+                           "connect to the MLflow database:"), last
+    assert "secret" not in out.stderr and "Traceback" not in out.stderr
+    assert not list((tmp_path / "multirun").glob("*/.hydra"))  # no job started

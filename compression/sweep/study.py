@@ -21,6 +21,7 @@ from compression import paths
 from compression.errors import ConfigError
 from compression.sweep.config import SweeperConfig
 from compression.sweep.samplers import make_sampler
+from compression.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,6 @@ def make_storage(url: str | None) -> BaseStorage:
             raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: {e}") from None
     Path(resolved).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(resolved))
-
-
-def redact(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (for tags and logs)."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 def open_study(cfg: SweeperConfig) -> optuna.Study:

@@ -96,9 +96,10 @@ def test_same_study_name_resumes_in_journal_and_sqlite(tmp_path: Path) -> None:
                                         directions=["minimize"]))
 
 
-def test_postgresql_storage_when_available() -> None:
-    pytest.importorskip("psycopg2")
-    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2"])
+def test_postgresql_storage_when_available(scheme: str) -> None:
+    """Both URL forms the README shows (plain: SQLAlchemy's default driver, psycopg 3)."""
+    url = f"{scheme}://postgres@127.0.0.1:5432/postgres"
     try:
         study = st.open_study(SweeperConfig(storage=url, study_name=f"pg-{socket.gethostname()}"))
     except ConfigError as e:

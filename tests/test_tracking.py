@@ -1,0 +1,35 @@
+"""compression/tracking.py: the quick reachability check in front of MLflow's slow retries."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from compression import tracking
+from compression.errors import ConfigError
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("postgresql://u:pw@127.0.0.1:1/mlflow",
+     "tracking.uri=postgresql://u:***@127.0.0.1:1/mlflow: cannot connect to the MLflow database"),
+    ("http://127.0.0.1:1", "tracking.uri=http://127.0.0.1:1: no MLflow server answers"),
+])
+def test_a_dead_store_is_one_line_at_once(uri: str, message: str) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        tracking.check_reachable(uri)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert time.perf_counter() - t0 < tracking.PROBE_TIMEOUT_S  # refused: no retries
+
+
+def test_sqlite_needs_no_server(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    tracking.check_reachable(uri)  # MLflow creates the file; nothing to check
+    assert tracking.client_for(uri).tracking_uri == uri
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert tracking.redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert tracking.redact("postgresql://me@db/x") == "postgresql://me@db/x"
