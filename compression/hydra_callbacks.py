@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class MlflowParentRun(Callback):
+    active: MlflowParentRun | None = None  # this process's multirun callback, once started
+
     def __init__(self) -> None:
         self.run: tracking.Run | None = None
 
@@ -54,6 +56,7 @@ class MlflowParentRun(Callback):
             "mlflow.source.name": "train.py",
         })
         self.run = tracking.Run(client, run.info.run_id)
+        MlflowParentRun.active = self
         os.environ[tracking.PARENT_ENV] = self.run.id
         # If the sweep dies before on_multirun_end, don't leave the parent RUNNING forever.
         atexit.register(self._close, RunStatus.to_string(RunStatus.FAILED))
@@ -67,6 +70,25 @@ class MlflowParentRun(Callback):
             self.run.client.delete_run(self.run.id)
         self.run = run
         os.environ[tracking.PARENT_ENV] = run.id
+
+    @classmethod
+    def discard_active(cls) -> None:
+        """Delete the multirun's parent run when the sweep stops before any job ran (a bad
+        sweeper setting fails after Hydra has run this callback): an empty FAILED run would
+        only clutter the UI. A parent that has child runs (e.g. a resumed study's) is kept."""
+        cb = cls.active
+        if cb is None or cb.run is None:
+            return
+        run = cb.run
+        exp_id = run.client.get_run(run.id).info.experiment_id
+        if run.client.search_runs([exp_id], f"tags.`{tracking.PARENT_TAG}` = '{run.id}'",
+                                  max_results=1):
+            return
+        cb.run = None
+        if os.environ.get(tracking.PARENT_ENV) == run.id:
+            del os.environ[tracking.PARENT_ENV]
+        run.end(RunStatus.to_string(RunStatus.FAILED))  # not RUNNING, even among deleted runs
+        run.client.delete_run(run.id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close(RunStatus.to_string(RunStatus.FINISHED))

@@ -79,6 +79,7 @@ class SweeperConfig:
             raise ConfigError("hydra.sweeper.n_trials=null is only allowed with sampler=grid")
         v.in_range("hydra.sweeper.n_jobs", self.n_jobs, 1, integer=True)
         v.in_range("hydra.sweeper.max_failure_rate", self.max_failure_rate, 0, 1)
+        v.one_of("hydra.sweeper.fork_workers", self.fork_workers, [True, False])
         v.in_range("hydra.sweeper.heartbeat_interval", self.heartbeat_interval, 0, lo_open=True)
         v.in_range("hydra.sweeper.grace_period", self.grace_period, self.heartbeat_interval,
                    lo_open=True)

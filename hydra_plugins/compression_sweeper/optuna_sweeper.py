@@ -18,11 +18,13 @@ def _one_line_errors() -> Iterator[None]:
     """A bad setting or search space: one readable line and exit 2, as train.py does for jobs
     (Hydra would wrap it in a multi-line instantiation error)."""
     from compression.errors import ConfigError
+    from compression.hydra_callbacks import MlflowParentRun
 
     try:
         yield
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        MlflowParentRun.discard_active()  # opened by Hydra's callback before this sweeper
         sys.exit(2)
 
 
