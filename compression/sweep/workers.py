@@ -10,7 +10,8 @@ Forking is safe here because of what the sweep process has done by then: it has 
 kernel (so no OpenMP thread pool exists to be lost in the child), and the database connections it
 holds (MLflow's store, Optuna's RDB storage) are dropped in each child right after the fork, as
 SQLAlchemy prescribes (`Engine.dispose(close=False)`), so a worker opens its own instead of
-talking over the sweep's socket or SQLite handle."""
+talking over the sweep's socket or SQLite handle. Each worker also watches the sweep process and
+ends itself (its running trial's MLflow run KILLED) when the sweep is killed."""
 
 from __future__ import annotations
 
@@ -18,11 +19,16 @@ import gc
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 import warnings
 
 log = logging.getLogger(__name__)
 
+PARENT_POLL_S = 0.5
+EXIT_GRACE_S = 10.0
 _hooked = False
 # The pools a child inherited, kept alive until it exits (workers end with os._exit, no cleanup):
 # freeing one would close its connections, and closing a PostgreSQL connection sends the server
@@ -31,9 +37,8 @@ _inherited: list[object] = []
 
 
 def _forget_inherited_connections() -> None:
-    """In a freshly forked child: let every SQLAlchemy engine it inherited open new connections,
-    leaving the parent's untouched. Engines are found on the heap: MLflow and Optuna keep theirs
-    private."""
+    """Let every SQLAlchemy engine this child inherited open new connections, leaving the
+    parent's untouched. Engines are found on the heap: MLflow and Optuna keep theirs private."""
     sa = sys.modules.get("sqlalchemy.engine")
     if sa is None:  # nothing imported it: no connection can exist
         return
@@ -41,6 +46,27 @@ def _forget_inherited_connections() -> None:
         if isinstance(obj, sa.Engine):
             _inherited.append(obj.pool)
             obj.dispose(close=False)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Watch for the sweep process's death; then end this worker like a Ctrl-C would.
+
+    A worker outlives a sweep killed with SIGKILL (or a plain `kill`), and would finish its trial
+    unseen: its MLflow run would end FINISHED for a trial the resumed study runs again. Here its
+    running job gets SIGTERM (tracking.run_status ends the run KILLED; an idle worker just
+    exits) and the process is gone shortly after, since loky would otherwise keep it waiting
+    for work that never comes."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(EXIT_GRACE_S)  # for the job to end its MLflow run
+    os._exit(1)
+
+
+def _in_forked_child(parent: int) -> None:
+    _forget_inherited_connections()
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="watch-sweep",
+                     daemon=True).start()
 
 
 def fork_workers() -> bool:
@@ -59,7 +85,8 @@ def fork_workers() -> bool:
     warnings.filterwarnings("ignore", message="`fork` start method should not be used",
                             category=UserWarning)
     if not _hooked:
-        os.register_at_fork(after_in_child=_forget_inherited_connections)
+        sweep = os.getpid()
+        os.register_at_fork(after_in_child=lambda: _in_forked_child(sweep))
         _hooked = True
     # Imported once here rather than in every worker: the optimizer's torch._dynamo import.
     load_optimizer_machinery()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,20 @@ def records_start(record: str, **kwargs: Any) -> nn.Module:
     with open(record, "a") as f:
         f.write(json.dumps({"pid": os.getpid(), "dynamo": "torch._dynamo" in sys.modules}) + "\n")
     return example_user_model(**kwargs)
+
+
+class _Hang(nn.Module):
+    def __init__(self, marker: str, inner: nn.Module) -> None:
+        super().__init__()
+        self.marker, self.inner = marker, inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Path(self.marker).write_text(str(os.getpid()))
+        time.sleep(600)
+        return self.inner(x)
+
+
+def hangs(marker: str, **kwargs: Any) -> nn.Module:
+    """Writes its process id to `marker` in its first forward pass (its MLflow run is RUNNING
+    by then), then blocks: a trial a test can kill the sweep under."""
+    return _Hang(marker, example_user_model(**kwargs))

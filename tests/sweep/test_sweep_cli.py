@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -151,6 +153,36 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_n_trials(tmp_path: Path) -
     assert statuses.count("KILLED") == 1 and statuses.count("FINISHED") == 4  # 3 + parent
     parents = [r for r in runs(tmp_path) if r.data.tags["run_role"] == "parent"]
     assert len(parents) == 1  # the resumed sweep continued under the study's parent run
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_forked_workers_die_with_a_killed_sweep_and_their_runs_end_killed(
+        tmp_path: Path) -> None:
+    """Without this a SIGKILLed sweep's workers would finish their trials unseen, and their
+    MLflow runs would end FINISHED for trials the resumed study runs again."""
+    marker = tmp_path / "worker.pid"
+    proc = sweep(tmp_path, "model=custom", "model._target_=sweep_factories.hangs",
+                 f"+model.marker={marker}", "pruning=unstructured", "pruning.sparsity=0.5",
+                 "hydra.sweeper.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                 wait=False)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no trial started"
+        time.sleep(0.2)
+    worker = int(marker.read_text())
+    proc.kill()
+    proc.wait()
+    psutil.wait_procs([psutil.Process(worker)], timeout=60) if _running(worker) else None
+    assert not _running(worker)
+    [child] = [r for r in runs(tmp_path) if r.data.tags["run_role"] == "child"]
+    assert child.info.status == "KILLED"
 
 
 @pytest.mark.slow
