@@ -63,8 +63,13 @@ with _quiet():
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 
+def concrete_engine(engine: str) -> str:
+    """The engine kernels run on: `auto` before a timed pick (e.g. a skeleton) is the default."""
+    return DEFAULT_ENGINE if engine == AUTO else engine
+
+
 def set_engine(engine: str) -> None:
-    engine = DEFAULT_ENGINE if engine == AUTO else engine
+    engine = concrete_engine(engine)
     if engine not in torch.backends.quantized.supported_engines:
         raise RuntimeError(
             f"quantization.engine={engine!r} is not supported by this torch build; "
@@ -413,7 +418,7 @@ def prepare_qat(model: nn.Module, qconfig: QConfig, example: torch.Tensor, engin
 def convert(prepared: nn.Module, engine: str) -> nn.Module:
     """Observed / fake-quantized model -> real int8 kernels (BN folded into the conv).
     `prepared` is consumed (copy it to convert it twice)."""
-    engine = DEFAULT_ENGINE if engine == AUTO else engine
+    engine = concrete_engine(engine)
     set_engine(engine)
     with _quiet():
         out = convert_fx(prepared.eval())
