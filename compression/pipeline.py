@@ -84,6 +84,7 @@ def _threads(n: int) -> Iterator[None]:
 def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
     """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives."""
     rc = RunConfig.from_cfg(cfg)  # every value checked before any work
+    M.retain_freed_memory()  # from the start, so every trial of a process trains alike too
     splits = data_mod.load(rc.data)  # a missing dataset fails here, before a run is opened
     # An unsupported quantization mode / layer combination fails here too, before training, and
     # so does a pruning method that cannot handle the model (e.g. structured on an untraceable
