@@ -63,9 +63,10 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _in_forked_child(parent: int) -> None:
+def _in_forked_child() -> None:
     _forget_inherited_connections()
-    threading.Thread(target=_exit_with_parent, args=(parent,), name="watch-sweep",
+    # the process that forked this one: the sweep for a worker (a worker's own forks watch it)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="watch-parent",
                      daemon=True).start()
 
 
@@ -85,8 +86,7 @@ def fork_workers() -> bool:
     warnings.filterwarnings("ignore", message="`fork` start method should not be used",
                             category=UserWarning)
     if not _hooked:
-        sweep = os.getpid()
-        os.register_at_fork(after_in_child=lambda: _in_forked_child(sweep))
+        os.register_at_fork(after_in_child=_in_forked_child)
         _hooked = True
     # Imported once here rather than in every worker: the optimizer's torch._dynamo import.
     load_optimizer_machinery()
