@@ -123,7 +123,8 @@ def ceiling(model: str, epochs: int = 5) -> float:
     pair = _timed_children(model, epochs, 1, 2)
     print(f"ceiling ({model}, {epochs} epochs of training): 1 thread {one:.2f}s, 2 threads "
           f"{two:.2f}s ({one / two:.2f}x), two 1-thread processes at once {pair:.2f}s each "
-          f"({pair / one:.2f}x slower): 2 workers can reach at most {2 * two / pair:.2f}x")
+          f"({pair / one:.2f}x slower): in training alone 2 workers can reach at most "
+          f"{2 * two / pair:.2f}x (the rest of a trial runs on one thread and scales better)")
     return 2 * two / pair
 
 
