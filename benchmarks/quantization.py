@@ -24,6 +24,7 @@ choice took (it depends on the CPU: the header prints its ISA and whether it has
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -48,6 +49,7 @@ from compression.export import load_artifact, save_artifact
 from compression.metrics import latency_side_by_side
 from compression.pipeline import Session
 from compression.quantization import QUANTIZERS
+from compression.tracking import cpu_model
 from compression.training import evaluate
 
 # label -> quantization config values (engine variants are added from --engines)
@@ -285,18 +287,15 @@ def check_targets(res: dict[str, dict[str, dict[str, float]]], engine: str, ref_
 def cpu_summary() -> str:
     """Model, torch's kernel ISA, and VNNI: int8 speed depends on it (x86 runs convs on oneDNN
     with VNNI, on fbgemm without; without VNNI int8 multiply-adds take more instructions)."""
-    name, flags = "unknown CPU", set()
-    try:
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
         for ln in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = ln.partition(":")
-            if key.strip() == "model name" and name == "unknown CPU":
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
+            if key.strip() == "flags":
                 flags = set(value.split())
-    except OSError:
-        pass
+                break
     vnni = "avx512_vnni" in flags or "avx_vnni" in flags
-    return (f"{name}, {os.cpu_count()} cores, torch kernels "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, torch kernels "
             f"{torch.backends.cpu.get_cpu_capability()}, VNNI {'yes' if vnni else 'no'}, "
             f"quantized engines {torch.backends.quantized.supported_engines}")
 

@@ -175,9 +175,10 @@ def retain_freed_memory() -> bool:
     activation buffers in again. Measured on the residual CNN at batch 256: that was half of the
     dense model's time and a smaller share of the pruned model's (smaller buffers), so speed-ups
     looked larger than the kernels give. jemalloc and tcmalloc, which PyTorch recommends for CPU
-    inference, reuse freed memory like this by default. Called once per process, before the
-    first timing; memory then stays at its peak instead of shrinking back. False where the C
-    library is not glibc (timings then include whatever that allocator does)."""
+    inference, reuse freed memory like this by default. Takes effect once per process (at the
+    start of a run, so every trial trains alike, and before any timing); memory then stays at
+    its peak instead of shrinking back. False where the C library is not glibc (timings then
+    include whatever that allocator does)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         # glibc before 2.26 caps the threshold at 32 MiB: enough for these models' buffers

@@ -158,7 +158,8 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 @functools.cache
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -200,7 +201,7 @@ def system_tags() -> dict[str, str]:
         "hydra_version": hydra.__version__,
         "python_version": platform.python_version(),
         "torch_threads": str(torch.get_num_threads()),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": str(os.cpu_count()),
         "hostname": socket.gethostname(),
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,10 +277,7 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, st
     the output of a Conv (or Linear into BatchNorm1d) called once, which feeds nothing else."""
     gm = trace(model, example)
     modules = dict(gm.named_modules())
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
     pairs = []
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], NORMS):

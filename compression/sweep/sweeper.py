@@ -40,12 +40,15 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def uses_joblib(config: DictConfig) -> bool:
+    return "joblib" in str(config.hydra.launcher.get("_target_", ""))
+
+
 def concurrent_jobs(config: DictConfig, n_jobs: int) -> int:
     """How many jobs run at once on this machine, to share its cores among them."""
-    launcher = config.hydra.launcher
-    if "joblib" not in str(launcher.get("_target_", "")):
+    if not uses_joblib(config):
         return 1  # basic launcher: one after another; cluster launchers: one job per node
-    limit = launcher.get("n_jobs", -1)
+    limit = config.hydra.launcher.get("n_jobs", -1)
     limit = os.cpu_count() or 1 if not isinstance(limit, int) or limit < 1 else limit
     return max(1, min(n_jobs, limit))
 
@@ -72,7 +75,7 @@ class OptunaSweep:
         extra = [c.metric for c in self.constraints if c.metric not in self.objectives]
         self.returned = [*self.objectives, *dict.fromkeys(extra)]
         self.workers = concurrent_jobs(config, self.cfg.n_jobs)
-        if self.cfg.fork_workers and "joblib" in str(config.hydra.launcher.get("_target_", "")):
+        if self.cfg.fork_workers and uses_joblib(config):
             workers.fork_workers()
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
