@@ -38,6 +38,7 @@ METRICS = (
     "baseline_train_seconds", "finetune_seconds", "quantize_seconds", "measure_seconds",
     "total_seconds", "baseline_cache_hit", "threads", "train_threads", "quant_sqnr_db_min",
     "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
+    "sparse_kernel_layers",
 )
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
@@ -82,6 +83,10 @@ class RunConfig:
             raise ConfigError("objectives is empty; name at least one metric, e.g. [val_accuracy]")
         for name in self.objectives:
             v.one_of("objectives", name, METRICS)
+        if self.pruning.sparse_kernel and self.quantization.mode != "none":
+            raise ConfigError(f"pruning.sparse_kernel=true runs fp32 sparse kernels and cannot "
+                              f"be combined with quantization.mode={self.quantization.mode}; "
+                              "use one or the other")
 
     @property
     def latency_threads(self) -> int:

@@ -75,10 +75,14 @@ def flat_state(model: nn.Module) -> dict[str, Any]:
 
 
 def state_bytes(model: nn.Module) -> int:
-    """In-memory bytes of parameters and buffers, quantized weights at their integer width."""
-    total = 0
-    for value in flat_state(model).values():
-        if isinstance(value, torch.Tensor):
+    """In-memory bytes of parameters and buffers, quantized weights at their integer width. A
+    module whose state dict is not what it holds (SparseLinear: a dense `weight` in the state,
+    CSR tensors in memory) says so with a `memory_bytes()` method, used instead of its entries."""
+    own = {name: m.memory_bytes() for name, m in model.named_modules()
+           if callable(getattr(m, "memory_bytes", None))}
+    total = sum(own.values())
+    for key, value in flat_state(model).items():
+        if isinstance(value, torch.Tensor) and key.split("#")[0].rpartition(".")[0] not in own:
             total += value.numel() * value.element_size()
     return total
 

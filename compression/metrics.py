@@ -22,6 +22,7 @@ PRUNABLE_TYPES = (
     "Linear", "Conv1d", "Conv2d", "Conv3d",
     # the same layers after quantization: fused with their ReLU (torch.ao), packed low-bit
     "LinearReLU", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d", "LowBitLinear", "LowBitConv2d",
+    "SparseLinear",  # a Linear run by a CSR kernel (pruning.sparse_kernel)
 )
 
 

@@ -27,6 +27,7 @@ from compression.export import load_artifact, save_artifact, state_bytes
 from compression.models import build_model
 from compression.pruning import PRUNERS, MaskSet
 from compression.pruning import check as check_pruning
+from compression.pruning.sparse_kernel import to_sparse_kernels
 from compression.quantization import QUANTIZERS
 from compression.training import evaluate, load_optimizer_machinery, train
 
@@ -126,6 +127,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     session.masks = PRUNERS.get(rc.pruning.method).handler(model, rc.pruning, session)
     model.eval()
     pruned_fp32 = model  # FLOPs are counted on this fp32 graph (quantization keeps op counts)
+    if rc.pruning.sparse_kernel:  # a copy: FLOPs are still counted on the dense-kernel graph
+        model = to_sparse_kernels(copy.deepcopy(model), rc.pruning, session)
 
     t0 = time.perf_counter()
     quantizer = QUANTIZERS.get(rc.quantization.mode).handler

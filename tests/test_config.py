@@ -45,6 +45,12 @@ def test_every_sweep_preset_composes(compose_cfg) -> None:
         (["+pruning.fancy=1"], "pruning.fancy is not a valid key here; allowed: method"),
         (["objectives=[acc]"], "objectives='acc' is not a known value; allowed: accuracy"),
         (["measure.repeats=1"], "measure.repeats=1 is out of range"),
+        (["pruning=unstructured", "pruning.sparse_kernel=yes"],
+         "pruning.sparse_kernel='yes' must be true or false"),
+        (["pruning=unstructured", "pruning.sparse_kernel_min=0"],
+         "pruning.sparse_kernel_min=0 is out of range; allowed: (0, 1]"),
+        (["pruning=unstructured", "pruning.sparse_kernel=true", "quantization=dynamic_int8"],
+         "cannot be combined with quantization.mode=dynamic_int8"),
     ],
 )
 def test_bad_values_fail_in_one_line_naming_the_key(compose_cfg, overrides, needle) -> None:

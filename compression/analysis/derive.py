@@ -133,6 +133,8 @@ def describe(row: pd.Series) -> str:
     include = str(row.get("pruning.include", "['*']"))
     if method != "none" and include not in ("['*']", "*"):
         text += f" {include.replace(chr(39), '')}"
+    if str(row.get("pruning.sparse_kernel", False)) == "True":  # MLflow params are strings
+        text += " sparse-kernel"
     quant = row.get("quantization.mode", "none")
     if quant != "none":
         text += f" + {quant}"

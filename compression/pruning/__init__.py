@@ -1,5 +1,6 @@
 """Pruning methods. Importing this package registers every built-in method in PRUNERS:
-none, unstructured, random, block, nm, structured, lowrank, mask."""
+none, unstructured, random, block, nm, structured, lowrank, mask (and the sparse-kernel
+loader transform)."""
 
 from compression.pruning import (  # noqa: F401  (registers handlers)
     block,
@@ -7,6 +8,7 @@ from compression.pruning import (  # noqa: F401  (registers handlers)
     masks,
     nm,
     small_dense,
+    sparse_kernel,
     structured,
     unstructured,
 )

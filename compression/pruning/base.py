@@ -27,6 +27,10 @@ class PruningConfig:
     (in registration order: usually the input layer and the classifier) dense. It is off by
     default so that the logged `sparsity` equals the requested one; turn it on for the usual
     accuracy-friendly recipe.
+
+    `sparse_kernel` runs every selected Linear layer that ends at least `sparse_kernel_min`
+    sparse with a CSR sparse kernel instead of a dense one (see pruning/sparse_kernel.py); the
+    stored file is the same, only the kernel changes.
     """
 
     method: str = "none"
@@ -35,6 +39,8 @@ class PruningConfig:
     exclude: list[str] = field(default_factory=list)
     overrides: dict[str, float] | None = field(default_factory=dict)
     keep_first_last: bool = False
+    sparse_kernel: bool = False
+    sparse_kernel_min: float = 0.9
 
     def __post_init__(self) -> None:
         v.in_range("pruning.sparsity", self.sparsity, 0, 1, hi_open=True)
@@ -51,6 +57,10 @@ class PruningConfig:
         if not isinstance(self.keep_first_last, bool):
             raise ConfigError(f"pruning.keep_first_last={self.keep_first_last!r} must be "
                               "true or false")
+        if not isinstance(self.sparse_kernel, bool):
+            raise ConfigError(f"pruning.sparse_kernel={self.sparse_kernel!r} must be true or "
+                              "false")
+        v.in_range("pruning.sparse_kernel_min", self.sparse_kernel_min, 0, 1, lo_open=True)
 
 
 class MaskSet:

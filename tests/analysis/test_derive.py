@@ -56,3 +56,14 @@ def test_curves_average_seeds_and_report_area() -> None:
     assert "dense baseline" not in set(curves["series"])  # drawn as a line instead
     auc = curve_auc(pd.DataFrame({"series": ["s", "s"], "x": [0.0, 1.0], "y_mean": [1.0, 0.5]}))
     assert auc.loc[0, "auc"] == pytest.approx(0.75)
+
+
+def test_sparse_kernel_runs_form_their_own_series_and_label() -> None:
+    df = runs()
+    df["pruning.sparse_kernel"] = "False"  # as MLflow returns params: strings
+    extra = df.iloc[[1]].assign(**{"pruning.sparse_kernel": "True", "run_id": "r5"})
+    d = derive(pd.concat([df, extra], ignore_index=True))
+    assert d["series"].iloc[5] == "unstructured sparse_kernel=True"
+    assert d["series"].iloc[1] == "unstructured sparse_kernel=False"
+    assert d["label"].iloc[5] == "mlp unstructured@0.9 sparse-kernel"
+    assert d["config_key"].iloc[5] != d["config_key"].iloc[1]
