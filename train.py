@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 import compression.config  # noqa: F401  (registers the ${project_root:} resolver before Hydra)
 from compression import pipeline
 from compression.errors import ConfigError, DatasetNotFoundError
+from compression.sweep.workers import watch_sweep
 
 
 def _trial_of_optuna_sweep() -> bool:
@@ -28,6 +29,7 @@ def _trial_of_optuna_sweep() -> bool:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
+    watch_sweep()  # a joblib worker ends with the sweep that started it
     try:
         return pipeline.run(cfg)
     except (ConfigError, DatasetNotFoundError) as e:

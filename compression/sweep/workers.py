@@ -10,8 +10,8 @@ Forking is safe here because of what the sweep process has done by then: it has 
 kernel (so no OpenMP thread pool exists to be lost in the child), and the database connections it
 holds (MLflow's store, Optuna's RDB storage) are dropped in each child right after the fork, as
 SQLAlchemy prescribes (`Engine.dispose(close=False)`), so a worker opens its own instead of
-talking over the sweep's socket or SQLite handle. Each worker also watches the sweep process and
-ends itself (its running trial's MLflow run KILLED) when the sweep is killed."""
+talking over the sweep's socket or SQLite handle. Each worker, forked or fresh, also watches the
+sweep process and ends itself (its running trial's MLflow run KILLED) when the sweep is killed."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PARENT_POLL_S = 0.5
 EXIT_GRACE_S = 10.0
 _hooked = False
+_watching = False  # this process runs the watch-parent thread
 # The pools a child inherited, kept alive until it exits (workers end with os._exit, no cleanup):
 # freeing one would close its connections, and closing a PostgreSQL connection sends the server
 # a Terminate over the socket the parent still uses.
@@ -63,11 +64,27 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _watch_parent() -> None:
+    global _watching
+    _watching = True
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="watch-parent",
+                     daemon=True).start()
+
+
 def _in_forked_child() -> None:
     _forget_inherited_connections()
     # the process that forked this one: the sweep for a worker (a worker's own forks watch it)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="watch-parent",
-                     daemon=True).start()
+    _watch_parent()
+
+
+def watch_sweep() -> None:
+    """Called by every job: in a joblib (loky) worker started as a fresh interpreter
+    (`fork_workers=false`), watch the sweep as forked workers do from the fork. loky starts
+    those workers from the sweep process itself, so it is their parent too. Once per process;
+    elsewhere (the sweep itself, the basic launcher, forked workers) it does nothing. A fresh
+    worker that never got a job runs none of our code: it ends at loky's idle timeout (300 s)."""
+    if not _watching and multiprocessing.current_process().name.startswith("LokyProcess"):
+        _watch_parent()
 
 
 def fork_workers() -> bool:

@@ -163,15 +163,16 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_forked_workers_die_with_a_killed_sweep_and_their_runs_end_killed(
-        tmp_path: Path) -> None:
-    """Without this a SIGKILLed sweep's workers would finish their trials unseen, and their
-    MLflow runs would end FINISHED for trials the resumed study runs again."""
+@pytest.mark.parametrize("fork", ["true", "false"])
+def test_workers_die_with_a_killed_sweep_and_their_runs_end_killed(
+        tmp_path: Path, fork: str) -> None:
+    """Without this a SIGKILLed sweep's workers, forked or fresh, would finish their trials
+    unseen, and their MLflow runs would end FINISHED for trials the resumed study runs again."""
     marker = tmp_path / "worker.pid"
     proc = sweep(tmp_path, "model=custom", "model._target_=sweep_factories.hangs",
                  f"+model.marker={marker}", "pruning=unstructured", "pruning.sparsity=0.5",
                  "hydra.sweeper.n_trials=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                 wait=False)
+                 f"hydra.sweeper.fork_workers={fork}", wait=False)
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert proc.poll() is None and time.monotonic() < deadline, "no trial started"
