@@ -7,11 +7,13 @@ never read a half-written file; an unreadable entry is retrained, not crashed on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,10 +102,44 @@ def get_baseline(
     torch.manual_seed(seed)
     model = build_model(model_cfg, data.spec)
     meta = _try_load(path, model)
-    if meta is not None:
-        log.info("baseline cache hit: %s (no training)", path)
-        model.eval()
-        return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta))
+    if meta is None:
+        with _training_lock(path):
+            meta = _try_load(path, model)  # another process may have trained it meanwhile
+            if meta is None:
+                return _train_and_cache(model, key, path, model_cfg, data_cfg, train_cfg,
+                                        seed, data)
+    log.info("baseline cache hit: %s (no training)", path)
+    model.eval()
+    return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta))
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """One process at a time trains a given entry: parallel workers of a sweep that start on a
+    cold cache would otherwise all train the same baseline, each on a share of the cores. The
+    others wait, then load what the first wrote. An flock dies with its holder, so a killed
+    worker never leaves the entry locked. (Where fcntl is missing, nothing is locked.)"""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("baseline %s is being trained by another process; waiting", path.name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_and_cache(model: nn.Module, key: str, path: Path, model_cfg: ModelConfig,
+                     data_cfg: DataConfig, train_cfg: TrainConfig, seed: int, data: Splits
+                     ) -> Baseline:
     log.info("baseline cache miss: training %s on %s for %d epochs", model_cfg.name,
              data_cfg.name, train_cfg.epochs)
     load_optimizer_machinery()

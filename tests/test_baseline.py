@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import shutil
+import threading
+import time
 
 import torch
 from safetensors import safe_open
@@ -72,3 +76,28 @@ def test_entry_without_stored_accuracies_is_evaluated_on_load(tmp_path) -> None:
     again = _get(tmp_path, splits)
     assert again.cache_hit
     assert (again.accuracy, again.val_accuracy) == (first.accuracy, first.val_accuracy)
+
+
+def test_a_process_waits_for_the_one_training_the_entry_then_loads_it(tmp_path, caplog) -> None:
+    """Parallel sweep workers on a cold cache: one trains, the others wait and load its entry."""
+    splits = load(DATA)
+    trained_elsewhere = _get(tmp_path / "other", splits)
+    entry = tmp_path / trained_elsewhere.path.name
+    result = {}
+    with open(entry.with_suffix(".lock"), "a") as lock, \
+            caplog.at_level(logging.INFO, logger="compression.baseline"):
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as the process training this entry holds it
+        waiter = threading.Thread(target=lambda: result.update(b=_get(tmp_path, splits)))
+        waiter.start()
+        deadline = time.monotonic() + 60
+        while "being trained by another process; waiting" not in caplog.text:
+            assert time.monotonic() < deadline and waiter.is_alive()
+            time.sleep(0.05)
+        shutil.copy(trained_elsewhere.path, entry)  # the trainer writes its entry, then unlocks
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        waiter.join(60)
+    assert result["b"].cache_hit and result["b"].train_seconds == 0
+    assert "baseline cache miss" not in caplog.text
+    for a, b in zip(trained_elsewhere.model.state_dict().values(),
+                    result["b"].model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
