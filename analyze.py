@@ -5,6 +5,7 @@ and reports. A thin command line over compression.analysis; `python analyze.py -
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> list[Path]:
+    # MLflow's download progress bars would interleave with this command's own output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Imported here so that --help and argument errors answer instantly (mlflow is slow to load).
     from compression.analysis import commands
 

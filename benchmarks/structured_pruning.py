@@ -100,28 +100,33 @@ def params(model: nn.Module) -> int:
 
 @torch.inference_mode()
 def op_times(model: nn.Module, x: torch.Tensor, calls: int) -> tuple[float, dict[str, float]]:
-    """(ms per call in FLOP kernels, {other aten op: ms per call}), self times over `calls`."""
+    """(share of the profiled wall time spent in FLOP kernels, {other aten op: its share}),
+    from self times over `calls`. Shares, not milliseconds: the profiler slows every op down,
+    so its times do not add up to an unprofiled call's."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(3):
         model(x)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
         for _ in range(calls):
             model(x)
-    times = {e.key: e.self_cpu_time_total / 1e3 / calls for e in prof.key_averages()}
+        wall_ms = (time.perf_counter() - t0) * 1e3
+    times = {e.key: e.self_cpu_time_total / 1e3 / wall_ms for e in prof.key_averages()
+             if not e.key.startswith("ProfilerStep")}
     flop = sum(t for k, t in times.items() if k in FLOP_KERNELS)
-    return flop, {k: t for k, t in times.items() if k not in FLOP_KERNELS}
+    return min(flop, 1.0), {k: t for k, t in times.items() if k not in FLOP_KERNELS}
 
 
 def explain(dense: nn.Module, ours: nn.Module, x: torch.Tensor, d_ms: float, o_ms: float,
             theory: float, calls: int, windows: int = 3) -> str:
-    """The `why` line: where the measured time goes and the bound it sets (see docstring). FLOP
-    kernel time comes from the profiler (median of `windows` profiling windows, dense and ours
-    interleaved); the rest is the measured median minus it, so it holds pooling, activations,
-    BatchNorm, adds, allocation, dispatch and Python overhead."""
+    """The `why` line: where the measured time goes and the bound it sets (see docstring). The
+    FLOP kernels' share of the time comes from the profiler (median of `windows` profiling
+    windows, dense and ours interleaved) and is applied to the measured medians; the rest holds
+    pooling, activations, BatchNorm, adds, allocation, dispatch and Python overhead."""
     runs = [(op_times(dense, x, calls), op_times(ours, x, calls)) for _ in range(windows)]
-    flop_d = min(statistics.median(d[0] for d, _ in runs), d_ms)
-    flop_o = min(statistics.median(o[0] for _, o in runs), o_ms)
+    flop_d = statistics.median(d[0] for d, _ in runs) * d_ms
+    flop_o = statistics.median(o[0] for _, o in runs) * o_ms
     other = runs[0][1][1]
     rest_d, rest_o = d_ms - flop_d, o_ms - flop_o
     bound = d_ms / (flop_d / theory + rest_o)
@@ -129,7 +134,7 @@ def explain(dense: nn.Module, ours: nn.Module, x: torch.Tensor, d_ms: float, o_m
     return (f"why: FLOP kernels {flop_d / d_ms:.0%} of dense, {flop_o / o_ms:.0%} of ours time, "
             f"shrank {flop_d / max(flop_o, 1e-9):.2f}x (FLOPs {theory:.2f}x); the rest shrank "
             f"{rest_d / max(rest_o, 1e-9):.2f}x and is {rest_o / o_ms:.0%} of ours (largest op "
-            f"{top.removeprefix('aten::')} {other.get(top, 0) / o_ms:.0%}); bound if FLOP "
+            f"{top.removeprefix('aten::')} {other.get(top, 0):.0%}); bound if FLOP "
             f"kernels met FLOPs: {bound:.2f}x = {bound / theory:.2f} of FLOPs")
 
 

@@ -29,9 +29,9 @@ def _written(out: Path) -> list[Path]:
 def from_runs(args: argparse.Namespace) -> list[Path]:
     selection = Selection(experiment=args.experiment, sweep=args.sweep, filter=args.filter,
                           tracking_uri=args.tracking_uri)
-    args.out = args.out or selection.default_out()
-    run_command(args.command, load_runs(selection), _options(args, args.out))
-    return _written(args.out)
+    runs = load_runs(selection)
+    args.out = args.out or selection.default_out(runs.sweep_name)
+    return run_command(args.command, runs, _options(args, args.out)).written()
 
 
 def _overrides_name(overrides: list[str]) -> str:
@@ -63,4 +63,4 @@ def model_layers(args: argparse.Namespace) -> list[Path]:
     a = Analysis(RunTable(pd.DataFrame()), _options(args, args.out))
     layer_views(a, L.model_layers(model, spec), L.layer_weights(model),
                 f"{rc.model.name} on {spec.name} (initial weights)")
-    return _written(args.out)
+    return a.written()

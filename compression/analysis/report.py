@@ -82,6 +82,11 @@ class Analysis:
         self.tables[stem] = path
         return path
 
+    def written(self) -> list[Path]:
+        """The files this analysis wrote (the folder may hold older ones of other commands)."""
+        return sorted({*self.tables.values(), *(p for f in self.figures.values()
+                                                for p in f.paths)})
+
     @property
     def baseline(self) -> float | None:
         return baseline_level(self.frame)
@@ -209,8 +214,13 @@ def log_to_parent(a: Analysis) -> None:
     if not parent:
         print("not logged to MLflow: the selection is not a sweep (no parent run)")
         return
-    a.client().log_artifacts(parent, str(a.opts.out), ARTIFACT_DIR)
-    print(f"logged to MLflow: run {parent}, artifacts/{ARTIFACT_DIR}/")
+    client = a.client()
+    files = a.written()
+    for path in files:  # only this command's files: the folder may hold older ones
+        folder = path.parent.relative_to(a.opts.out).as_posix()
+        client.log_artifact(parent, str(path),
+                            ARTIFACT_DIR if folder == "." else f"{ARTIFACT_DIR}/{folder}")
+    print(f"logged to MLflow: run {parent}, {len(files)} files in artifacts/{ARTIFACT_DIR}/")
 
 
 # ---------------------------------------------------------------------------- rendering

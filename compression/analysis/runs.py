@@ -34,6 +34,7 @@ class RunTable:
     excluded: dict[str, int] = field(default_factory=dict)  # status -> count of left-out runs
     parent_run_id: str | None = None  # where a sweep's analysis artifacts are logged
     uri: str = ""
+    sweep_name: str | None = None  # the resolved sweep (study name, else parent run id)
 
     @property
     def n_excluded(self) -> int:
@@ -113,8 +114,10 @@ def _and(*clauses: str | None) -> str:
     return " and ".join(c for c in clauses if c)
 
 
-def _resolve_sweep(client: MlflowClient, exp_ids: list[str], sweep: str) -> tuple[str, str]:
-    """(filter selecting the sweep's runs, parent run id) for a parent run id, study or latest."""
+def _resolve_sweep(client: MlflowClient, exp_ids: list[str], sweep: str
+                   ) -> tuple[str, str, str]:
+    """(filter selecting the sweep's runs, parent run id, the sweep's name: its study name, else
+    its parent run id) for a parent run id, study or latest."""
     if sweep == LATEST:
         parents = client.search_runs(exp_ids, "tags.run_role = 'parent'", max_results=1,
                                      order_by=["attributes.start_time DESC"])
@@ -126,7 +129,7 @@ def _resolve_sweep(client: MlflowClient, exp_ids: list[str], sweep: str) -> tupl
     except MlflowException:
         parent = None
     if parent is not None:
-        return f"tags.`{PARENT_TAG}` = '{sweep}'", sweep
+        return f"tags.`{PARENT_TAG}` = '{sweep}'", sweep, parent.data.tags.get(STUDY_TAG, sweep)
     # A study may span several sessions (each its own parent run): select by the study tag and
     # log the analysis to the most recent of its parents.
     quoted = sweep.replace("'", "\\'")
@@ -136,19 +139,19 @@ def _resolve_sweep(client: MlflowClient, exp_ids: list[str], sweep: str) -> tupl
                           f"at {client.tracking_uri}")
     parents = [r for r in tagged if r.data.tags.get("run_role") == "parent"]
     latest = max(parents, key=lambda r: r.info.start_time, default=None)
-    return f"tags.{STUDY_TAG} = '{quoted}'", latest.info.run_id if latest else ""
+    return f"tags.{STUDY_TAG} = '{quoted}'", latest.info.run_id if latest else "", sweep
 
 
 def load_runs(selection: Selection) -> RunTable:
     """Every run the selection names, from the database or tracking server at selection.uri."""
     client = MlflowClient(tracking_uri=selection.uri)
     exp_ids = _experiment_ids(client, selection.experiment)
-    parent_id = None
-    sweep_filter = None
+    parent_id = sweep_name = sweep_filter = None
     if selection.sweep:
-        sweep_filter, parent_id = _resolve_sweep(client, exp_ids, selection.sweep)
+        sweep_filter, parent_id, sweep_name = _resolve_sweep(client, exp_ids, selection.sweep)
     runs = _search(client, exp_ids, _and(sweep_filter, selection.filter))
     table = runs_to_frame([run_record(r) for r in runs])
     table.parent_run_id = parent_id or None
+    table.sweep_name = sweep_name
     table.uri = selection.uri
     return table

@@ -36,11 +36,11 @@ class Selection:
     def uri(self) -> str:
         return resolve_uri(self.tracking_uri)
 
-    @property
-    def name(self) -> str:
-        """A file-system-safe name for the output folder, e.g. `sweep-3f2a9c1d`."""
+    def name(self, sweep: str | None = None) -> str:
+        """A file-system-safe name for the output folder, e.g. `sweep-pareto-digits-mlp`;
+        `sweep` is what `--sweep` resolved to (`latest` names no sweep for long)."""
         if self.sweep:
-            raw = f"sweep-{self.sweep[:12]}"
+            raw = f"sweep-{sweep or self.sweep}"
         elif self.experiment:
             raw = f"experiment-{self.experiment}"
         else:
@@ -49,5 +49,5 @@ class Selection:
             raw += "-filtered"
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
 
-    def default_out(self) -> Path:
-        return paths.output_dir() / "analysis" / self.name
+    def default_out(self, sweep: str | None = None) -> Path:
+        return paths.output_dir() / "analysis" / self.name(sweep)

@@ -63,7 +63,10 @@ def test_report_writes_every_file_and_logs_them_to_the_parent(sweep, tmp_path: P
     runs = load_runs(Selection(sweep=parent, tracking_uri=uri))
     assert len(runs.frame) == len(RUNS) and runs.excluded == {"FAILED": 1}
     out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "stale.png").write_bytes(b"left by an older analysis")
     a = run_command("report", runs, Options(out=out))
+    assert out / "figures" / "stale.png" not in a.written()
 
     stems = {"curve_sparsity", "curve_ratio", "pareto_size", "pareto_latency",
              "layer_sensitivity", "layer_bars", "layer_sparsity", "weight_histograms"}
@@ -83,8 +86,12 @@ def test_report_writes_every_file_and_logs_them_to_the_parent(sweep, tmp_path: P
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(stems)  # self-contained
 
-    logged = MlflowClient(tracking_uri=uri).list_artifacts(parent, ARTIFACT_DIR)
+    client = MlflowClient(tracking_uri=uri)
+    logged = client.list_artifacts(parent, ARTIFACT_DIR)
     assert {Path(f.path).name for f in logged} >= {"report.md", "report.html", "figures"}
+    figures = {Path(f.path).name for f in client.list_artifacts(parent, f"{ARTIFACT_DIR}/figures")}
+    assert "curve_sparsity.png" in figures and "stale.png" not in figures
+    assert len(a.written()) == len(figures) + len(a.tables)
 
 
 @pytest.mark.slow
@@ -99,6 +106,21 @@ def test_sweet_spot_and_study_selection(sweep, tmp_path: Path) -> None:
     a = run_command("sweet-spot", runs, Options(out=tmp_path, log_to_mlflow=False))
     assert a.sweet is not None and a.sweet.total == len(RUNS)
     assert (tmp_path / "sweet_spot.json").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_latest_sweep_gets_a_folder_of_its_own(sweep) -> None:
+    uri, parent = sweep
+    selection = Selection(sweep="latest", tracking_uri=uri)
+    runs = load_runs(selection)
+    assert runs.parent_run_id == parent
+    assert runs.sweep_name in (parent, "demo-study")  # the study tag, once a test has set it
+    assert selection.default_out(runs.sweep_name).name == f"sweep-{runs.sweep_name}"
+
+
+def test_sweeps_with_a_common_prefix_get_distinct_folders() -> None:
+    names = {Selection(sweep=s).name() for s in ("pareto-digits-mlp", "pareto-digits-lenet5")}
+    assert names == {"sweep-pareto-digits-mlp", "sweep-pareto-digits-lenet5"}
 
 
 @pytest.mark.slow
