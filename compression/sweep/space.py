@@ -35,8 +35,9 @@ from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
+    check_distribution_compatibility,
 )
-from optuna.trial import Trial
+from optuna.trial import FrozenTrial, Trial
 
 from compression.errors import ConfigError
 
@@ -171,6 +172,26 @@ class SearchSpace:
                 texts[p.key] = p.text(value)
                 out.append(p.override(value))
         return out
+
+    def check_compatible(self, study_name: str, trials: Iterable[FrozenTrial]) -> None:
+        """Refuse, before anything is queued or run, a space that the study's earlier trials
+        contradict (Optuna would raise mid-sweep, e.g. on other choices for a categorical):
+        a study is resumed with the search space it was started with."""
+        by_key = {p.key: p.distribution for p in self.params}
+        seen: set[str] = set()
+        for trial in trials:
+            for key, old in trial.distributions.items():
+                new = by_key.get(key)
+                if new is None or key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    check_distribution_compatibility(old, new)
+                except ValueError:
+                    raise ConfigError(
+                        f"study {study_name!r} was run with {key}: {_short(old)}, this sweep "
+                        f"asks {_short(new)}; resume it with the same search space, or start "
+                        "a new study (hydra.sweeper.study_name=...)") from None
 
     def grid(self) -> list[dict[str, Value]]:
         """Every point of a discrete space, inactive conditional parameters left out (no

@@ -83,6 +83,7 @@ class OptunaSweep:
         space = SearchSpace.parse([*(f"{k}={v}" for k, v in self.cfg.params.items()),
                                    *arguments], self.cfg.when, parser)
         study = st.open_study(self.cfg)
+        space.check_compatible(study.study_name, study.get_trials(deepcopy=False))
         n_trials = self._prepare(study, space)
         parent = self._parent_run(study, space, n_trials)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -187,6 +187,21 @@ def test_workers_die_with_a_killed_sweep_and_their_runs_end_killed(
 
 
 @pytest.mark.slow
+def test_a_study_resumed_with_other_choices_stops_before_touching_it(tmp_path: Path) -> None:
+    grid = ["hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=null", "pruning=unstructured",
+            "measure.latency=false"]
+    first = sweep(tmp_path, *grid, "quantization=none,dynamic_int8")
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = sweep(tmp_path, *grid, "quantization=none,dynamic_int8,fp16")
+    assert again.returncode == 2
+    [line] = [x for x in again.stderr.splitlines() if x.startswith("error:")]
+    assert "study 's' was run with quantization: choice(none, dynamic_int8)" in line
+    assert [t.state for t in trials(tmp_path)] == [TrialState.COMPLETE] * 2  # nothing queued
+    [parent] = [r for r in runs(tmp_path) if r.data.tags["run_role"] == "parent"]
+    assert parent.info.status == "FINISHED"  # the study's parent is left as it was
+
+
+@pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path: Path) -> None:
     args = ["pruning=unstructured", "pruning.sparsity=interval(0.3,0.95)",
             "quantization=none,dynamic_int8", "hydra.sweeper.n_trials=4",

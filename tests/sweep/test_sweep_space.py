@@ -91,3 +91,23 @@ def test_grid_rejects_continuous_intervals_and_bad_conditions() -> None:
         SearchSpace.parse(["x=a,b"], when={"y": {"x": ["a"]}})
     with pytest.raises(ConfigError, match="z is not swept"):
         SearchSpace.parse(["x=a,b"], when={"x": {"z": ["a"]}})
+
+
+def test_a_study_resumed_with_a_contradicting_space_is_refused_up_front() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_categorical("quantization", ["none", "dynamic_int8"])
+    trial.suggest_float("pruning.sparsity", 0.5, 0.9)
+    study.tell(trial, 1.0)
+    same = SearchSpace.parse(["quantization=none,dynamic_int8",
+                              "pruning.sparsity=interval(0.3,0.95)", "seed=0,1"])
+    same.check_compatible("s", study.trials)  # wider float range, new key: Optuna accepts both
+    other = SearchSpace.parse(["quantization=none,dynamic_int8,static_int8"])
+    with pytest.raises(ConfigError) as err:
+        other.check_compatible("s", study.trials)
+    assert str(err.value) == (
+        "study 's' was run with quantization: choice(none, dynamic_int8), this sweep asks "
+        "choice(none, dynamic_int8, static_int8); resume it with the same search space, or "
+        "start a new study (hydra.sweeper.study_name=...)")
+    with pytest.raises(ValueError, match="dynamic value space"):  # what Optuna would do later
+        study.ask().suggest_categorical("quantization", ["none", "dynamic_int8", "static_int8"])
