@@ -25,6 +25,46 @@ from compression.registry import build_dataclass
 log = logging.getLogger(__name__)
 
 
+class CheckSweepJobs(Callback):
+    """Hydra's basic sweeper composes a job's config only when it launches it, so a bad value in
+    job #5 would surface after jobs #0-4 trained and were recorded. This composes and checks
+    every job first (pipeline.check: values, dataset, model support; about 0.1 s a job) and
+    stops in one line before any job or MLflow run. Our Optuna sweeper needs none of this: each
+    of its trials is checked by its own job, and a rejected one is told to the study as FAIL."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            return
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+
+        from compression import pipeline
+        from compression.errors import DatasetNotFoundError
+
+        loader = GlobalHydra.instance().config_loader()
+        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(
+            [*params, *config.hydra.overrides.task])
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+        for number, job in enumerate(jobs):
+            try:
+                job_cfg = loader.load_sweep_config(config, list(job))
+                # without `hydra`: parts of it resolve only inside a running job
+                pipeline.check(OmegaConf.masked_copy(job_cfg, [k for k in job_cfg
+                                                              if k != "hydra"]))
+            except HydraException:
+                return  # Hydra reports what does not compose itself, before any job
+            except (ConfigError, DatasetNotFoundError) as e:
+                # Hydra would turn an exception here into a warning and run the jobs anyway
+                values = " ".join(o for o in job if o.split("=", 1)[0] in swept)
+                print(f"error: job #{number} ({values}): {e}", file=sys.stderr)
+                sys.exit(2)
+        log.debug("checked the configs of %d jobs", len(jobs))
+
+
 class MlflowParentRun(Callback):
     active: MlflowParentRun | None = None  # this process's multirun callback, once started
 

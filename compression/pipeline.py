@@ -82,10 +82,11 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
-    """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives."""
+def check(cfg: DictConfig | dict[str, Any]) -> tuple[RunConfig, data_mod.Splits]:
+    """Everything that can be refused without training, in one-line ConfigErrors (or
+    DatasetNotFoundError): every value, the dataset's presence, and whether the pruning method
+    and quantization mode can handle the model. Returns the config and the data splits."""
     rc = RunConfig.from_cfg(cfg)  # every value checked before any work
-    M.retain_freed_memory()  # from the start, so every trial of a process trains alike too
     splits = data_mod.load(rc.data)  # a missing dataset fails here, before a run is opened
     # An unsupported quantization mode / layer combination fails here too, before training, and
     # so does a pruning method that cannot handle the model (e.g. structured on an untraceable
@@ -93,6 +94,13 @@ def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
     fresh = build_model(rc.model, splits.spec)
     QUANTIZERS.get(rc.quantization.mode).handler.check(fresh, rc.quantization)
     check_pruning(fresh, rc.pruning, splits.spec.example_input(1))
+    return rc, splits
+
+
+def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
+    """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives."""
+    M.retain_freed_memory()  # from the start, so every trial of a process trains alike too
+    rc, splits = check(cfg)
     with _threads(rc.threads):
         if not rc.tracking.enabled:
             results = execute(rc, splits, None)

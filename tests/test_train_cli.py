@@ -54,6 +54,21 @@ def test_multirun_groups_one_run_per_job_under_a_parent(tmp_path, tracking_uri) 
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+def test_a_bad_value_in_any_job_stops_a_multirun_before_the_first_job(tmp_path,
+                                                                      tracking_uri) -> None:
+    """Hydra's basic sweeper composes each job when it launches it: job #0 would train and be
+    recorded before job #1's value was refused, leaving a FAILED parent."""
+    out = _train(tmp_path, f"tracking.uri={tracking_uri}", "pruning=unstructured",
+                 "pruning.sparsity=0.5,1.5", flags=("-m",))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: job #1 (pruning.sparsity=1.5): pruning.sparsity=1.5 is out of range; "
+        "allowed: [0, 1)")
+    assert "Traceback" not in out.stderr
+    assert MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name("compression") is None
+    assert not list((tmp_path / "multirun").glob("*/.hydra"))  # no job started
+
+
 def test_unreachable_tracking_store_stops_a_multirun_in_one_line_before_any_job(tmp_path) -> None:
     """MLflow alone would retry the dead database for ~100 s in every job; Hydra would turn the
     parent run's failure into a warning and run the jobs anyway."""

@@ -61,6 +61,14 @@ class PruningConfig:
             raise ConfigError(f"pruning.sparse_kernel={self.sparse_kernel!r} must be true or "
                               "false")
         v.in_range("pruning.sparse_kernel_min", self.sparse_kernel_min, 0, 1, lo_open=True)
+        if self.sparse_kernel and self.no_zeros_because():
+            raise ConfigError(f"pruning.sparse_kernel=true needs zero weights to skip, and "
+                              f"pruning.method={self.method} {self.no_zeros_because()}; use it "
+                              "with unstructured, random, block, nm or mask")
+
+    def no_zeros_because(self) -> str:
+        """Why this method's result holds no zero weights for a sparse kernel ('' if it does)."""
+        return ""
 
 
 class MaskSet:

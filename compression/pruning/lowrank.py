@@ -42,6 +42,9 @@ class LowRankConfig(PruningConfig):
         super().__post_init__()
         v.one_of("pruning.rank_by", self.rank_by, ["ratio", "energy"])
 
+    def no_zeros_because(self) -> str:
+        return "factorizes layers into smaller dense ones"
+
 
 def choose_rank(sigma: torch.Tensor, drop: float, rank_by: str) -> int:
     """Kept rank for singular values `sigma` (descending) when dropping `drop`."""

@@ -59,6 +59,10 @@ class StructuredConfig(MaskPruningConfig):
         if not isinstance(self.physical, bool):
             raise ConfigError(f"pruning.physical={self.physical!r} must be true or false")
 
+    def no_zeros_because(self) -> str:
+        return "removes whole channels (with pruning.physical=false it zeroes them)" \
+            if self.physical is True else ""
+
 
 def active_groups(groups: list[Group], targets: dict[str, float]) -> list[int]:
     """Groups to prune: every producer selected (a coupled group takes all or nothing) and no

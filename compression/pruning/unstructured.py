@@ -33,6 +33,9 @@ class DenseConfig(PruningConfig):
         if self.match_nonzero is not None:
             v.in_range("pruning.match_nonzero", self.match_nonzero, 1, None, integer=True)
 
+    def no_zeros_because(self) -> str:
+        return "keeps the model dense"
+
 
 @dataclass
 class UnstructuredConfig(MaskPruningConfig):
