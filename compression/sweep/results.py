@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
@@ -32,6 +33,17 @@ def pareto_rows(trials: Sequence[FrozenTrial], objectives: Sequence[str]) -> lis
                                                                          {}).items()})
         rows.append(row)
     return rows
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """Optuna's table of every trial, plus `feasible` when the sweep has constraints (its
+    `user_attrs_constraints` hold metric - bound per constraint: <= 0 is within it)."""
+    table = study.trials_dataframe()
+    constraints = [t.user_attrs.get("constraints") for t in study.trials]
+    if any(c is not None for c in constraints):
+        table["feasible"] = [None if c is None else all(v <= 0 for v in c.values())
+                             for c in constraints]
+    return table
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:

@@ -232,8 +232,7 @@ class OptunaSweep:
             results.write_yaml(study, best, self.objectives, sweep_dir / self.cfg.results_file),
             results.write_csv(results.pareto_rows(best, self.objectives), sweep_dir / "pareto.csv"),
         ]
-        trials = study.trials_dataframe()
-        trials.to_csv(sweep_dir / "trials.csv", index=False)
+        results.trials_table(study).to_csv(sweep_dir / "trials.csv", index=False)
         files.append(sweep_dir / "trials.csv")
         log.info(results.summary(study, best, self.objectives))
         log.info("results: %s", ", ".join(str(f) for f in files))

@@ -157,6 +157,7 @@ def test_results_hold_only_the_feasible_pareto_set(tmp_path: Path) -> None:
     for acc, size, drop in points.values():
         trial = study.ask()
         trial.set_constraint("accuracy_drop<=0.01", drop - 0.01)
+        trial.set_user_attr("constraints", {"accuracy_drop<=0.01": drop - 0.01})  # as ours do
         study.tell(trial, [acc, size])
     best = results.best_trials(study)
     assert [t.number for t in best] == [0, 1]  # 2 dominates all but is infeasible; 3 dominated
@@ -165,4 +166,6 @@ def test_results_hold_only_the_feasible_pareto_set(tmp_path: Path) -> None:
     assert [list(s["values"]) for s in doc.solutions] == [[0.9, 100], [0.8, 50]]
     table = results.write_csv(results.pareto_rows(best, ["val_accuracy", "size_bytes"]),
                               tmp_path / "pareto.csv").read_text().splitlines()
-    assert table == ["trial_number,val_accuracy,size_bytes", "0,0.9,100.0", "1,0.8,50.0"]
+    assert table == ["trial_number,val_accuracy,size_bytes,constraint.accuracy_drop<=0.01",
+                     "0,0.9,100.0,-0.01", "1,0.8,50.0,-0.01"]
+    assert results.trials_table(study)["feasible"].tolist() == [True, True, False, True]
