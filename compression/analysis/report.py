@@ -118,7 +118,9 @@ def curves(a: Analysis) -> None:
                            title=f"Accuracy vs {x_label.split(' (')[0]}")
         a.figure(fig, f"curve_{name}", f"Accuracy vs {x_label}; mean over seeds with +-1 std.",
                  "curves")
-        sections.append(f"Area under each curve (x: {x_label}):\n\n" + tables.markdown(auc))
+        sections.append(f"Area under each curve (x: {x_label}; each over its own x range, so "
+                        "compare series by `mean_y`, the area divided by the range):\n\n"
+                        + tables.markdown(auc))
     a.text["curves"] = "\n\n".join(sections)
 
 
