@@ -127,7 +127,7 @@ def describe(row: pd.Series) -> str:
     """A short configuration label for one run, e.g. `mlp unstructured@0.9 + dynamic_int8`."""
     method = row.get("pruning.method", "none")
     width = row.get("model.width", 1.0)
-    text = "dense" if method == "none" else f"{method}@{row.get('pruning.sparsity', 0):g}"
+    text = "dense" if method == "none" else f"{method}@{float(row.get('pruning.sparsity', 0)):.3g}"
     if width != 1:
         text += f" x{width:g}"
     include = str(row.get("pruning.include", "['*']"))

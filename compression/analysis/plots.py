@@ -115,7 +115,8 @@ def _annotate(ax: plt.Axes, x: float, y: float, text: str, color: str, at: tuple
     ax.annotate(text, (x, y), xytext=at, textcoords="axes fraction", fontsize=9,
                 color=color, ha="left", va="center",
                 bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": color, "alpha": 0.9},
-                arrowprops={"arrowstyle": "->", "color": color})
+                # from the box's left edge: two labels stacked at one x then never cross arrows
+                arrowprops={"arrowstyle": "->", "color": color, "relpos": (0.0, 0.5)})
 
 
 def pareto(frame: pd.DataFrame, on_front: pd.Series, objectives: tuple[Objective, Objective], *,
@@ -126,7 +127,7 @@ def pareto(frame: pd.DataFrame, on_front: pd.Series, objectives: tuple[Objective
     fig, axes = new_figure()
     ax = axes[0, 0]
     x, y = frame[x_obj.column], frame[y_obj.column]
-    ax.scatter(x[~on_front], y[~on_front], s=22, color="C0", alpha=0.2, lw=0,
+    ax.scatter(x[~on_front], y[~on_front], s=28, color="C0", alpha=0.45, lw=0,
                label=f"dominated runs ({int((~on_front).sum())})")
     front = frame[on_front].sort_values(x_obj.column)
     ax.step(front[x_obj.column], front[y_obj.column], where="post", color="C3", lw=1.5)
@@ -135,11 +136,15 @@ def pareto(frame: pd.DataFrame, on_front: pd.Series, objectives: tuple[Objective
     _baseline(ax, baseline, tolerance)
     if sweet and knee and knee["run_id"] in sweet.get("run_ids", [sweet["run_id"]]):
         sweet, knee = {**sweet, "label": f"{sweet['label']} (also the knee)"}, None
-    # Knee first, so that the star stays visible when the two points are close.
-    for point, marker, color, name, at in ((knee, "D", "C1", "knee", (0.40, 0.18)),
-                                           (sweet, "*", "C2", "sweet spot", (0.40, 0.36))):
-        if point is None or x_obj.column not in point:
-            continue
+    # Knee first, so that the star stays visible when the two points are close; the higher
+    # point gets the higher label, so that the arrows do not cross.
+    marks = [(p, m, c, n) for p, m, c, n in ((knee, "D", "C1", "knee"),
+                                             (sweet, "*", "C2", "sweet spot"))
+             if p is not None and x_obj.column in p]
+    heights = iter((0.18, 0.36))
+    label_at = {n: (0.40, next(heights)) for *_, n in sorted(marks, key=lambda t: t[0]["accuracy"])}
+    for point, marker, color, name in marks:
+        at = label_at[name]
         px, py = point[x_obj.column], point["accuracy"]
         ax.scatter([px], [py], s=260 if marker == "*" else 90, marker=marker, color=color,
                    edgecolor="black", zorder=5 if marker == "*" else 4, label=name)
