@@ -46,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
                      "point; default %(default)s)")
     out.add_argument("--by", default="size", choices=["size", "latency", "flops"],
                      help="what the sweet spot minimises (default %(default)s)")
+    out.add_argument("--select-on", default="val", choices=["val", "test"],
+                     help="which accuracy drop qualifies the sweet spot: val (default; the "
+                     "test accuracy of the pick stays unbiased) or test")
     out.add_argument("--run", help="layers: the run to show (default: the sweet spot)")
     out.add_argument("--formats", default="png,svg,pdf", help="figure formats (default "
                      "%(default)s)")

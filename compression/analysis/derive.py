@@ -48,6 +48,7 @@ def _reference(frame: pd.DataFrame) -> pd.DataFrame:
     """Full-width dense accuracy, file bytes and prunable-weight count per (model, data, seed)."""
     full = frame[frame["model.width"].eq(1)]
     cols = {"ref_accuracy": ("baseline_accuracy", "mean"),
+            "ref_val_accuracy": ("baseline_val_accuracy", "mean"),
             "ref_size_bytes": ("dense_size_bytes", "mean"),
             "ref_params": ("params", "max")}
     cols = {k: v for k, v in cols.items() if v[0] in full}
@@ -64,13 +65,15 @@ def _reference(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _recompute_against_reference(frame: pd.DataFrame) -> pd.DataFrame:
     ref = _reference(frame)
-    for col in ("ref_accuracy", "ref_size_bytes", "ref_params"):
+    for col in ("ref_accuracy", "ref_val_accuracy", "ref_size_bytes", "ref_params"):
         frame[col] = ref.get(col, np.nan)
     full = frame["model.width"].eq(1)
-    if "accuracy_drop" in frame and "accuracy" in frame:
-        frame["logged_accuracy_drop"] = frame["accuracy_drop"]
-        drop = frame["ref_accuracy"] - frame["accuracy"]
-        frame["accuracy_drop"] = frame["accuracy_drop"].where(full | drop.isna(), drop)
+    for split in ("", "val_"):  # test and validation drops alike
+        if f"{split}accuracy_drop" in frame and f"{split}accuracy" in frame:
+            frame[f"logged_{split}accuracy_drop"] = frame[f"{split}accuracy_drop"]
+            drop = frame[f"ref_{split}accuracy"] - frame[f"{split}accuracy"]
+            frame[f"{split}accuracy_drop"] = frame[f"{split}accuracy_drop"].where(
+                full | drop.isna(), drop)
     if "compression_ratio" in frame and "size_bytes" in frame:
         frame["logged_compression_ratio"] = frame["compression_ratio"]
         ratio = frame["ref_size_bytes"] / frame["size_bytes"]

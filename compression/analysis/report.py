@@ -24,7 +24,7 @@ from compression.analysis.curves import X_AXES, aggregate_curves, baseline_level
 from compression.analysis.derive import derive
 from compression.analysis.pareto import FRONTS, pareto_mask
 from compression.analysis.runs import RunTable
-from compression.analysis.sweet_spot import CRITERIA, SweetSpot, sweet_spot
+from compression.analysis.sweet_spot import CRITERIA, DROPS, SweetSpot, sweet_spot
 
 log = logging.getLogger(__name__)
 ARTIFACT_DIR = "analysis"  # folder of the parent run's artifacts holding the analysis
@@ -38,10 +38,12 @@ class Options:
     formats: tuple[str, ...] = plots.FORMATS
     log_to_mlflow: bool = True  # upload the outputs to the sweep's parent run
     run_id: str | None = None  # `layers`: the run to show (default: the sweet spot)
+    select_on: str = "val"  # the accuracy drop that qualifies the sweet spot: val or test
 
     def __post_init__(self) -> None:
         v.in_range("--tolerance", self.tolerance, 0, 1)
         v.one_of("--by", self.by, CRITERIA)
+        v.one_of("--select-on", self.select_on, DROPS)
         for f in self.formats:
             v.one_of("--formats", f, plots.FORMATS)
 
@@ -135,21 +137,22 @@ def pareto(a: Analysis) -> None:
         mask = pareto_mask(a.frame, objectives)
         front = a.frame[mask].sort_values(x)
         a.table(front, f"pareto_{name}")
-        spot = sweet_spot(a.frame, a.opts.tolerance, name)
+        spot = sweet_spot(a.frame, a.opts.tolerance, name, a.opts.select_on)
         what = plots.AXIS_LABELS[x].split(" (")[0]
         fig = plots.pareto(a.frame, mask, objectives, sweet=spot.best, knee=spot.knee,
                            baseline=a.baseline, tolerance=a.opts.tolerance,
                            title=f"Accuracy vs {what}: Pareto front")
         a.figure(fig, f"pareto_{name}", f"Accuracy vs {what}: the front in red, dominated runs "
-                 f"faint, the sweet spot by {name} (star) and the knee (diamond) marked.",
-                 "pareto")
+                 f"faint, the sweet spot by {name} (star; qualified on {spot.selected_on} "
+                 "accuracy, so it may sit outside the test tolerance band) and the knee "
+                 "(diamond) marked.", "pareto")
         sections.append(f"Pareto set, accuracy vs `{x}` ({len(front)} runs, "
                         f"`pareto_{name}.csv`):\n\n" + tables.markdown(tables.brief(front)))
     a.text["pareto"] = "\n\n".join(sections)
 
 
 def sweet(a: Analysis) -> None:
-    a.sweet = sweet_spot(a.frame, a.opts.tolerance, a.opts.by)
+    a.sweet = sweet_spot(a.frame, a.opts.tolerance, a.opts.by, a.opts.select_on)
     a.tables["sweet_spot"] = a.sweet.to_json(a.opts.out / "sweet_spot.json")
     print(a.sweet.table())
     a.text["sweet_spot"] = f"```\n{a.sweet.table()}\n```"
@@ -169,7 +172,8 @@ def sensitivity(a: Analysis) -> None:
 
 def layers(a: Analysis) -> None:
     """Per-layer views of one run: --run, else the sweet spot."""
-    best = (a.sweet or sweet_spot(a.frame, a.opts.tolerance, a.opts.by)).best
+    best = (a.sweet or sweet_spot(a.frame, a.opts.tolerance, a.opts.by,
+                                   a.opts.select_on)).best
     run_id = a.opts.run_id or (best["run_id"] if best else None)
     if not run_id:
         a.text["layers"] = "No run to show per layer (no sweet spot; pass --run)."

@@ -21,8 +21,13 @@ CRITERIA: dict[str, str] = {
 # Accuracy fractions such as 0.9805 - 0.9705 are 0.010000000000000009 in floating point; a drop
 # equal to the tolerance up to this slack counts as within it.
 EPS = 1e-9
-SHOWN = ("accuracy", "accuracy_drop", "size_bytes", "compression_ratio", "latency_ms",
-         "speedup", "sparsity", "effective_flops")
+SHOWN = ("accuracy", "accuracy_drop", "val_accuracy_drop", "size_bytes", "compression_ratio",
+         "latency_ms", "speedup", "sparsity", "effective_flops")
+# `--select-on` picks the accuracy drop that qualifies a configuration. Choosing among many
+# configurations by their test accuracy would make the chosen one's test accuracy optimistic,
+# so the validation drop decides by default (as the Optuna sweeper's constraints do) and the
+# test accuracy is what is reported.
+DROPS: dict[str, str] = {"val": "val_accuracy_drop", "test": "accuracy_drop"}
 
 
 @dataclass
@@ -34,6 +39,7 @@ class SweetSpot:
     best: dict[str, Any] | None  # the chosen run's id, label and metrics; None if no run fits
     knee: dict[str, Any] | None = None  # knee of the accuracy-vs-criterion front
     notes: list[str] = field(default_factory=list)
+    selected_on: str = "val"  # the accuracy drop that qualified: a key of DROPS
 
     def to_json(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,9 +48,9 @@ class SweetSpot:
 
     def table(self) -> str:
         """A short plain-text table for the terminal."""
-        head = (f"sweet spot: smallest {CRITERIA[self.criterion]} with accuracy drop <= "
-                f"{self.tolerance * 100:g} points ({self.candidates} of {self.total} "
-                "configurations qualify)")
+        head = (f"sweet spot: smallest {CRITERIA[self.criterion]} with {self.selected_on} "
+                f"accuracy drop <= {self.tolerance * 100:g} points ({self.candidates} of "
+                f"{self.total} configurations qualify)")
         lines = [head]
         for name, row in (("sweet spot", self.best), ("knee", self.knee)):
             if row is None:
@@ -84,20 +90,30 @@ def config_means(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([firsts, means, ids], axis=1).reset_index(drop=True)
 
 
-def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size") -> SweetSpot:
-    """Among configurations whose (seed-mean) accuracy_drop <= tolerance, the one with the
-    smallest CRITERIA[by]; ties go to the higher accuracy, then the earlier run (row order, then
-    run id). Without a `config_key` column every run is its own configuration. The knee is that
-    of the per-run Pareto front of accuracy against the same criterion."""
+def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size",
+               select_on: str = "val") -> SweetSpot:
+    """Among configurations whose (seed-mean) accuracy drop on `select_on` (val or test) is <=
+    tolerance, the one with the smallest CRITERIA[by]; ties go to the higher test accuracy, then
+    the earlier run (row order, then run id). Runs logged without a validation drop make the
+    whole selection fall back to the test drop (noted). Without a `config_key` column every run
+    is its own configuration. The knee is that of the per-run Pareto front of test accuracy
+    against the same criterion."""
     v.one_of("--by", by, CRITERIA)
     v.in_range("--tolerance", tolerance, 0, 1)
+    v.one_of("--select-on", select_on, DROPS)
     col = CRITERIA[by]
-    result = SweetSpot(by, tolerance, 0, len(frame), None)
+    result = SweetSpot(by, tolerance, 0, len(frame), None, selected_on=select_on)
     if col not in frame or frame.empty:
         result.notes.append(f"no runs with {col}")
         return result
     units = config_means(frame) if "config_key" in frame else frame
-    ok = units[(units["accuracy_drop"] <= tolerance + EPS) & units[col].notna()]
+    drop = DROPS[select_on]
+    if drop not in units or units[drop].isna().any():
+        missing = len(units) if drop not in units else int(units[drop].isna().sum())
+        result.notes.append(f"{missing} configuration(s) have no {drop} (logged before it "
+                            "existed): selected on the test accuracy drop")
+        result.selected_on, drop = "test", DROPS["test"]
+    ok = units[(units[drop] <= tolerance + EPS) & units[col].notna()]
     result.candidates, result.total = len(ok), len(units)
     if len(ok):
         ranked = ok.assign(_pos=range(len(ok))).sort_values(

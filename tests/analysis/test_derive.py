@@ -41,6 +41,15 @@ def test_small_dense_is_compared_with_the_full_width_dense_model() -> None:
     assert d.iloc[1]["accuracy_drop"] == pytest.approx(0.02)  # width-1 runs keep theirs
 
 
+def test_small_dense_validation_drop_is_also_against_the_full_width_model() -> None:
+    df = runs().assign(baseline_val_accuracy=0.97, val_accuracy=0.95, val_accuracy_drop=0.02)
+    df.loc[4, ["baseline_val_accuracy", "val_accuracy_drop"]] = [0.96, 0.0]  # its own baseline
+    d = derive(df)
+    assert d.iloc[4]["val_accuracy_drop"] == pytest.approx(0.02)  # 0.97 - 0.95, not 0
+    assert d.iloc[4]["logged_val_accuracy_drop"] == 0.0
+    assert d.iloc[1]["val_accuracy_drop"] == pytest.approx(0.02)
+
+
 def test_series_split_by_quantization_not_by_seed_or_sparsity() -> None:
     d = derive(runs())
     assert d["series"].tolist() == ["dense baseline", "unstructured", "unstructured",

@@ -72,7 +72,7 @@ def test_sweet_spot_ties_go_to_higher_accuracy_then_the_earlier_row() -> None:
 
 def test_no_run_within_tolerance_gives_none_and_a_note() -> None:
     spot = sweet_spot(table([("a", 0.5, 1000, 0.4)]))
-    assert spot.best is None and spot.candidates == 0 and "tolerance" in spot.notes[0]
+    assert spot.best is None and spot.candidates == 0 and "tolerance" in spot.notes[-1]
 
 
 def test_sweet_spot_by_latency_picks_the_fastest() -> None:
@@ -110,3 +110,25 @@ def test_bad_arguments_name_the_value() -> None:
         sweet_spot(table([("a", 0.9, 1, 0.0)]), by="cost")
     with pytest.raises(ConfigError, match="direction='up'"):
         Objective("accuracy", "up")
+
+
+def test_sweet_spot_qualifies_on_validation_by_default_and_on_test_when_asked() -> None:
+    df = table([("test-lucky", 0.975, 1000, 0.005), ("val-ok", 0.96, 500, 0.02)])
+    df["val_accuracy_drop"] = [0.02, 0.005]  # the two splits disagree
+    on_val = sweet_spot(df)
+    assert on_val.selected_on == "val" and on_val.best["run_id"] == "val-ok"
+    assert on_val.best["accuracy_drop"] == 0.02  # reported as measured on test
+    on_test = sweet_spot(df, select_on="test")
+    assert on_test.selected_on == "test" and on_test.best["run_id"] == "test-lucky"
+    assert "with val accuracy drop <= 1 points" in on_val.table()
+
+
+def test_runs_without_a_validation_drop_fall_back_to_test_with_a_note() -> None:
+    df = table([("a", 0.975, 1000, 0.005), ("b", 0.96, 500, 0.02)])
+    df["val_accuracy_drop"] = [0.0, np.nan]  # b was logged before the metric existed
+    spot = sweet_spot(df)
+    assert spot.selected_on == "test" and spot.best["run_id"] == "a"
+    assert spot.notes == ["1 configuration(s) have no val_accuracy_drop (logged before it "
+                          "existed): selected on the test accuracy drop"]
+    with pytest.raises(ConfigError, match="--select-on='train'"):
+        sweet_spot(df, select_on="train")
