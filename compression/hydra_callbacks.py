@@ -103,13 +103,21 @@ class MlflowParentRun(Callback):
         log.info("mlflow parent run %s (%s) for this multirun", self.run.id, name)
 
     def adopt(self, run: tracking.Run) -> None:
-        """Make `run` the parent instead of the one opened at start, which is deleted (it has no
-        children yet). A sweeper that resumes or joins an Optuna study calls this so that every
-        trial of the study lands under the study's one parent run."""
+        """Make `run` the parent instead of the one opened at start, which is ended and deleted
+        (it has no children yet). A sweeper that resumes or joins an Optuna study calls this so
+        that every trial of the study lands under the study's one parent run."""
         if self.run is not None and self.run.id != run.id:
+            # ended first: a deleted run stays in the store, and must not stay RUNNING there
+            self.run.end(RunStatus.to_string(RunStatus.FINISHED))
             self.run.client.delete_run(self.run.id)
         self.run = run
         os.environ[tracking.PARENT_ENV] = run.id
+
+    @classmethod
+    def tag_active(cls, tags: dict[str, str]) -> None:
+        """Tag the multirun's parent run (e.g. with the error that stops the sweep)."""
+        if cls.active is not None and cls.active.run is not None:
+            cls.active.run.set_tags(tags)
 
     @classmethod
     def discard_active(cls) -> None:

@@ -221,10 +221,14 @@ class OptunaSweep:
     def _check_failures(self, study: optuna.Study, n_trials: int) -> None:
         failed = st.counts(study).failed
         if failed > self.cfg.max_failure_rate * n_trials:
+            last = max((t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                        if st.ERROR_ATTR in t.user_attrs), key=lambda t: t.number)
+            error = last.user_attrs[st.ERROR_ATTR].splitlines()[0][:300]
             raise SweepFailedError(
                 f"study {study.study_name}: {failed} failed trial(s) exceed "
-                f"max_failure_rate={self.cfg.max_failure_rate} x n_trials={n_trials}; the last "
-                "errors are in the trials' user attr 'error' and their MLflow runs")
+                f"max_failure_rate={self.cfg.max_failure_rate} x n_trials={n_trials} (raise it "
+                f"to go on); last error, trial {last.number}: {error} (every error: the "
+                "trials' user attr 'error', and the MLflow runs of trials that started)")
 
     def _finish(self, study: optuna.Study, sweep_dir: Path, parent: tracking.Run | None) -> None:
         best = results.best_trials(study)

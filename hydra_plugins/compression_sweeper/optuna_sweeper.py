@@ -19,6 +19,7 @@ def _one_line_errors() -> Iterator[None]:
     (Hydra would wrap it in a multi-line instantiation error)."""
     from compression.errors import ConfigError
     from compression.hydra_callbacks import MlflowParentRun
+    from compression.sweep.sweeper import SweepFailedError
 
     try:
         yield
@@ -26,6 +27,10 @@ def _one_line_errors() -> Iterator[None]:
         print(f"error: {e}", file=sys.stderr)
         MlflowParentRun.discard_active()  # opened by Hydra's callback before this sweeper
         sys.exit(2)
+    except SweepFailedError as e:  # too many failed trials: the sweep stops, the study stays
+        print(f"error: {e}", file=sys.stderr)
+        MlflowParentRun.tag_active({"error": str(e)[:5000]})  # ended FAILED at exit
+        sys.exit(1)
 
 
 class OptunaSweeper(Sweeper):

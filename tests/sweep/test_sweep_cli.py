@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
@@ -37,10 +38,11 @@ def sweep(tmp: Path, *args: str, study: str = "s", wait: bool = True
     return subprocess.run(cmd, capture_output=True, timeout=600, **kw)
 
 
-def runs(tmp: Path) -> list:
+def runs(tmp: Path, deleted: bool = False) -> list:
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
     exp = client.get_experiment_by_name("compression")
-    return client.search_runs([exp.experiment_id], max_results=1000)
+    return client.search_runs([exp.experiment_id], max_results=1000,
+                              run_view_type=ViewType.ALL if deleted else ViewType.ACTIVE_ONLY)
 
 
 def trials(tmp: Path, study: str = "s") -> list[optuna.trial.FrozenTrial]:
@@ -153,6 +155,25 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_n_trials(tmp_path: Path) -
     assert statuses.count("KILLED") == 1 and statuses.count("FINISHED") == 4  # 3 + parent
     parents = [r for r in runs(tmp_path) if r.data.tags["run_role"] == "parent"]
     assert len(parents) == 1  # the resumed sweep continued under the study's parent run
+    # the resumed sweep's own parent was deleted once it adopted the study's: not left RUNNING
+    [(status, stage)] = [(r.info.status, r.info.lifecycle_stage)
+                         for r in runs(tmp_path, deleted=True) if r.info.run_id not in
+                         {x.info.run_id for x in runs(tmp_path)}]
+    assert (status, stage) == ("FINISHED", "deleted")
+
+
+@pytest.mark.slow
+def test_too_many_failed_trials_stop_the_sweep_in_one_line(tmp_path: Path) -> None:
+    out = sweep(tmp_path, "pruning=unstructured", "pruning.sparsity=1.5,1.2",
+                "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=null",
+                "hydra.sweeper.max_failure_rate=0")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    [line] = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: study s: 1 failed trial(s) exceed max_failure_rate=0 x "
+                           "n_trials=2 (raise it to go on); last error, trial 0: ConfigError: "
+                           "pruning.sparsity=1.5 is out of range"), line
+    [parent] = runs(tmp_path)
+    assert parent.info.status == "FAILED" and "exceed" in parent.data.tags["error"]
 
 
 def _running(pid: int) -> bool:
