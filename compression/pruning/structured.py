@@ -64,19 +64,22 @@ class StructuredConfig(MaskPruningConfig):
             if self.physical is True else ""
 
 
-def active_groups(groups: list[Group], targets: dict[str, float]) -> list[int]:
+def active_groups(groups: list[Group], targets: dict[str, float], physical: bool = True
+                  ) -> list[int]:
     """Groups to prune: every producer selected (a coupled group takes all or nothing) and no
-    frozen interface. Refuses a selected layer whose channels reach an unsupported op."""
+    frozen interface. Removing channels (`physical`) refuses a selected layer whose channels
+    reach an unsupported op; masking them is safe anywhere (only its own weights are zeroed)."""
     active = []
     for i, g in enumerate(groups):
         chosen = [p for p in g.producers if p in targets]
-        if chosen and g.blocked:
+        if chosen and g.blocked and physical:
             raise ConfigError(
                 f"pruning.method=structured cannot prove removing channels of layer {chosen[0]!r}"
-                f" safe: they reach {g.blocked}; exclude it (pruning.exclude=[...]) or use "
-                "pruning.physical=false with it excluded"
+                f" safe: they reach {g.blocked}; exclude it (pruning.exclude=[{chosen[0]}]) or "
+                "mask channels instead of removing them (pruning.physical=false)"
             )
-        if chosen and g.removable and len(chosen) == len(g.producers):
+        usable = g.removable or (not physical and g.frozen is None and bool(g.producers))
+        if chosen and usable and len(chosen) == len(g.producers):
             active.append(i)
     return active
 
@@ -124,7 +127,9 @@ class Channels:
             for p in g.producers:
                 w = scores[p]
                 narrow(p, keep.view(-1, *[1] * (w.dim() - 1)).expand_as(w))
-            for name, repeat in g.consumers:
+            # A blocked group's consumers are not known for sure (channels reach an op the
+            # graph walk does not follow): only its producers' own weights are masked.
+            for name, repeat in g.consumers if g.blocked is None else ():
                 shape = current.masks[name].shape if name in current.masks else None
                 narrow(name, self._columns(keep.repeat_interleave(repeat), name, shape))
         return MaskSet(out)
@@ -145,7 +150,8 @@ class Channels:
 
     def finalize(self, model: nn.Module, masks: MaskSet, session: PruneSession) -> MaskSet:
         kept = self.kept(masks)
-        hidden = [g for g in self.groups if g.frozen is None and g.blocked is None]
+        hidden = [g for i, g in enumerate(self.groups)
+                  if i in kept or (g.frozen is None and g.blocked is None)]
         removed = sum(self.groups[i].channels - len(k) for i, k in kept.items())
         session.extra_metrics["channels_removed_fraction"] = removed / max(
             1, sum(g.channels for g in hidden))
@@ -165,7 +171,8 @@ class Channels:
 def _groups_for(model: nn.Module, cfg: PruningConfig, example: torch.Tensor
                 ) -> tuple[list[Group], list[int]]:
     groups = channel_groups(model, example)
-    return groups, active_groups(groups, layer_targets(model, cfg))
+    physical = getattr(cfg, "physical", True)  # remove_channels_ passes a StructuredConfig
+    return groups, active_groups(groups, layer_targets(model, cfg), physical)
 
 
 @register_check("structured")

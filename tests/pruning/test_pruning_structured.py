@@ -128,6 +128,18 @@ def test_unsupported_op_is_refused_naming_the_layer_before_training(make_session
     check(UserNet("cat"), excluded, SPEC.example_input())  # fc1 alone is fine
 
 
+def test_masking_channels_is_allowed_where_removing_them_is_not(prune) -> None:
+    """Zeroing a layer's own channels is safe whatever they reach; only its rows are masked
+    (the consumers behind the cat are not known for sure)."""
+    model, masks, session = prune("pruning=structured", "pruning.physical=false",
+                                  model=UserNet("cat"))
+    conv1_rows = (model.conv1.weight != 0).flatten(1).any(1)
+    assert model.conv1.weight.shape == (12, 1, 3, 3) and int(conv1_rows.sum()) == 6
+    assert "conv1" in masks.masks and "conv2" in masks.masks
+    assert session.extra_metrics["structured_physical"] == 0.0
+    assert session.extra_metrics["channels_removed_fraction"] == pytest.approx(0.5, abs=0.05)
+
+
 def test_untraceable_model_is_refused(make_session) -> None:
     class Dynamic(nn.Module):
         def __init__(self) -> None:
