@@ -38,7 +38,7 @@ METRICS = (
     "baseline_train_seconds", "finetune_seconds", "quantize_seconds", "measure_seconds",
     "total_seconds", "baseline_cache_hit", "threads", "train_threads", "quant_sqnr_db_min",
     "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
-    "sparse_kernel_layers",
+    "sparse_kernel_layers", "dead_output_rows",
 )
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",

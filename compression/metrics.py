@@ -117,6 +117,18 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
     return rows
 
 
+def dead_output_rows(model: nn.Module) -> tuple[str, int, int] | None:
+    """(name, all-zero weight rows, rows) of the model's last Linear/Conv layer (registration
+    order: the classifier of the built-in models). A pruned-away row of the classifier leaves
+    its class to the bias alone; gradient criteria can do that to a converged model."""
+    layers = prunable_layers(model)
+    if not layers:
+        return None
+    name, layer = next(reversed(layers.items()))
+    w = layer.weight.detach()
+    return name, int((w.reshape(w.shape[0], -1) == 0).all(1).sum()), w.shape[0]
+
+
 def sparsity(rows: list[LayerStats]) -> float:
     """Fraction of exact zeros among prunable (Linear/Conv) weights."""
     total = sum(r.weight_numel for r in rows if r.prunable)

@@ -135,6 +135,13 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     session.masks = PRUNERS.get(rc.pruning.method).handler(model, rc.pruning, session)
     model.eval()
     pruned_fp32 = model  # FLOPs are counted on this fp32 graph (quantization keeps op counts)
+    dead = M.dead_output_rows(model)
+    if dead is not None:
+        session.extra_metrics["dead_output_rows"] = float(dead[1])
+        if dead[1]:
+            log.warning("%s: %d of %d output rows are all zero after pruning; their classes "
+                        "rest on the bias alone (keep the classifier dense: pruning.exclude=[%s]"
+                        " or pruning.keep_first_last=true)", *dead, dead[0])
     if rc.pruning.sparse_kernel:  # a copy: FLOPs are still counted on the dense-kernel graph
         model = to_sparse_kernels(copy.deepcopy(model), rc.pruning, session)
 

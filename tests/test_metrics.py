@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from compression.metrics import (
+    dead_output_rows,
     effective_flops,
     flops_per_layer,
     latency_side_by_side,
@@ -68,3 +69,14 @@ def test_latency_and_memory_are_measured() -> None:
                                warmup=2, repeats=7)
     assert lat["a"].samples == 7 and 0 < lat["a"].median_ms <= lat["a"].p90_ms
     assert peak_rss_mb() > 10
+
+
+def test_dead_output_rows_counts_all_zero_rows_of_the_last_layer() -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    assert dead_output_rows(model) == ("2", 0, 3)
+    with torch.no_grad():
+        model[2].weight[1] = 0
+        model[2].weight[2, :5] = 0  # one weight left: not dead
+        model[0].weight[0] = 0  # hidden layers do not count
+    assert dead_output_rows(model) == ("2", 1, 3)
+    assert dead_output_rows(nn.Sequential(nn.ReLU())) is None

@@ -5,13 +5,16 @@ a block, a group, a channel) and removes the lowest units. Criteria:
 
 - `magnitude`: |w| (a unit's L1 / L2 norm after aggregation);
 - `random`: uniform noise - the baseline every pruning study needs;
-- `taylor`: |w * g| with g the loss gradient summed over `score_batches` training batches
-  (first-order estimate of the loss change when w is removed);
+- `taylor`: |w * g_b| accumulated over `score_batches` training batches b (first-order estimate
+  of the loss change when w is removed, per batch: summing the gradients first would let a
+  converged model's positive and negative batch gradients cancel, scoring whole output rows
+  near zero);
 - `movement`: -w * g accumulated over training steps (Sanh et al. 2020): weights moving towards
   zero score low. Scored first over a short training pass on a copy of the model, then updated
   after every fine-tuning step (so iterative / gradual schedules use the latest scores);
 - `snip`: SNIP (Lee et al. 2019) - the model is re-initialized, scored with |w * g| at
-  initialization, pruned, then trained from scratch (train.epochs at train.lr).
+  initialization (g summed over the batches, as the paper scores one batch), pruned, then
+  trained from scratch (train.epochs at train.lr).
 """
 
 from __future__ import annotations
@@ -53,20 +56,30 @@ def score_batches(session: PruneSession, n: int) -> list[tuple[torch.Tensor, tor
     return [(x[i : i + bs], y[i : i + bs]) for i in range(0, min(n * bs, len(y)), bs)]
 
 
-def summed_grads(model: nn.Module, layers: dict[str, nn.Module],
-                 batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """d(loss)/d(weight) summed over `batches`, in eval mode so BN running stats stay put."""
+def accumulated(model: nn.Module, layers: dict[str, nn.Module],
+                batches: list[tuple[torch.Tensor, torch.Tensor]],
+                per_batch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+    """Sum over `batches` of per_batch(weight, d(loss)/d(weight) on that batch), in eval mode so
+    BN running stats stay put."""
     was_training = model.training
     model.eval()
-    for m in layers.values():
-        m.weight.grad = None
+    acc = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
     loss_fn = nn.CrossEntropyLoss()
     for x, y in batches:
+        model.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
-    grads = {n: m.weight.grad.detach().clone() for n, m in layers.items()}
+        for n, m in layers.items():
+            acc[n] += per_batch(m.weight.detach(), m.weight.grad)
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    return grads
+    return acc
+
+
+def summed_grads(model: nn.Module, layers: dict[str, nn.Module],
+                 batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """d(loss)/d(weight) summed over `batches`."""
+    return accumulated(model, layers, batches, lambda w, g: g)
 
 
 class _Stateless:
@@ -97,13 +110,17 @@ class Random(_Stateless):
 @register_criterion("taylor")
 class Taylor(_Stateless):
     def scores(self) -> dict[str, torch.Tensor]:
-        grads = summed_grads(self.model, self.layers, score_batches(self.session, self.n_batches))
-        return {n: (m.weight.detach() * grads[n]).abs() for n, m in self.layers.items()}
+        return accumulated(self.model, self.layers, score_batches(self.session, self.n_batches),
+                           lambda w, g: (w * g).abs())
 
 
 @register_criterion("snip")
-class Snip(Taylor):
+class Snip(_Stateless):
     from_scratch = True
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        grads = summed_grads(self.model, self.layers, score_batches(self.session, self.n_batches))
+        return {n: (m.weight.detach() * grads[n]).abs() for n, m in self.layers.items()}
 
 
 @register_criterion("movement")

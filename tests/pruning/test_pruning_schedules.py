@@ -10,6 +10,7 @@ import torch
 from compression.config import RunConfig
 from compression.errors import ConfigError
 from compression.models import prunable_layers
+from compression.pruning.criteria import accumulated, summed_grads
 from compression.pruning.schedules import cubic_plan
 
 
@@ -66,6 +67,18 @@ def test_gradient_criteria_choose_other_weights_than_magnitude(prune, criterion)
     assert abs(_sparsity(other) - 0.5) < 0.01
     overlap = float(((mag.fc1.weight == 0) & (other.fc1.weight == 0)).float().mean())
     assert overlap < 0.45  # not the magnitude choice (identical masks would overlap at 0.5)
+
+
+def test_taylor_accumulates_per_batch_scores_so_opposite_gradients_do_not_cancel() -> None:
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -1.0]]))
+    model = torch.nn.Sequential(layer, torch.nn.ConstantPad1d((0, 1), 0.0))  # logits [w.x, 0]
+    x = torch.tensor([[1.0, 1.0]])  # w.x = 0: p = 0.5, so d(loss)/d(logit) is -0.5 then +0.5
+    batches = [(x, torch.tensor([0])), (x, torch.tensor([1]))]
+    assert summed_grads(model, {"0": layer}, batches)["0"].abs().max() < 1e-6  # cancelled
+    per_batch = accumulated(model, {"0": layer}, batches, lambda w, g: (w * g).abs())
+    torch.testing.assert_close(per_batch["0"], torch.tensor([[1.0, 1.0]]))  # 0.5 + 0.5 each
 
 
 @pytest.mark.parametrize("method", ["block", "structured"])
