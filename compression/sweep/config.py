@@ -64,6 +64,13 @@ class SweeperConfig:
     fork_workers: bool = True  # joblib workers forked from the sweep (see sweep/workers.py)
 
     def __post_init__(self) -> None:
+        for name in ("sampler_kwargs", "constraints", "params", "when"):
+            value = getattr(self, name)
+            if value is None:  # YAML null: what conf/ sets, so the CLI can assign a mapping
+                setattr(self, name, {})
+            elif not isinstance(value, Mapping):
+                raise ConfigError(f"hydra.sweeper.{name}={value!r} must be a mapping, e.g. "
+                                  f"hydra.sweeper.{name}={{key: value}}")
         SAMPLERS.get(self.sampler)  # unknown names: one line listing the known ones
         if self.seed is not None:
             v.number("hydra.sweeper.seed", self.seed, integer=True)

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+import compression.config
 from compression import paths
 from compression.config import METRICS
 from compression.errors import ConfigError
@@ -32,6 +35,7 @@ from compression.sweep.space import SearchSpace
     ({"max_failure_rate": 1.5}, "max_failure_rate=1.5 is out of range"),
     ({"constraints": {"accuracy_drop": "small"}}, "constraints.accuracy_drop='small' must be"),
     ({"constraints": {"accuracy_drop": {"below": 1}}}, "use a number"),
+    ({"when": "lowbit"}, "hydra.sweeper.when='lowbit' must be a mapping"),
 ])
 def test_bad_settings_raise_one_line_errors(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as e:
@@ -169,3 +173,19 @@ def test_results_hold_only_the_feasible_pareto_set(tmp_path: Path) -> None:
     assert table == ["trial_number,val_accuracy,size_bytes,constraint.accuracy_drop<=0.01",
                      "0,0.9,100.0,-0.01", "1,0.8,50.0,-0.01"]
     assert results.trials_table(study)["feasible"].tolist() == [True, True, False, True]
+
+
+def test_mapping_settings_can_be_assigned_from_the_command_line() -> None:
+    """conf/ leaves them null: Hydra would refuse `constraints={...}` on an empty mapping."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True, overrides=[
+            "hydra/sweeper=optuna", "hydra.sweeper.constraints={val_accuracy_drop: 0.01}",
+            "hydra.sweeper.when={quantization.bits: {quantization: [lowbit]}}",
+            "hydra.sweeper.sampler_kwargs={n_startup_trials: 2}"])
+    GlobalHydra.instance().clear()
+    raw = {k: v for k, v in OmegaConf.to_container(cfg.hydra.sweeper).items() if k != "_target_"}
+    settings = SweeperConfig(**raw)
+    assert settings.constraints == {"val_accuracy_drop": 0.01}
+    assert settings.sampler_kwargs == {"n_startup_trials": 2}
+    assert SweeperConfig().constraints == {} and SweeperConfig(when=None).when == {}
