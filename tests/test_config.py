@@ -55,6 +55,9 @@ def test_every_sweep_preset_composes(compose_cfg) -> None:
          "pruning.method=structured removes whole channels"),
         (["+pruning.sparse_kernel=true"], "pruning.method=none keeps the model dense"),
         (["pruning=lowrank", "+pruning.sparse_kernel=true"], "factorizes layers"),
+        (["pruning=random", "pruning.criterion=magnitude"],
+         "pruning.method=random picks weights at random, so pruning.criterion=magnitude does "
+         "not apply"),
     ],
 )
 def test_bad_values_fail_in_one_line_naming_the_key(compose_cfg, overrides, needle) -> None:

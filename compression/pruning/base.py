@@ -160,5 +160,10 @@ def check(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -> None:
     """Raise a one-line ConfigError if `cfg` cannot prune `model` (a fresh, untrained
     instance; `example` is one input batch). Called before any training."""
     check_overrides_match(model, cfg)
+    if cfg.method != "none" and not select_layers(model, cfg):
+        names = ", ".join(prunable_layers(model))
+        raise ConfigError(f"pruning.method={cfg.method}: pruning.include={cfg.include}, "
+                          f"exclude={cfg.exclude} and keep_first_last={cfg.keep_first_last} "
+                          f"leave no layer to prune; prunable layers: {names}")
     if cfg.method in CHECKS:
         CHECKS[cfg.method](model, cfg, example)

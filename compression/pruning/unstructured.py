@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from compression import validation as v
+from compression.errors import ConfigError
 from compression.pruning.base import PRUNERS, MaskSet, PruneSession, PruningConfig
 from compression.pruning.schedules import (
     MaskPruningConfig,
@@ -57,7 +58,11 @@ class RandomConfig(UnstructuredConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        v.one_of("pruning.criterion (with pruning.method=random)", self.criterion, ["random"])
+        if self.criterion != "random":
+            raise ConfigError(f"pruning.method=random picks weights at random, so "
+                              f"pruning.criterion={self.criterion} does not apply; for that "
+                              f"criterion use pruning=unstructured "
+                              f"pruning.criterion={self.criterion}")
 
 
 @PRUNERS.register("none", DenseConfig)

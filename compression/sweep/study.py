@@ -50,7 +50,9 @@ def make_storage(url: str | None) -> BaseStorage:
         try:
             return RDBStorage(resolved)
         except Exception as e:  # bad driver, unreachable server: one line, before training
-            raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: {e}") from None
+            # SQLAlchemy appends "(Background on this error at: ...)" on a line of its own
+            first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [repr(e)])[0]
+            raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: {first}") from None
     Path(resolved).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(resolved))
 

@@ -43,10 +43,12 @@ def _forget_inherited_connections() -> None:
     sa = sys.modules.get("sqlalchemy.engine")
     if sa is None:  # nothing imported it: no connection can exist
         return
-    for obj in gc.get_objects():
-        if isinstance(obj, sa.Engine):
-            _inherited.append(obj.pool)
-            obj.dispose(close=False)
+    with warnings.catch_warnings():  # isinstance on some heap objects (torch.distributed's
+        warnings.simplefilter("ignore")  # deprecated reduce_op) warns as a side effect
+        engines = [obj for obj in gc.get_objects() if isinstance(obj, sa.Engine)]
+    for engine in engines:
+        _inherited.append(engine.pool)
+        engine.dispose(close=False)
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from compression.config import RunConfig
+from compression.data import DataSpec
 from compression.errors import ConfigError
-from compression.models import prunable_layers
+from compression.models import build_model, prunable_layers
+from compression.pruning import check
 from compression.pruning.nm import groups_view
 
 
@@ -108,13 +110,21 @@ def test_include_exclude_and_keep_first_last(prune) -> None:
     assert z["conv1"] == 0 and z["fc2"] == 0 and z["fc1"] > 0.4
 
 
+def _check(compose_cfg, *overrides: str) -> None:
+    rc = RunConfig.from_cfg(compose_cfg(*overrides))
+    spec = DataSpec("digits", 1, 8, 10)
+    check(build_model(rc.model, spec), rc.pruning, spec.example_input())
+
+
 def test_override_pattern_matching_no_layer_is_refused(compose_cfg) -> None:
-    from compression.models import build_model
-    from compression.pruning import check
-
-    rc = RunConfig.from_cfg(compose_cfg("pruning=unstructured", "pruning.overrides={fc9:0.1}"))
-    from compression.data import DataSpec
-
     with pytest.raises(ConfigError, match="'fc9' matches no prunable layer"):
-        spec = DataSpec("digits", 1, 8, 10)
-        check(build_model(rc.model, spec), rc.pruning, spec.example_input())
+        _check(compose_cfg, "pruning=unstructured", "pruning.overrides={fc9:0.1}")
+
+
+@pytest.mark.parametrize("method", ["unstructured", "structured", "lowrank"])
+def test_a_selection_that_leaves_no_layer_is_refused(compose_cfg, method) -> None:
+    with pytest.raises(ConfigError, match="leave no layer to prune; prunable layers: fc1, fc2, "
+                                          "fc3"):
+        _check(compose_cfg, f"pruning={method}", "pruning.exclude=[fc1,fc2,fc3]")
+    _check(compose_cfg, f"pruning={method}", "pruning.exclude=[fc1,fc2]")  # fc3 is left
+    _check(compose_cfg, "pruning=unstructured", "pruning.sparsity=0")  # a curve's dense point

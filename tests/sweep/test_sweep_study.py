@@ -189,3 +189,11 @@ def test_mapping_settings_can_be_assigned_from_the_command_line() -> None:
     assert settings.constraints == {"val_accuracy_drop": 0.01}
     assert settings.sampler_kwargs == {"n_startup_trials": 2}
     assert SweeperConfig().constraints == {} and SweeperConfig(when=None).when == {}
+
+
+def test_unreachable_storage_fails_in_one_line_without_the_password() -> None:
+    with pytest.raises(ConfigError) as err:
+        st.make_storage("postgresql://me:secret@127.0.0.1:1/optuna")
+    message = str(err.value)
+    assert message.startswith("hydra.sweeper.storage=postgresql://me:***@127.0.0.1:1/optuna: ")
+    assert "\n" not in message and "secret" not in message and "sqlalche.me" not in message
