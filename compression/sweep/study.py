@@ -76,6 +76,28 @@ def open_study(cfg: SweeperConfig) -> optuna.Study:
                              sampler=make_sampler(cfg.sampler, seed, cfg.sampler_kwargs))
 
 
+FIXED_ATTR = "fixed_overrides"
+# Overrides that do not change what a trial computes: a resumed study may differ in them.
+NEUTRAL_PREFIXES = ("tracking.", "paths.", "hydra.", "measure.threads")
+
+
+def note_fixed_overrides(study: optuna.Study, fixed: list[str]) -> None:
+    """Record the overrides every trial of the study gets; on a resume with other ones, warn:
+    the study would then mix trials of two settings (the search space itself is checked by
+    SearchSpace.check_compatible)."""
+    relevant = sorted(o for o in fixed if not o.lstrip("+~").startswith(NEUTRAL_PREFIXES))
+    before = study.user_attrs.get(FIXED_ATTR)
+    if before is None:
+        study.set_user_attr(FIXED_ATTR, relevant)
+    elif before != relevant:
+        gone = sorted(set(before) - set(relevant))
+        new = sorted(set(relevant) - set(before))
+        log.warning("study %s was started with other fixed overrides (then: %s; now: %s): its "
+                    "trials will mix both settings; use another hydra.sweeper.study_name to "
+                    "keep them apart", study.study_name, " ".join(gone) or "-",
+                    " ".join(new) or "-")
+
+
 def _join(study: optuna.Study) -> int:
     """Register this worker; returns how many joined before it (all workers agree on the order:
     registration time, then name)."""

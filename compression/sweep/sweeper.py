@@ -84,6 +84,7 @@ class OptunaSweep:
                                    *arguments], self.cfg.when, parser)
         study = st.open_study(self.cfg)
         space.check_compatible(study.study_name, study.get_trials(deepcopy=False))
+        st.note_fixed_overrides(study, space.fixed)
         n_trials = self._prepare(study, space)
         parent = self._parent_run(study, space, n_trials)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

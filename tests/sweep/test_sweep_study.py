@@ -197,3 +197,14 @@ def test_unreachable_storage_fails_in_one_line_without_the_password() -> None:
     message = str(err.value)
     assert message.startswith("hydra.sweeper.storage=postgresql://me:***@127.0.0.1:1/optuna: ")
     assert "\n" not in message and "secret" not in message and "sqlalche.me" not in message
+
+
+def test_a_resume_with_other_fixed_overrides_warns(caplog) -> None:
+    study = optuna.create_study()
+    st.note_fixed_overrides(study, ["finetune.epochs=1500", "tracking.uri=sqlite:///a.db"])
+    with caplog.at_level("WARNING", logger="compression.sweep.study"):
+        st.note_fixed_overrides(study, ["finetune.epochs=1500", "tracking.uri=sqlite:///b.db"])
+        assert caplog.text == ""  # where results are logged does not change them
+        st.note_fixed_overrides(study, ["finetune.epochs=100"])
+    assert "(then: finetune.epochs=1500; now: finetune.epochs=100)" in caplog.text
+    assert study.user_attrs[st.FIXED_ATTR] == ["finetune.epochs=1500"]  # the first run's
