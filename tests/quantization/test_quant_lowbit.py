@@ -40,6 +40,19 @@ def test_ternary_is_absmean_scaled_sign() -> None:
     assert torch.allclose(scales.float(), w.abs().mean(1, keepdim=True), rtol=1e-3)
 
 
+def test_ternary_scale_ignores_pruned_zeros_and_padding() -> None:
+    w = _w(8, 70)
+    w[torch.rand_like(w) < 0.9] = 0  # 90% pruned; 70 = 2 groups of 32 + 6 (padded)
+    q, scales = quantize_weight(w, "ternary", 32)
+    groups = torch.nn.functional.pad(w, (0, 26)).view(8, 3, 32)
+    nonzero_mean = groups.abs().sum(-1) / (groups != 0).sum(-1).clamp(min=1)
+    kept = nonzero_mean > 0
+    assert torch.allclose(scales.float()[kept], nonzero_mean[kept], rtol=1e-3)
+    assert (q[w == 0] == 0).all()  # pruned zeros stay zero
+    # the kept weights are approximated, not collapsed to a tiny step
+    assert affine.sqnr_db(w, dequantize_weight(q, scales, w.shape, 32)) > 5
+
+
 def test_groups_pad_the_last_one() -> None:
     w = _w(5, 70)  # 70 = 2 groups of 32 + 6
     q, scales = quantize_weight(w, 4, 32)
