@@ -54,6 +54,13 @@ def _tensor(value: object) -> torch.Tensor | None:
     return value.detach()
 
 
+def dense_weight(module: nn.Module) -> torch.Tensor | None:
+    """A module's weight as a plain float tensor, whatever holds it (a Parameter, torch.ao's
+    weight() method, a torchao tensor subclass, a SparseLinear's CSR form); None without one."""
+    w = _tensor(getattr(module, "weight", None))
+    return None if w is None else w.float()
+
+
 @dataclass
 class LayerStats:
     name: str

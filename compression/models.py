@@ -67,6 +67,27 @@ class ModelConfig:
         return {"_target_": self.target, "name": self.name, "width": self.width, **self.kwargs}
 
 
+def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
+    """Refuse, in one line and before any training, a model that cannot take the data's input
+    or does not give one score per class (a user factory built for other data, say)."""
+    what = f"model._target_={cfg.target!r}" if cfg.target else f"model.name={cfg.name}"
+    shape = (1, spec.in_channels, spec.image_size, spec.image_size)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(shape))
+    except Exception as e:  # any failure of a user's forward: say which and where
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(f"{what} cannot run on {spec.name} inputs of shape {shape}: "
+                          f"{type(e).__name__}: {first}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, spec.num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"{what} gives {got} for a {shape} input; {spec.name} needs "
+                          f"(1, {spec.num_classes}): one score per class")
+
+
 def build_model(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
     """Build a fresh fp32 model for inputs described by `spec`."""
     if cfg.target is not None:

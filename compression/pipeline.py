@@ -24,7 +24,7 @@ from compression import tracking
 from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
 from compression.export import load_artifact, save_artifact, state_bytes
-from compression.models import build_model
+from compression.models import build_model, check_fits
 from compression.pruning import PRUNERS, MaskSet
 from compression.pruning import check as check_pruning
 from compression.pruning.sparse_kernel import to_sparse_kernels
@@ -92,6 +92,7 @@ def check(cfg: DictConfig | dict[str, Any]) -> tuple[RunConfig, data_mod.Splits]
     # so does a pruning method that cannot handle the model (e.g. structured on an untraceable
     # op). Both checks only inspect the fresh model, so one instance serves them.
     fresh = build_model(rc.model, splits.spec)
+    check_fits(fresh, splits.spec, rc.model)
     QUANTIZERS.get(rc.quantization.mode).handler.check(fresh, rc.quantization)
     check_pruning(fresh, rc.pruning, splits.spec.example_input(1))
     return rc, splits

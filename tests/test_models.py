@@ -7,7 +7,7 @@ import torch
 
 from compression.data import DataSpec
 from compression.errors import ConfigError
-from compression.models import MODELS, ModelConfig, build_model
+from compression.models import MODELS, ModelConfig, build_model, check_fits
 
 SPECS = [DataSpec("digits", 1, 8, 10), DataSpec("fashion_mnist", 1, 28, 10)]
 
@@ -51,3 +51,21 @@ def test_user_factory_errors_are_one_line() -> None:
     bad = ModelConfig.from_dict({"_target_": "factories.tiny_mlp", "hiden": 7})
     with pytest.raises(ConfigError, match=r"factories.tiny_mlp.*'hiden': 7.*TypeError"):
         build_model(bad, SPECS[0])
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused_in_one_line() -> None:
+    spec = DataSpec("digits", 1, 8, 10)
+    wrong_input = ModelConfig(name="custom", target="torch.nn.Linear",
+                              kwargs={"in_features": 3, "out_features": 10})
+    with pytest.raises(ConfigError, match=r"cannot run on digits inputs of shape \(1, 1, 8, 8\): "
+                                          r"RuntimeError: mat1 and mat2"):
+        check_fits(build_model(wrong_input, spec), spec, wrong_input)
+    seven = ModelConfig(name="custom", target="compression.models.example_user_model",
+                        kwargs={"num_classes": 7})
+    with pytest.raises(ConfigError, match=r"gives \(1, 7\) for a \(1, 1, 8, 8\) input; digits "
+                                          r"needs \(1, 10\)"):
+        check_fits(build_model(seven, spec), spec, seven)
+    for name in ("mlp", "lenet5", "resnet"):  # the built-in models fit, and stay in train mode
+        model = build_model(ModelConfig(name=name), spec)
+        check_fits(model, spec, ModelConfig(name=name))
+        assert model.training

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
 from compression.data import DataSpec
 from compression.export import load_artifact
-from compression.metrics import PRUNABLE_TYPES, flops_per_layer, layer_stats
+from compression.metrics import PRUNABLE_TYPES, dense_weight, flops_per_layer, layer_stats
 
 LAYER_COLUMNS = ["layer", "type", "params", "weight_numel", "weight_zeros", "sparsity",
                  "nonzero_params", "bytes", "artifact_bytes", "flops"]
@@ -47,20 +46,11 @@ def model_layers(model: nn.Module, spec: DataSpec) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LAYER_COLUMNS)
 
 
-def _weight(module: nn.Module) -> torch.Tensor | None:
-    w = getattr(module, "weight", None)
-    if callable(w) and not isinstance(w, torch.Tensor):
-        w = w()  # quantized modules expose weight() as a method
-    if not isinstance(w, torch.Tensor):
-        return None
-    return (w.dequantize() if w.is_quantized else w).detach().float()
-
-
 def layer_weights(model: nn.Module) -> dict[str, np.ndarray]:
     """Flattened weights of every prunable (Linear / Conv, also quantized) layer, in order."""
     out = {}
     for name, module in model.named_modules():
-        w = _weight(module) if type(module).__name__ in PRUNABLE_TYPES else None
+        w = dense_weight(module) if type(module).__name__ in PRUNABLE_TYPES else None
         if w is not None:
             out[name] = w.flatten().numpy()
     return out
