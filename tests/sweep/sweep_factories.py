@@ -20,7 +20,9 @@ class _Exploding(nn.Module):
         self.fc = nn.Linear(64, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("boom: deliberate failure")
+        if self.training:  # the pre-training check runs one eval-mode forward: let it pass
+            raise RuntimeError("boom: deliberate failure")
+        return self.fc(x.flatten(1))
 
 
 def exploding(**kwargs: Any) -> nn.Module:
@@ -34,7 +36,7 @@ class _KillOnce(nn.Module):
         self.marker, self.inner = marker, inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not Path(self.marker).exists():
+        if self.training and not Path(self.marker).exists():
             Path(self.marker).touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return self.inner(x)
@@ -64,8 +66,9 @@ class _Hang(nn.Module):
         self.marker, self.inner = marker, inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        Path(self.marker).write_text(str(os.getpid()))
-        time.sleep(600)
+        if self.training:  # not in the pre-training check's eval-mode forward
+            Path(self.marker).write_text(str(os.getpid()))
+            time.sleep(600)
         return self.inner(x)
 
 
