@@ -88,6 +88,10 @@ def _recompute_against_reference(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(key: str, value: object) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value in ("None",):
+        return ""  # a param this run's mode does not have (bits of an fp16 run, ...)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # numeric params come back as floats: bits=4, not 4.0
     if key == "quantization.mode":
         return "" if value == "none" else f"+ {value}"
     return f"{key.rsplit('.', 1)[-1]}={str(value).replace(chr(39), '')}"
@@ -104,14 +108,21 @@ def series_labels(frame: pd.DataFrame) -> pd.Series:
         skip = {"pruning.sparsity", *SEED_KEYS}
         if name in (DENSE, SMALL_DENSE, "dense"):
             skip.add("model.width")
-        # Dependent params (quantization.engine exists only for int8 runs) vary only by being
-        # missing; the param that switches them on already tells the series apart.
-        varying = [c for c in params if c not in skip and group[c].astype(str).where(
-            group[c].notna()).nunique() > 1]
+        # A param splits the series when it varies among runs of one quantization mode: the
+        # mode's own params (backend, engine, granularity, ...) differ from mode to mode, or
+        # are missing, and the mode already tells those series apart.
+        modes = group["quantization.mode"].astype(str)
+        varying = [c for c in params if c not in skip and (
+            (c == "quantization.mode" and modes.nunique() > 1)
+            or (group[c].astype(str).where(group[c].notna()).groupby(modes).nunique() > 1).any())]
         parts = group[varying].astype(object).apply(
             lambda r, v=varying: " ".join(p for p in (_label(k, r[k]) for k in v) if p), axis=1)
         if parts.nunique() > MAX_SPLITS and "quantization.mode" in varying:
-            parts = group["quantization.mode"].map(lambda q: _label("quantization.mode", q))
+            # the quantization settings that vary (mode, bits, ...), not every other param
+            quant = [c for c in varying if c.startswith("quantization.")]
+            parts = group[quant].astype(object).apply(
+                lambda r, v=quant: " ".join(p for p in (_label(k, r[k]) for k in v) if p),
+                axis=1)
         elif parts.nunique() > MAX_SPLITS:
             parts = pd.Series("", index=group.index)
         labels[group.index] = (str(name) + " " + parts).str.strip() if varying else str(name)
@@ -141,6 +152,9 @@ def describe(row: pd.Series) -> str:
     quant = row.get("quantization.mode", "none")
     if quant != "none":
         text += f" + {quant}"
+        bits = str(row.get("quantization.bits", "")).removesuffix(".0")
+        if quant == "lowbit" and bits not in ("", "None", "nan"):
+            text += " ternary" if bits == "ternary" else f" {bits}-bit"
     return f"{row.get('model.name', 'model')} {text}"
 
 

@@ -92,7 +92,11 @@ def curves(curve_table: pd.DataFrame, auc: pd.DataFrame, *, x_column: str, x_lab
         style = {"ls": "--", "marker": "s"} if small else {"ls": "-", "marker": MARKERS[i % 6]}
         seeds = int(g["n"].max())
         a = areas.loc[series]
-        label = (f"{series}: AUC {a['auc']:.3f} over {fmt(a['x_min'])}-{fmt(a['x_max'])}"
+        # mean accuracy over the series' own x range (area / range): comparable across series
+        # of different ranges, which the raw area is not; a single point has no range
+        span = (f"over {fmt(a['x_min'])}-{fmt(a['x_max'])}" if a["x_max"] > a["x_min"]
+                else f"at {fmt(a['x_min'])}")
+        label = (f"{series}: mean {a['mean_y']:.1%} {span}"
                  + (f", {seeds} seeds" if seeds > 1 else ""))
         color = f"C{i % 10}"
         ax.plot(g["x"], g["y_mean"], color=color, ms=6, mfc="none" if i % 2 else color,
