@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from compression import validation as v
+from compression.analysis.derive import SMALL_DENSE
 from compression.analysis.pareto import Objective, knee_index, pareto_mask
 
 # `--by` picks what "most compressed" means: the column to minimise.
@@ -106,6 +107,13 @@ def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size",
     if col not in frame or frame.empty:
         result.notes.append(f"no runs with {col}")
         return result
+    if "role" in frame and "ref_accuracy" in frame:
+        lone = int((frame["role"].eq(SMALL_DENSE) & frame["ref_accuracy"].isna()).sum())
+        if lone:
+            result.notes.append(f"{lone} small-dense run(s) have no full-width dense run of their "
+                                "model and data in the selection, so their accuracy drop and "
+                                "compression are against their own small baseline; select the "
+                                "full-width runs too (e.g. --experiment)")
     units = config_means(frame) if "config_key" in frame else frame
     drop = DROPS[select_on]
     if drop not in units or units[drop].isna().any():

@@ -7,6 +7,7 @@ import pytest
 
 from compression.analysis.curves import aggregate_curves, curve_auc
 from compression.analysis.derive import derive
+from compression.analysis.sweet_spot import sweet_spot
 
 
 def runs() -> pd.DataFrame:
@@ -76,3 +77,11 @@ def test_sparse_kernel_runs_form_their_own_series_and_label() -> None:
     assert d["series"].iloc[1] == "unstructured sparse_kernel=False"
     assert d["label"].iloc[5] == "mlp unstructured@0.9 sparse-kernel"
     assert d["config_key"].iloc[5] != d["config_key"].iloc[1]
+
+
+def test_small_dense_runs_without_a_full_width_reference_are_flagged() -> None:
+    alone = derive(runs().iloc[[4]].reset_index(drop=True))  # only the width-0.5 run
+    spot = sweet_spot(alone, select_on="test")
+    assert any("no full-width dense run" in n for n in spot.notes)
+    assert not any("no full-width" in n for n in sweet_spot(derive(runs()),
+                                                              select_on="test").notes)

@@ -18,7 +18,7 @@ from compression.registry import build_dataclass
 from compression.sweep.config import SweeperConfig
 from compression.sweep.space import SearchSpace
 
-PRESETS = {"sparsity_curve": 84, "pareto": None, "quantization_matrix": 18, "small_dense": 21}
+PRESETS = {"sparsity_curve": 84, "pareto": None, "quantization_matrix": 18, "small_dense": 24}
 GROUPS = {"pruning": PRUNERS, "quantization": QUANTIZERS}
 
 
