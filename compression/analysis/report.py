@@ -25,6 +25,7 @@ from compression.analysis.derive import derive
 from compression.analysis.pareto import FRONTS, pareto_mask
 from compression.analysis.runs import RunTable
 from compression.analysis.sweet_spot import CRITERIA, DROPS, SweetSpot, sweet_spot
+from compression.errors import ConfigError
 
 log = logging.getLogger(__name__)
 ARTIFACT_DIR = "analysis"  # folder of the parent run's artifacts holding the analysis
@@ -171,18 +172,34 @@ def sensitivity(a: Analysis) -> None:
 
 
 def layers(a: Analysis) -> None:
-    """Per-layer views of one run: --run, else the sweet spot."""
-    best = (a.sweet or sweet_spot(a.frame, a.opts.tolerance, a.opts.by,
-                                   a.opts.select_on)).best
-    run_id = a.opts.run_id or (best["run_id"] if best else None)
+    """Per-layer views of one run: --run (its files named after it, so the sweet spot's stay),
+    else the sweet spot."""
+    if a.opts.run_id:
+        run_id = _selected_run(a, a.opts.run_id)
+        suffix = f"_{run_id[:8]}"
+    else:
+        best = (a.sweet or sweet_spot(a.frame, a.opts.tolerance, a.opts.by,
+                                       a.opts.select_on)).best
+        run_id, suffix = (best["run_id"] if best else None), ""
     if not run_id:
         a.text["layers"] = "No run to show per layer (no sweet spot; pass --run)."
         return
     client = a.client()
     layer_table = L.run_layers(client, run_id)
     label = _run_label(a, run_id)
-    layer_views(a, layer_table, L.layer_weights(L.run_model(client, run_id)), label)
+    layer_views(a, layer_table, L.layer_weights(L.run_model(client, run_id)), label, suffix)
     a.text["layers"] = f"Run `{run_id}` ({label}):\n\n" + tables.markdown(layer_table)
+
+
+def _selected_run(a: Analysis, wanted: str) -> str:
+    """The one selected finished run whose id is `wanted` or starts with it."""
+    ids = a.frame["run_id"].tolist() if "run_id" in a.frame else []
+    found = [i for i in ids if i.startswith(wanted)]
+    if len(found) != 1:
+        what = "matches none" if not found else f"matches {len(found)}"
+        raise ConfigError(f"--run {wanted} {what} of the {len(ids)} selected finished runs; give "
+                          "a run id (or a unique prefix) from the selection")
+    return found[0]
 
 
 def _run_label(a: Analysis, run_id: str) -> str:
@@ -190,14 +207,16 @@ def _run_label(a: Analysis, run_id: str) -> str:
     return str(match["label"].iloc[0]) if len(match) else run_id[:8]
 
 
-def layer_views(a: Analysis, layer_table: pd.DataFrame, weights: dict, label: str) -> None:
-    a.table(layer_table, "layers")
+def layer_views(a: Analysis, layer_table: pd.DataFrame, weights: dict, label: str,
+                suffix: str = "") -> None:
+    a.table(layer_table, f"layers{suffix}")
     a.figure(plots.layer_bars(layer_table, f"Parameters and bytes per layer: {label}"),
-             "layer_bars", "Parameters and bytes per layer.", "layers")
+             f"layer_bars{suffix}", "Parameters and bytes per layer.", "layers")
     a.figure(plots.layer_sparsity(layer_table, f"Sparsity per layer: {label}"),
-             "layer_sparsity", "Share of exactly-zero weights per layer.", "layers")
+             f"layer_sparsity{suffix}", "Share of exactly-zero weights per layer.", "layers")
     a.figure(plots.weight_histograms(weights, f"Weight distribution per layer: {label}"),
-             "weight_histograms", "Histograms of the nonzero weights of each layer.", "layers")
+             f"weight_histograms{suffix}", "Histograms of the nonzero weights of each layer.",
+             "layers")
 
 
 def markdown_report(a: Analysis) -> None:

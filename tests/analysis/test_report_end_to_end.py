@@ -109,6 +109,21 @@ def test_sweet_spot_and_study_selection(sweep, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_layers_of_a_chosen_run_by_id_prefix_keep_the_sweet_spots_files(sweep, tmp_path) -> None:
+    uri, parent = sweep
+    runs = load_runs(Selection(sweep=parent, tracking_uri=uri))
+    chosen = runs.frame["run_id"].iloc[1]
+    a = run_command("layers", runs, Options(out=tmp_path, run_id=chosen[:10],
+                                            log_to_mlflow=False))
+    views = ("layer_bars", "layer_sparsity", "weight_histograms")
+    assert {f"{stem}_{chosen[:8]}" for stem in views} <= set(a.figures)
+    assert not set(views) & set(a.figures)  # the sweet spot's own files are left alone
+    assert (tmp_path / f"layers_{chosen[:8]}.csv").stat().st_size > 0
+    with pytest.raises(ConfigError, match="--run nope matches none of the 6 selected finished"):
+        run_command("layers", runs, Options(out=tmp_path, run_id="nope", log_to_mlflow=False))
+
+
+@pytest.mark.slow
 def test_latest_sweep_gets_a_folder_of_its_own(sweep) -> None:
     uri, parent = sweep
     selection = Selection(sweep="latest", tracking_uri=uri)
