@@ -60,7 +60,8 @@ class CheckSweepJobs(Callback):
             except (ConfigError, DatasetNotFoundError) as e:
                 # Hydra would turn an exception here into a warning and run the jobs anyway
                 values = " ".join(o for o in job if o.split("=", 1)[0] in swept)
-                print(f"error: job #{number} ({values}): {e}", file=sys.stderr)
+                print(f"error: job #{number}{f' ({values})' if values else ''}: {e}",
+                      file=sys.stderr)
                 sys.exit(2)
         log.debug("checked the configs of %d jobs", len(jobs))
 

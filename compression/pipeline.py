@@ -151,6 +151,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     quantized = quantizer.quantize(model, rc.quantization, session)
     session.timings["quantize_seconds"] = time.perf_counter() - t0
     engine = getattr(rc.quantization, "engine", None)
+    if getattr(rc.quantization, "backend", "torch_ao") != "torch_ao":
+        engine = None  # torchao picks its own kernels: no engine to name
     if mlrun is not None and engine is not None:  # `auto` is resolved by now: show the pick
         mlrun.set_tags({"quantization_engine": engine})
 
@@ -298,9 +300,11 @@ def log_run(
 def summary_line(rc: RunConfig, r: dict[str, float]) -> str:
     lat = (f" latency {r['latency_ms']:.3f}ms (speedup {r['speedup']:.2f}x, "
            f"batch {r['batch_speedup']:.2f}x)" if "latency_ms" in r else "")
+    q = rc.quantization
+    quant = q.mode + (f"/{q.bits}" if q.mode == "lowbit" else "")  # lowbit/4, lowbit/ternary
     return (
-        f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:g} "
-        f"quant={rc.quantization.mode}: acc {r['accuracy']:.4f} "
+        f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:.3g} "
+        f"quant={quant}: acc {r['accuracy']:.4f} "
         f"(baseline {r['baseline_accuracy']:.4f}, val {r['val_accuracy']:.4f}) "
         f"sparsity {r['sparsity']:.3f} size {int(r['size_bytes'])}B "
         f"(dense {int(r['dense_size_bytes'])}B, {r['compression_ratio']:.2f}x){lat} "

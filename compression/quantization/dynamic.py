@@ -51,6 +51,9 @@ class DynamicInt8Config(QuantizationConfig):
                     f"{self.backend}; allowed: {', '.join(allowed)} (conv: use "
                     "quantization=static_int8)"
                 )
+        if self.backend == "torchao" and self.engine != ao.DEFAULT_ENGINE:
+            raise ConfigError(f"quantization.engine={self.engine} applies to backend torch_ao; "
+                              "torchao picks its own kernels (leave the engine at its default)")
         if self.backend == "torchao" and not _torchao.available():
             raise ConfigError("quantization.backend=torchao needs the torchao package: "
                               f"{_torchao.INSTALL_HINT}")

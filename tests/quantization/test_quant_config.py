@@ -30,6 +30,8 @@ def test_every_mode_has_a_config_file_and_a_handler() -> None:
         (["quantization=lowbit", "quantization.granularity=row"], "quantization.granularity"),
         (["quantization=lowbit", "quantization.group_size=0"], "quantization.group_size=0"),
         (["quantization=lowbit", "quantization.backend=torchao"], "(for mode lowbit)"),
+        (["quantization=dynamic_int8", "quantization.backend=torchao",
+          "quantization.engine=onednn"], "quantization.engine=onednn applies to backend torch_ao"),
         (["quantization=dynamic_int8", "quantization.layers=[conv]"],
          "no dynamic int8 kernel in backend torch_ao; allowed: linear, lstm, gru"),
         (["quantization=dynamic_int8", "quantization.backend=torchao", "quantization.layers=[gru]"],
