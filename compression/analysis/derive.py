@@ -141,7 +141,12 @@ def describe(row: pd.Series) -> str:
     """A short configuration label for one run, e.g. `mlp unstructured@0.9 + dynamic_int8`."""
     method = row.get("pruning.method", "none")
     width = row.get("model.width", 1.0)
-    text = "dense" if method == "none" else f"{method}@{float(row.get('pruning.sparsity', 0)):.3g}"
+    sparsity = row.get("pruning.sparsity", 0)
+    try:
+        sparsity = f"{float(sparsity):.3g}"
+    except (TypeError, ValueError):  # a param logged as text (e.g. "None")
+        sparsity = str(sparsity)
+    text = "dense" if method == "none" else f"{method}@{sparsity}"
     if width != 1:
         text += f" x{width:g}"
     include = str(row.get("pruning.include", "['*']"))
