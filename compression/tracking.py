@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -145,13 +146,21 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
         return exp.experiment_id
 
 
+# What MLflow accepts in a param name (alphanumerics, _ - . space : /).
+PARAM_NAME = re.compile(r"[\w\-. :/]+")
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{'a': {'b': 1}} -> {'a.b': '1'}; lists are kept as their string form."""
+    """{'a': {'b': 1}} -> {'a.b': '1'}; lists are kept as their string form. A mapping whose keys
+    MLflow would not take as names (layer patterns such as `conv*` in pruning.overrides) is
+    kept whole as its string form, and so is an empty one ({}), so that it still shows."""
     out: dict[str, str] = {}
     for k, val in d.items():
         key = f"{prefix}{k}"
-        if isinstance(val, Mapping):
+        if isinstance(val, Mapping) and val and all(PARAM_NAME.fullmatch(str(x)) for x in val):
             out.update(flatten(val, key + "."))
+        elif isinstance(val, Mapping):
+            out[key] = str(dict(val))[:MAX_PARAM_LEN]
         else:
             out[key] = str(val)[:MAX_PARAM_LEN]
     return out

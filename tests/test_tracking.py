@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
-from compression import tracking
+from compression import pipeline, tracking
 from compression.errors import ConfigError
 
 
@@ -33,3 +34,24 @@ def test_sqlite_needs_no_server(tmp_path: Path) -> None:
 def test_redact_hides_only_the_password() -> None:
     assert tracking.redact("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
     assert tracking.redact("postgresql://me@db/x") == "postgresql://me@db/x"
+
+
+def test_flatten_keeps_mappings_with_pattern_keys_whole_so_mlflow_takes_the_names() -> None:
+    params = tracking.flatten({"pruning": {"method": "unstructured",
+                                           "overrides": {"fc3": 0, "conv*": 0.3},
+                                           "include": ["*"], "empty": {}},
+                               "model": {"kwargs": {"hidden": 32}}})
+    assert params == {"pruning.method": "unstructured",
+                      "pruning.overrides": "{'fc3': 0, 'conv*': 0.3}",
+                      "pruning.include": "['*']", "pruning.empty": "{}",
+                      "model.kwargs.hidden": "32"}
+    assert all(tracking.PARAM_NAME.fullmatch(k) for k in params)
+
+
+def test_a_run_with_pattern_overrides_logs_its_params(compose_cfg, tracking_uri) -> None:
+    pipeline.run(compose_cfg("pruning=unstructured", "pruning.sparsity=0.9",
+                             "pruning.overrides={fc3:0,fc*:0.3}", "measure.latency=false"))
+    client = MlflowClient(tracking_uri=tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("compression").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["pruning.overrides"] == "{'fc3': 0, 'fc*': 0.3}"
