@@ -40,7 +40,8 @@ class Selection:
         """A file-system-safe name for the output folder, e.g. `sweep-pareto-digits-mlp`;
         `sweep` is what `--sweep` resolved to (`latest` names no sweep for long)."""
         if self.sweep:
-            raw = f"sweep-{sweep or self.sweep}"
+            name = sweep or self.sweep
+            raw = name if name.startswith("sweep-") else f"sweep-{name}"  # unnamed studies
         elif self.experiment:
             raw = f"experiment-{self.experiment}"
         else:

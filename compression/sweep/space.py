@@ -16,6 +16,7 @@ parameters took given values, e.g. `quantization.bits` only when `quantization=l
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, Trial
 
 from compression.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 Value = None | bool | int | float | str
 
@@ -192,6 +195,9 @@ class SearchSpace:
                         f"study {study_name!r} was run with {key}: {_short(old)}, this sweep "
                         f"asks {_short(new)}; resume it with the same search space, or start "
                         "a new study (hydra.sweeper.study_name=...)") from None
+                if _short(old) != _short(new):  # Optuna allows it (a range zoomed in, say)
+                    log.warning("study %s was run with %s: %s, this sweep asks %s: its trials "
+                                "will mix both", study_name, key, _short(old), _short(new))
 
     def grid(self) -> list[dict[str, Value]]:
         """Every point of a discrete space, inactive conditional parameters left out (no

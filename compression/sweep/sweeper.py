@@ -96,15 +96,19 @@ class OptunaSweep:
 
         self._reap(study, parent, first=True)  # a killed earlier run of this study
         returns = []
-        while batch := self._ask(study, space, n_trials, parent):
-            with st.heartbeat([t for t, _ in batch], self.cfg.heartbeat_interval):
-                jobs = self._launch(study, batch)
-            self.job_idx += len(batch)
-            for (trial, _), job in zip(batch, jobs, strict=True):
-                self._tell(study, trial, job)
-            returns.append(jobs)
-            self._check_failures(study, n_trials)
-        self._check_failures(study, n_trials)  # also counts configs rejected while asking
+        try:
+            while batch := self._ask(study, space, n_trials, parent):
+                with st.heartbeat([t for t, _ in batch], self.cfg.heartbeat_interval):
+                    jobs = self._launch(study, batch)
+                self.job_idx += len(batch)
+                for (trial, _), job in zip(batch, jobs, strict=True):
+                    self._tell(study, trial, job)
+                returns.append(jobs)
+                self._check_failures(study, n_trials)
+            self._check_failures(study, n_trials)  # also counts configs rejected while asking
+        except SweepFailedError:
+            self._finish(study, sweep_dir, parent)  # the results so far, failures included
+            raise
         self._finish(study, sweep_dir, parent)
         return returns
 

@@ -136,6 +136,7 @@ def test_latest_sweep_gets_a_folder_of_its_own(sweep) -> None:
 def test_sweeps_with_a_common_prefix_get_distinct_folders() -> None:
     names = {Selection(sweep=s).name() for s in ("pareto-digits-mlp", "pareto-digits-lenet5")}
     assert names == {"sweep-pareto-digits-mlp", "sweep-pareto-digits-lenet5"}
+    assert Selection(sweep="sweep-20261129-1").name() == "sweep-20261129-1"  # unnamed study
 
 
 @pytest.mark.slow

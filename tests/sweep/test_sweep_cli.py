@@ -174,6 +174,9 @@ def test_too_many_failed_trials_stop_the_sweep_in_one_line(tmp_path: Path) -> No
                            "pruning.sparsity=1.5 is out of range"), line
     [parent] = runs(tmp_path)
     assert parent.info.status == "FAILED" and "exceed" in parent.data.tags["error"]
+    sweep_dir = Path(parent.data.tags["sweep_dir"])
+    assert {"optimization_results.yaml", "pareto.csv", "trials.csv"} <= {
+        p.name for p in sweep_dir.iterdir()}  # the results so far are written all the same
 
 
 def _running(pid: int) -> bool:

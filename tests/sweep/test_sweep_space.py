@@ -111,3 +111,18 @@ def test_a_study_resumed_with_a_contradicting_space_is_refused_up_front() -> Non
         "start a new study (hydra.sweeper.study_name=...)")
     with pytest.raises(ValueError, match="dynamic value space"):  # what Optuna would do later
         study.ask().suggest_categorical("quantization", ["none", "dynamic_int8", "static_int8"])
+
+
+def test_a_resumed_range_that_changed_is_warned_about(caplog) -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("pruning.sparsity", 0.3, 0.97)
+    study.tell(trial, 1.0)
+    with caplog.at_level("WARNING", logger="compression.sweep.space"):
+        SearchSpace.parse(["pruning.sparsity=interval(0.3,0.97)"]).check_compatible(
+            "s", study.trials)
+        assert caplog.text == ""
+        SearchSpace.parse(["pruning.sparsity=interval(0.1,0.2)"]).check_compatible(
+            "s", study.trials)
+    assert "was run with pruning.sparsity: float[0.3, 0.97], this sweep asks float[0.1, 0.2]" \
+        in caplog.text
