@@ -27,7 +27,7 @@ from compression.export import load_artifact, save_artifact, state_bytes
 from compression.models import build_model, check_fits
 from compression.pruning import PRUNERS, MaskSet
 from compression.pruning import check as check_pruning
-from compression.pruning.sparse_kernel import to_sparse_kernels
+from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
 from compression.quantization import QUANTIZERS
 from compression.training import evaluate, load_optimizer_machinery, train
 
@@ -95,6 +95,8 @@ def check(cfg: DictConfig | dict[str, Any]) -> tuple[RunConfig, data_mod.Splits]
     check_fits(fresh, splits.spec, rc.model)
     QUANTIZERS.get(rc.quantization.mode).handler.check(fresh, rc.quantization)
     check_pruning(fresh, rc.pruning, splits.spec.example_input(1))
+    if rc.pruning.sparse_kernel:
+        check_swappable(fresh, rc.pruning, splits.spec.example_input(1))
     return rc, splits
 
 
@@ -303,7 +305,7 @@ def summary_line(rc: RunConfig, r: dict[str, float]) -> str:
     q = rc.quantization
     quant = q.mode + (f"/{q.bits}" if q.mode == "lowbit" else "")  # lowbit/4, lowbit/ternary
     return (
-        f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:.3g} "
+        f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:.4g} "
         f"quant={quant}: acc {r['accuracy']:.4f} "
         f"(baseline {r['baseline_accuracy']:.4f}, val {r['val_accuracy']:.4f}) "
         f"sparsity {r['sparsity']:.3f} size {int(r['size_bytes'])}B "

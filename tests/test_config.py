@@ -51,7 +51,7 @@ def test_every_sweep_preset_composes(compose_cfg) -> None:
          "pruning.sparse_kernel_min=0 is out of range; allowed: (0, 1]"),
         (["pruning=unstructured", "pruning.sparse_kernel=true", "quantization=dynamic_int8"],
          "cannot be combined with quantization.mode=dynamic_int8"),
-        (["pruning=structured", "+pruning.sparse_kernel=true"],
+        (["pruning=structured", "pruning.sparse_kernel=true"],
          "pruning.method=structured removes whole channels"),
         (["+pruning.sparse_kernel=true"], "pruning.method=none keeps the model dense"),
         (["pruning=lowrank", "+pruning.sparse_kernel=true"], "factorizes layers"),

@@ -143,7 +143,7 @@ def describe(row: pd.Series) -> str:
     width = row.get("model.width", 1.0)
     sparsity = row.get("pruning.sparsity", 0)
     try:
-        sparsity = f"{float(sparsity):.3g}"
+        sparsity = f"{float(sparsity):.4g}"
     except (TypeError, ValueError):  # a param logged as text (e.g. "None")
         sparsity = str(sparsity)
     text = "dense" if method == "none" else f"{method}@{sparsity}"

@@ -64,7 +64,8 @@ class PruningConfig:
         if self.sparse_kernel and self.no_zeros_because():
             raise ConfigError(f"pruning.sparse_kernel=true needs zero weights to skip, and "
                               f"pruning.method={self.method} {self.no_zeros_because()}; use it "
-                              "with unstructured, random, block, nm or mask")
+                              "with unstructured, random, block, nm, mask, or structured with "
+                              "pruning.physical=false")
 
     def no_zeros_because(self) -> str:
         """Why this method's result holds no zero weights for a sparse kernel ('' if it does)."""

@@ -17,12 +17,14 @@ and the per-layer `bytes` count.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
+from compression.errors import ConfigError
 from compression.pruning.base import PruneSession, PruningConfig, select_layers
 from compression.transforms import register_transform
 
@@ -58,11 +60,19 @@ class SparseLinear(nn.Module):
         return m
 
     def _set_weight(self, weight: torch.Tensor) -> None:
-        csr = _csr(weight.float())
+        dtype = self.bias.dtype if self.bias is not None else torch.float32
+        csr = _csr(weight.detach().to(dtype))
         self.register_buffer("crow_indices", csr.crow_indices(), persistent=False)
         self.register_buffer("col_indices", csr.col_indices(), persistent=False)
         self.register_buffer("values", csr.values(), persistent=False)
         self._matrix = csr
+
+    def _apply(self, fn: Any, recurse: bool = True) -> SparseLinear:
+        """.to() / .double() / ... convert the buffers; the CSR view is rebuilt on them."""
+        super()._apply(fn, recurse)
+        self._matrix = torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.values,
+                                               (self.out_features, self.in_features))
+        return self
 
     def weight(self) -> torch.Tensor:
         return self._matrix.to_dense()
@@ -109,7 +119,10 @@ class SparseLinear(nn.Module):
                                       unexpected_keys, error_msgs)
 
     def __deepcopy__(self, memo: dict) -> SparseLinear:
+        """A copy whose CSR view shares storage with its own buffers (a plain deepcopy would
+        copy the view separately). Hooks are not copied."""
         twin = SparseLinear(self.in_features, self.out_features, self.bias is not None)
+        memo[id(self)] = twin
         twin._set_weight(self.weight())
         if self.bias is not None:
             twin.bias = nn.Parameter(self.bias.detach().clone(), requires_grad=False)
@@ -126,11 +139,30 @@ def sparse_layers(model: nn.Module, cfg: PruningConfig) -> list[str]:
     """Selected Linear layers whose weight is at least `cfg.sparse_kernel_min` zeros."""
     chosen = []
     for name, m in select_layers(model, cfg).items():
-        if isinstance(m, nn.Linear):
+        if type(m) is nn.Linear:  # not subclasses (attention's out_proj reads .weight itself)
             zeros = float((m.weight == 0).float().mean())
             if zeros >= cfg.sparse_kernel_min:
                 chosen.append(name)
     return chosen
+
+
+def check_swappable(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -> None:
+    """Before training: swap every selected Linear of a copy (whatever its sparsity) and run it
+    once, so a model that reads a Linear's `.weight` itself (tied weights, F.linear(x,
+    self.fc.weight)) fails now, in one line, not after training."""
+    twin = copy.deepcopy(model).eval()
+    for name, m in select_layers(twin, cfg).items():
+        if type(m) is nn.Linear:
+            twin.set_submodule(name, SparseLinear.from_linear(m))
+    try:
+        with torch.no_grad():
+            twin(example)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"pruning.sparse_kernel=true: the model does not run with its Linear "
+                          f"layers swapped for sparse ones ({type(e).__name__}: {first}); it "
+                          "may read a layer's weight itself; exclude such layers "
+                          "(pruning.exclude=[...])") from None
 
 
 def to_sparse_kernels(model: nn.Module, cfg: PruningConfig, session: PruneSession) -> nn.Module:

@@ -107,7 +107,10 @@ class OptunaSweep:
                 self._check_failures(study, n_trials)
             self._check_failures(study, n_trials)  # also counts configs rejected while asking
         except SweepFailedError:
-            self._finish(study, sweep_dir, parent)  # the results so far, failures included
+            try:
+                self._finish(study, sweep_dir, parent)  # the results so far, failures included
+            except Exception as e:  # e.g. the MLflow store that made the trials fail
+                log.warning("could not write or log the results so far: %s", e)
             raise
         self._finish(study, sweep_dir, parent)
         return returns

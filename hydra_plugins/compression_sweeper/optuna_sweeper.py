@@ -29,7 +29,10 @@ def _one_line_errors() -> Iterator[None]:
         sys.exit(2)
     except SweepFailedError as e:  # too many failed trials: the sweep stops, the study stays
         print(f"error: {e}", file=sys.stderr)
-        MlflowParentRun.tag_active({"error": str(e)[:5000]})  # ended FAILED at exit
+        try:
+            MlflowParentRun.tag_active({"error": str(e)[:5000]})  # ended FAILED at exit
+        except Exception as tag_error:  # the store may be why trials failed: keep the one line
+            print(f"warning: could not tag the MLflow parent run: {tag_error}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -11,10 +11,11 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from compression import pipeline
+from compression.errors import ConfigError
 from compression.export import load_artifact, state_bytes
 from compression.metrics import layer_stats, sparsity
 from compression.models import build_model
-from compression.pruning.sparse_kernel import SparseLinear, sparse_layers
+from compression.pruning.sparse_kernel import SparseLinear, check_swappable, sparse_layers
 
 
 def _sparse_linear(out: int, inp: int, zeros: float, bias: bool = True) -> nn.Linear:
@@ -95,3 +96,39 @@ def test_pipeline_runs_sparse_kernels_and_reloads_them(compose_cfg, tracking_uri
     model, meta = load_artifact(local)
     assert meta["transforms"] == [{"kind": "sparse_linear", "layers": ["fc1", "fc2", "fc3"]}]
     assert all(isinstance(model.get_submodule(n), SparseLinear) for n in ("fc1", "fc2", "fc3"))
+
+
+def test_dtype_conversion_keeps_the_csr_view_in_step() -> None:
+    lin = _sparse_linear(6, 9, 0.8)
+    sparse = SparseLinear.from_linear(lin).double()
+    x = torch.randn(3, 9, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x), lin.double()(x))
+    sparse.load_state_dict(sparse.state_dict())  # reloading keeps the module's dtype
+    assert sparse.values.dtype == torch.float64 and sparse(x).dtype == torch.float64
+
+
+class _Tied(nn.Module):
+    """Reads its Linear's weight itself: a sparse kernel cannot stand in for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flatten, self.fc = nn.Flatten(), nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(self.flatten(x), self.fc.weight) + self.fc(
+            self.flatten(x))
+
+
+def test_models_that_read_a_linears_weight_are_refused_before_training(make_session) -> None:
+    session = make_session("pruning=unstructured", "pruning.sparse_kernel=true")
+    example = session.data.spec.example_input(1)
+    with pytest.raises(ConfigError, match="the model does not run with its Linear layers "
+                                          "swapped for sparse ones"):
+        check_swappable(_Tied(), session.rc.pruning, example)
+    check_swappable(build_model(session.rc.model, session.data.spec), session.rc.pruning,
+                    example)
+    attention = nn.MultiheadAttention(8, 2)
+    with torch.no_grad():
+        attention.out_proj.weight.zero_()  # sparse enough, but a Linear subclass read directly
+    assert sparse_layers(nn.Sequential(attention), session.rc.pruning) == []
