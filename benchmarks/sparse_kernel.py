@@ -26,7 +26,7 @@ from compression.data import DataSpec
 from compression.export import state_bytes
 from compression.metrics import latency_side_by_side, retain_freed_memory
 from compression.models import ModelConfig, build_model
-from compression.pruning.sparse_kernel import SparseLinear
+from compression.pruning.sparse_kernel import swap_
 from compression.pruning.unstructured import magnitude_masks
 
 
@@ -53,9 +53,7 @@ def main() -> None:
         masked = copy.deepcopy(dense)
         masks = magnitude_masks({n: masked.get_submodule(n) for n in linear}, s, "layer")
         masks.apply(masked)
-        csr = copy.deepcopy(masked)
-        for name in linear:
-            csr.set_submodule(name, SparseLinear.from_linear(csr.get_submodule(name)))
+        csr = swap_(copy.deepcopy(masked), linear)
         for batch, repeats in ((1, args.repeats), (args.batch, max(20, args.repeats // 5))):
             x = torch.randn(batch, 1, args.image_size, args.image_size)
             with torch.inference_mode():

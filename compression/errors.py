@@ -7,3 +7,11 @@ class ConfigError(ValueError):
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing; the message says how to get them."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, for a one-line error. A SQLAlchemy error's
+    driver message (`orig`) is preferred; every line after the first (SQLAlchemy's
+    "(Background on this error at: ...)", say) is dropped."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    return (text.splitlines() or [repr(e)])[0][:limit]

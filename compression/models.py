@@ -15,7 +15,7 @@ from torch import nn
 
 from compression import validation as v
 from compression.data import DataSpec
-from compression.errors import ConfigError
+from compression.errors import ConfigError, first_line
 from compression.registry import registrar
 
 ModelFactory = Callable[..., nn.Module]
@@ -77,9 +77,8 @@ def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
         with torch.no_grad():
             out = model.eval()(torch.zeros(shape))
     except Exception as e:  # any failure of a user's forward: say which and where
-        first = (str(e).strip().splitlines() or [""])[0][:300]
         raise ConfigError(f"{what} cannot run on {spec.name} inputs of shape {shape}: "
-                          f"{type(e).__name__}: {first}") from None
+                          f"{type(e).__name__}: {first_line(e)}") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, spec.num_classes):

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from compression import paths
 from compression import validation as v
-from compression.errors import ConfigError
+from compression.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,8 @@ def check_reachable(uri: str) -> None:
                 pass
             engine.dispose()
         except (ImportError, sqlalchemy.exc.SQLAlchemyError) as e:
-            first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [repr(e)])[0]
             raise ConfigError(f"tracking.uri={redact(uri)}: cannot connect to the MLflow "
-                              f"database: {first}") from None
+                              f"database: {first_line(e)}") from None
 
 
 def client_for(uri: str | None) -> MlflowClient:

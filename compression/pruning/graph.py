@@ -59,8 +59,14 @@ class Group:
     blocked: str | None = None  # unsafe: channels reach an op structured pruning cannot handle
 
     @property
+    def maskable(self) -> bool:
+        """Its producers' channels may be zeroed: any group but the model's interface."""
+        return self.frozen is None and bool(self.producers)
+
+    @property
     def removable(self) -> bool:
-        return self.frozen is None and self.blocked is None and bool(self.producers)
+        """Its channels may be sliced out of every layer they reach."""
+        return self.maskable and self.blocked is None
 
 
 class _Space:

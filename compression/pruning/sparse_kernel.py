@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.errors import ConfigError
+from compression.errors import ConfigError, first_line
 from compression.pruning.base import PruneSession, PruningConfig, select_layers
 from compression.transforms import register_transform
 
@@ -146,21 +146,26 @@ def sparse_layers(model: nn.Module, cfg: PruningConfig) -> list[str]:
     return chosen
 
 
+def swap_(model: nn.Module, names: list[str]) -> nn.Module:
+    """Replace the Linear layers `names` of `model` by SparseLinear (in place; returns it)."""
+    for name in names:
+        model.set_submodule(name, SparseLinear.from_linear(model.get_submodule(name)))
+    return model
+
+
 def check_swappable(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -> None:
     """Before training: swap every selected Linear of a copy (whatever its sparsity) and run it
     once, so a model that reads a Linear's `.weight` itself (tied weights, F.linear(x,
     self.fc.weight)) fails now, in one line, not after training."""
     twin = copy.deepcopy(model).eval()
-    for name, m in select_layers(twin, cfg).items():
-        if type(m) is nn.Linear:
-            twin.set_submodule(name, SparseLinear.from_linear(m))
+    swap_(twin, [n for n, m in select_layers(twin, cfg).items() if type(m) is nn.Linear])
     try:
         with torch.no_grad():
             twin(example)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
         raise ConfigError(f"pruning.sparse_kernel=true: the model does not run with its Linear "
-                          f"layers swapped for sparse ones ({type(e).__name__}: {first}); it "
+                          f"layers swapped for sparse ones ({type(e).__name__}: "
+                          f"{first_line(e, 200)}); it "
                           "may read a layer's weight itself; exclude such layers "
                           "(pruning.exclude=[...])") from None
 
@@ -169,8 +174,7 @@ def to_sparse_kernels(model: nn.Module, cfg: PruningConfig, session: PruneSessio
     """Swap the layers `sparse_layers` picks for SparseLinear (in place; returns `model`) and
     record the swap for the artifact loader."""
     names = sparse_layers(model, cfg)
-    for name in names:
-        model.set_submodule(name, SparseLinear.from_linear(model.get_submodule(name)))
+    swap_(model, names)
     session.transforms.append({"kind": KIND, "layers": names})
     session.extra_metrics["sparse_kernel_layers"] = float(len(names))
     return model

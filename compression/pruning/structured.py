@@ -28,7 +28,6 @@ from compression.pruning.base import (
     PRUNERS,
     MaskSet,
     PruneSession,
-    PruningConfig,
     layer_targets,
     register_check,
 )
@@ -78,7 +77,7 @@ def active_groups(groups: list[Group], targets: dict[str, float], physical: bool
                 f" safe: they reach {g.blocked}; exclude it (pruning.exclude=[{chosen[0]}]) or "
                 "mask channels instead of removing them (pruning.physical=false)"
             )
-        usable = g.removable or (not physical and g.frozen is None and bool(g.producers))
+        usable = g.removable if physical else g.maskable
         if chosen and usable and len(chosen) == len(g.producers):
             active.append(i)
     return active
@@ -168,15 +167,14 @@ class Channels:
         return MaskSet()  # nothing left to mask: the channels are gone
 
 
-def _groups_for(model: nn.Module, cfg: PruningConfig, example: torch.Tensor
+def _groups_for(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor
                 ) -> tuple[list[Group], list[int]]:
     groups = channel_groups(model, example)
-    physical = getattr(cfg, "physical", True)  # remove_channels_ passes a StructuredConfig
-    return groups, active_groups(groups, layer_targets(model, cfg), physical)
+    return groups, active_groups(groups, layer_targets(model, cfg), cfg.physical)
 
 
 @register_check("structured")
-def check_structured(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -> None:
+def check_structured(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor) -> None:
     _groups_for(model, cfg, example)
 
 

@@ -18,7 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from compression import paths
-from compression.errors import ConfigError
+from compression.errors import ConfigError, first_line
 from compression.sweep.config import SweeperConfig
 from compression.sweep.samplers import make_sampler
 from compression.tracking import redact
@@ -50,9 +50,8 @@ def make_storage(url: str | None) -> BaseStorage:
         try:
             return RDBStorage(resolved)
         except Exception as e:  # bad driver, unreachable server: one line, before training
-            # SQLAlchemy appends "(Background on this error at: ...)" on a line of its own
-            first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [repr(e)])[0]
-            raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: {first}") from None
+            raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: "
+                              f"{first_line(e)}") from None
     Path(resolved).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(resolved))
 
