@@ -5,6 +5,12 @@ class ConfigError(ValueError):
     """A configuration value is invalid; raised before any training starts."""
 
 
+class ArtifactError(ConfigError):
+    """A model file cannot be loaded: corrupt, foreign, or asking for code the caller did not
+    name (a user factory is only ever called when the caller's own config names it). A
+    ConfigError, so every command line prints it as its one-line error."""
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing; the message says how to get them."""
 

@@ -44,7 +44,8 @@ from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from compression.data import DataSpec
-from compression.models import ModelConfig, build_model
+from compression.errors import ArtifactError, ConfigError, first_line
+from compression.models import MODELS, ModelConfig, build_model
 from compression.quantization import QUANTIZERS, QuantizationConfig
 from compression.transforms import TRANSFORMS
 
@@ -169,19 +170,27 @@ def _encode_entry(key: str, value: Any, sparse: bool) -> tuple[dict, dict[str, t
     return {**q, **info}, {**tensors, **extra}
 
 
+def _dtype(name: Any) -> torch.dtype:
+    """A dtype named in the header; only ever a torch.dtype (the name is file content)."""
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype):
+        raise ArtifactError(f"unknown dtype {name!r} in the header")
+    return dtype
+
+
 def _decode_entry(key: str, info: dict, tensors: dict[str, torch.Tensor]) -> Any:
     kind = info["kind"]
     if kind == "none":
         return None
     if kind == "dtype":
-        return getattr(torch, info["dtype"])
+        return _dtype(info["dtype"])
     if kind == "tensor":
         return _decode_plain(key, info, tensors)
     fill = None
     if info.get("fill") == "zero_point":
         fill = _zero_point_fill(info["shape"], info, tensors.get(f"{key}::zero_points"))
     ints = _decode_plain(key, info, tensors, fill)
-    qdtype = getattr(torch, info["qdtype"])
+    qdtype = _dtype(info["qdtype"])
     if info["scheme"] == "per_tensor":
         q = torch._make_per_tensor_quantized_tensor(ints, info["scale"], info["zero_point"])
     else:
@@ -229,28 +238,91 @@ def save_artifact(
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
+    """The artifact's header. Anything that is not a readable artifact of this format (a
+    truncated or foreign file, a malformed header) is an ArtifactError, one line."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own errors for a corrupt file
+        raise ArtifactError(f"{path} is not a readable model file: {first_line(e)}") from None
     if META_KEY not in header:
-        raise ValueError(f"{path} is not a compression artifact (no '{META_KEY}' header)")
-    meta = json.loads(header[META_KEY])
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: unsupported artifact format {meta.get('format')!r}")
+        raise ArtifactError(f"{path} is not a compression artifact (no '{META_KEY}' header)")
+    try:
+        meta = json.loads(header[META_KEY])
+    except ValueError as e:
+        raise ArtifactError(f"{path}: malformed '{META_KEY}' header: {first_line(e)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ArtifactError(f"{path}: unsupported artifact format {got!r}")
     return meta
 
 
-def load_artifact(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model recorded in `path` and load its weights; returns (model, header)."""
+def trusted_model_config(recorded: Any, given: ModelConfig | None, path: Path) -> ModelConfig:
+    """The model config an artifact is rebuilt from, without ever calling a callable that only
+    the file names. A built-in model is looked up in the registry (a closed set of classes). A
+    user factory (`_target_` in the header) is called only when the caller's own config names
+    the same factory (`given`): the file supplies data (its keyword arguments), never code."""
+    if not isinstance(recorded, dict):
+        raise ArtifactError(f"{path}: malformed header: 'model' is not a mapping")
+    target = recorded.get("_target_")
+    if target is None:
+        name = recorded.get("name")
+        if name not in MODELS:
+            raise ArtifactError(f"{path}: the header names model {name!r}, which is not a "
+                                f"built-in model ({', '.join(sorted(MODELS))})")
+        if given is not None and (given.target is not None or given.name != name):
+            raise ArtifactError(f"{path} holds the built-in model {name!r}, not the "
+                                f"{given.target or given.name!r} the caller asked for")
+        try:
+            return ModelConfig.from_dict(recorded)
+        except ConfigError as e:
+            raise ArtifactError(f"{path}: malformed header: {e}") from None
+    if given is None or given.target != target:
+        named = f"{given.target or given.name!r}" if given else "no factory"
+        raise ArtifactError(
+            f"{path} names the model factory {target!r} but the caller named {named}; a loader "
+            f"never calls code named by a file: pass model._target_={target} (analyze.py) or "
+            "model=<your factory> (compression.load) if you trust it")
+    try:
+        cfg = ModelConfig.from_dict(recorded)
+    except ConfigError as e:
+        raise ArtifactError(f"{path}: malformed header: {e}") from None
+    if given.kwargs and given.kwargs != cfg.kwargs:
+        raise ArtifactError(f"{path} was built by {target} with {cfg.kwargs}, not with the "
+                            f"caller's {given.kwargs}")
+    return cfg
+
+
+def load_artifact(path: Path, model: ModelConfig | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model recorded in `path` and load its weights; returns (model, header).
+
+    `model`: the caller's own model config. Needed (and checked against the header) when the
+    artifact holds a user `_target_` model; built-in models load without it. Everything that
+    cannot be loaded is an ArtifactError (one line)."""
     meta = read_meta(path)
+    model_cfg = trusted_model_config(meta.get("model"), model, path)
+    try:
+        return _rebuild(path, meta, model_cfg), meta
+    except ArtifactError:
+        raise
+    except Exception as e:  # a corrupt or tampered file: one line, never a traceback
+        raise ArtifactError(f"{path} cannot be loaded: {type(e).__name__}: "
+                            f"{first_line(e)}") from None
+
+
+def _rebuild(path: Path, meta: dict[str, Any], model_cfg: ModelConfig) -> nn.Module:
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
-    model = build_model(ModelConfig.from_dict(meta["model"]), DataSpec(**meta["spec"]))
+    spec = DataSpec(**meta["spec"])
+    model = build_model(model_cfg, spec)
     import compression.pruning  # noqa: F401  (registers the pruning methods' transforms)
 
     for t in meta["transforms"]:
+        if t.get("kind") not in TRANSFORMS:  # a closed registry, like the models'
+            raise ArtifactError(f"{path}: unknown transform {t.get('kind')!r} in the header")
         model = TRANSFORMS[t["kind"]](model, t)
     qcfg = QUANTIZERS.build_config(meta["quantization"])
-    example = DataSpec(**meta["spec"]).example_input(1)  # graph-mode skeletons trace with it
+    example = spec.example_input(1)  # graph-mode skeletons trace with it
     model = QUANTIZERS.get(qcfg.mode).handler.skeleton(model, qcfg, example)
     # Quantized modules pick their loading path from the state_dict's version metadata, so the
     # rebuilt dict carries the skeleton's `_metadata` (an OrderedDict attribute, as torch does).
@@ -276,4 +348,4 @@ def load_artifact(path: Path) -> tuple[nn.Module, dict[str, Any]]:
             state[key] = _decode_entry(key, info, tensors)
     model.load_state_dict(state, strict=True)
     model.eval()
-    return model, meta
+    return model

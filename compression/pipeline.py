@@ -167,7 +167,7 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     dense_file = out_dir / "dense_fp32.safetensors"
     save_artifact(baseline.model, dense_file, model_cfg=rc.model, spec=splits.spec,
                   quant_cfg=QUANTIZERS.build_config({"mode": "none"}), sparse=False)
-    final, _ = load_artifact(artifact)  # everything below measures the reloaded artifact
+    final, _ = load_artifact(artifact, rc.model)  # everything below measures the reloaded artifact
 
     t0 = time.perf_counter()
     results, rows = measure(rc, splits, baseline, pruned_fp32, final, quantizer.cast_input)

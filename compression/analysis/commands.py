@@ -13,13 +13,22 @@ from compression.analysis.profile import compose_run_config, profile_overrides, 
 from compression.analysis.report import Analysis, Options, layer_views, run_command
 from compression.analysis.runs import RunTable, load_runs
 from compression.analysis.selection import Selection
-from compression.models import build_model
+from compression.models import ModelConfig, build_model
 
 
 def _options(args: argparse.Namespace, out: Path) -> Options:
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     return Options(out=out, tolerance=args.tolerance, by=args.by, formats=formats,
-                   log_to_mlflow=not args.no_log, run_id=args.run, select_on=args.select_on)
+                   log_to_mlflow=not args.no_log, run_id=args.run, select_on=args.select_on,
+                   model=_trusted_model(args.overrides))
+
+
+def _trusted_model(overrides: list[str]) -> ModelConfig | None:
+    """The model the user names on this command line (`model._target_=pkg.fn`, `model=custom`):
+    the only factory a run's artifact may be rebuilt with."""
+    if not any(o.lstrip("+~").split("=", 1)[0].split(".")[0] == "model" for o in overrides):
+        return None
+    return compose_run_config(overrides).model
 
 
 def _written(out: Path) -> list[Path]:

@@ -14,6 +14,7 @@ from torch import nn
 from compression.data import DataSpec
 from compression.export import load_artifact
 from compression.metrics import PRUNABLE_TYPES, dense_weight, flops_per_layer, layer_stats
+from compression.models import ModelConfig
 
 LAYER_COLUMNS = ["layer", "type", "params", "weight_numel", "weight_zeros", "sparsity",
                  "nonzero_params", "bytes", "artifact_bytes", "flops"]
@@ -26,11 +27,14 @@ def run_layers(client: MlflowClient, run_id: str) -> pd.DataFrame:
         return pd.read_csv(path)
 
 
-def run_model(client: MlflowClient, run_id: str) -> nn.Module:
-    """The run's exported artifact, rebuilt and loaded (what the run evaluated)."""
+def run_model(client: MlflowClient, run_id: str, model_cfg: ModelConfig | None = None
+              ) -> nn.Module:
+    """The run's exported artifact, rebuilt and loaded (what the run evaluated). A user
+    `_target_` model loads only when `model_cfg` (the analysis command's own overrides, never
+    the run's files) names the same factory."""
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "model/model.safetensors", tmp)
-        model, _ = load_artifact(Path(path))
+        model, _ = load_artifact(Path(path), model_cfg)
     return model
 
 

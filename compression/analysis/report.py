@@ -25,7 +25,8 @@ from compression.analysis.derive import derive
 from compression.analysis.pareto import FRONTS, pareto_mask
 from compression.analysis.runs import RunTable
 from compression.analysis.sweet_spot import CRITERIA, DROPS, SweetSpot, sweet_spot
-from compression.errors import ConfigError
+from compression.errors import ArtifactError, ConfigError
+from compression.models import ModelConfig
 
 log = logging.getLogger(__name__)
 ARTIFACT_DIR = "analysis"  # folder of the parent run's artifacts holding the analysis
@@ -40,6 +41,9 @@ class Options:
     log_to_mlflow: bool = True  # upload the outputs to the sweep's parent run
     run_id: str | None = None  # `layers`: the run to show (default: the sweet spot)
     select_on: str = "val"  # the accuracy drop that qualifies the sweet spot: val or test
+    # The user's own model config from the command line (`model._target_=pkg.fn`): the only
+    # factory a run's artifact may be rebuilt with (never one the run's files name).
+    model: ModelConfig | None = None
 
     def __post_init__(self) -> None:
         v.in_range("--tolerance", self.tolerance, 0, 1)
@@ -187,7 +191,14 @@ def layers(a: Analysis) -> None:
     client = a.client()
     layer_table = L.run_layers(client, run_id)
     label = _run_label(a, run_id)
-    layer_views(a, layer_table, L.layer_weights(L.run_model(client, run_id)), label, suffix)
+    try:
+        weights = L.layer_weights(L.run_model(client, run_id, a.opts.model))
+    except ArtifactError as e:
+        if a.opts.run_id:
+            raise  # asked for this run: its one-line refusal is the answer
+        print(f"note: no weight histograms: {e}")
+        weights = {}
+    layer_views(a, layer_table, weights, label, suffix)
     a.text["layers"] = f"Run `{run_id}` ({label}):\n\n" + tables.markdown(layer_table)
 
 
@@ -214,9 +225,10 @@ def layer_views(a: Analysis, layer_table: pd.DataFrame, weights: dict, label: st
              f"layer_bars{suffix}", "Parameters and bytes per layer.", "layers")
     a.figure(plots.layer_sparsity(layer_table, f"Sparsity per layer: {label}"),
              f"layer_sparsity{suffix}", "Share of exactly-zero weights per layer.", "layers")
-    a.figure(plots.weight_histograms(weights, f"Weight distribution per layer: {label}"),
-             f"weight_histograms{suffix}", "Histograms of the nonzero weights of each layer.",
-             "layers")
+    if weights:  # none when the run's model could not be loaded safely
+        a.figure(plots.weight_histograms(weights, f"Weight distribution per layer: {label}"),
+                 f"weight_histograms{suffix}",
+                 "Histograms of the nonzero weights of each layer.", "layers")
 
 
 def markdown_report(a: Analysis) -> None:
