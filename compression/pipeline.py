@@ -49,6 +49,7 @@ class Session:
     extra_metrics: dict[str, float] = field(default_factory=dict)
     # Per-layer figures a stage records (e.g. quantization error), written to the layer CSV.
     layer_extra: dict[str, dict[str, float]] = field(default_factory=dict)
+    teacher: nn.Module | None = None  # the dense baseline, for finetune.distill
 
     def finetune(self, model: nn.Module, masks: MaskSet | None = None, epochs: int | None = None,
                  lr: float | None = None) -> None:
@@ -59,8 +60,10 @@ class Session:
             return
         load_optimizer_machinery()
         t0 = time.perf_counter()
+        distillation = self.rc.finetune.teacher_loss()
         train(model, self.data, self.rc.train, epochs=epochs, lr=lr or self.rc.finetune.lr,
-              seed=self.rc.seed + 1, after_step=masks.after_step(model), desc="finetune")
+              seed=self.rc.seed + 1, after_step=masks.after_step(model), desc="finetune",
+              teacher=self.teacher if distillation else None, distillation=distillation)
         self.timings["finetune_seconds"] = (
             self.timings.get("finetune_seconds", 0.0) + time.perf_counter() - t0
         )
@@ -134,6 +137,7 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
 
     baseline = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir)
     torch.manual_seed(rc.seed)  # pruning / fine-tuning randomness independent of cache state
+    session.teacher = baseline.model.eval()  # never trained further: a deep copy is pruned
     model = copy.deepcopy(baseline.model)
     session.masks = PRUNERS.get(rc.pruning.method).handler(model, rc.pruning, session)
     model.eval()

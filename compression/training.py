@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -50,14 +51,41 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Fine-tuning after pruning (same optimizer and batch size as `train`)."""
+    """Fine-tuning after pruning (same optimizer and batch size as `train`), optionally
+    distilled from the dense baseline (Hinton et al. 2015: logits softened by `temperature`)."""
 
     epochs: int = 5
     lr: float = 1e-3
+    distill: bool = False  # the dense baseline teaches (fine-tuning and QAT alike)
+    alpha: float = 0.5  # weight of the distillation term; 1 - alpha stays on the labels
+    temperature: float = 4.0
 
     def __post_init__(self) -> None:
         v.in_range("finetune.epochs", self.epochs, 0, None, integer=True)
         v.in_range("finetune.lr", self.lr, 0, None, lo_open=True)
+        v.one_of("finetune.distill", self.distill, [True, False])
+        v.in_range("finetune.alpha", self.alpha, 0, 1)
+        v.in_range("finetune.temperature", self.temperature, 0, 100, lo_open=True)
+
+    def teacher_loss(self) -> Distillation | None:
+        return Distillation(self.alpha, self.temperature) if self.distill else None
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Logit distillation: (1 - alpha) * CE(student, labels) + alpha * T^2 * KL(teacher_T ||
+    student_T), softmaxes at temperature T; T^2 keeps the soft term's gradients on the scale
+    of the hard one's as T grows."""
+
+    alpha: float
+    temperature: float
+
+    def __call__(self, hard: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor
+                 ) -> torch.Tensor:
+        t = self.temperature
+        soft = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                        reduction="batchmean", log_target=True)
+        return (1 - self.alpha) * hard + self.alpha * t * t * soft
 
 
 SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
@@ -84,8 +112,11 @@ def train(
     seed: int = 0,
     after_step: StepHook | None = None,
     desc: str = "train",
+    teacher: nn.Module | None = None,
+    distillation: Distillation | None = None,
 ) -> None:
-    """Train `model` in place on `data.train_*`; `after_step` keeps e.g. pruning masks applied."""
+    """Train `model` in place on `data.train_*`; `after_step` keeps e.g. pruning masks applied;
+    with `teacher` and `distillation` the loss also follows the teacher's softened logits."""
     epochs = cfg.epochs if epochs is None else epochs
     opt = OPTIMIZERS[cfg.optimizer](
         [p for p in model.parameters() if p.requires_grad],
@@ -103,7 +134,12 @@ def train(
     for epoch in range(epochs):
         for x, y in batches(data.train_x, data.train_y, cfg.batch_size, gen):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            out = model(x)
+            loss = loss_fn(out, y)
+            if teacher is not None and distillation is not None:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = distillation(loss, out, target)
             loss.backward()
             opt.step()
             if scheduler is not None:
