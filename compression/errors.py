@@ -21,3 +21,16 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     "(Background on this error at: ...)", say) is dropped."""
     text = str(getattr(e, "orig", None) or e).strip()
     return (text.splitlines() or [repr(e)])[0][:limit]
+
+
+class TrialPruned(Exception):
+    """A sweep's pruner stopped this trial early (its validation accuracy could not catch up).
+    Not a failure: the MLflow run ends KILLED with tag trial_state=PRUNED and the Optuna trial
+    PRUNED. Defined here, not as optuna.TrialPruned, so tracking needs no Optuna import."""
+
+    def __init__(self, message: str, step: int = -1, value: float = float("nan")) -> None:
+        super().__init__(message)
+        self.step, self.value = step, value
+
+    def __reduce__(self) -> tuple:  # pickled back from joblib workers with its fields
+        return (type(self), (str(self), self.step, self.value))

@@ -29,6 +29,7 @@ from compression.pruning import PRUNERS, MaskSet
 from compression.pruning import check as check_pruning
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
 from compression.quantization import QUANTIZERS
+from compression.sweep.pruners import TrialReporter
 from compression.training import evaluate, load_optimizer_machinery, train
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ class Session:
     # Per-layer figures a stage records (e.g. quantization error), written to the layer CSV.
     layer_extra: dict[str, dict[str, float]] = field(default_factory=dict)
     teacher: nn.Module | None = None  # the dense baseline, for finetune.distill
+    # A sweep's pruner: val accuracy after every fine-tuning epoch, numbered across the run's
+    # fine-tuning passes (iterative rounds, QAT), so the steps of every trial line up.
+    reporter: TrialReporter | None = None
+    epochs_done: int = 0
 
     def finetune(self, model: nn.Module, masks: MaskSet | None = None, epochs: int | None = None,
                  lr: float | None = None) -> None:
@@ -63,10 +68,16 @@ class Session:
         distillation = self.rc.finetune.teacher_loss()
         train(model, self.data, self.rc.train, epochs=epochs, lr=lr or self.rc.finetune.lr,
               seed=self.rc.seed + 1, after_step=masks.after_step(model), desc="finetune",
-              teacher=self.teacher if distillation else None, distillation=distillation)
+              teacher=self.teacher if distillation else None, distillation=distillation,
+              after_epoch=self._report if self.reporter is not None else None)
         self.timings["finetune_seconds"] = (
             self.timings.get("finetune_seconds", 0.0) + time.perf_counter() - t0
         )
+
+    def _report(self, model: nn.Module) -> None:
+        assert self.reporter is not None
+        self.epochs_done += 1
+        self.reporter.report(evaluate(model, self.data.val_x, self.data.val_y), self.epochs_done)
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
         bs = self.rc.train.batch_size
@@ -130,7 +141,7 @@ def default_run_name(rc: RunConfig) -> str:
 
 def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) -> dict[str, float]:
     t_start = time.perf_counter()
-    session = Session(rc, splits)
+    session = Session(rc, splits, reporter=TrialReporter.from_env())
     if mlrun is not None:
         mlrun.log_params(tracking.flatten(rc.params()))
         mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})

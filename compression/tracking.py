@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from compression import paths
 from compression import validation as v
-from compression.errors import ConfigError, first_line
+from compression.errors import ConfigError, TrialPruned, first_line
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +278,11 @@ def run_status(run: Run) -> Iterator[Run]:
         yield run
     except KeyboardInterrupt as e:
         run.set_tags({"error_type": "KeyboardInterrupt", "error": str(e) or "interrupted"})
+        run.end(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except TrialPruned as e:  # stopped by the sweep's pruner: not a failure of the config
+        run.set_tags({"trial_state": "PRUNED", "pruned": str(e)})
+        run.log_metrics({"pruned_at_epoch": float(e.step), "pruned_val_accuracy": e.value})
         run.end(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as e:

@@ -94,6 +94,7 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
 }
 
 StepHook = Callable[[int], None]  # called with the global step number after each optimizer step
+EpochHook = Callable[[nn.Module], None]  # called with the model after each epoch (e.g. to report)
 
 
 def load_optimizer_machinery() -> None:
@@ -114,9 +115,11 @@ def train(
     desc: str = "train",
     teacher: nn.Module | None = None,
     distillation: Distillation | None = None,
+    after_epoch: EpochHook | None = None,
 ) -> None:
     """Train `model` in place on `data.train_*`; `after_step` keeps e.g. pruning masks applied;
-    with `teacher` and `distillation` the loss also follows the teacher's softened logits."""
+    with `teacher` and `distillation` the loss also follows the teacher's softened logits;
+    `after_epoch(model)` runs after every epoch (a sweep's pruner may stop the run there)."""
     epochs = cfg.epochs if epochs is None else epochs
     opt = OPTIMIZERS[cfg.optimizer](
         [p for p in model.parameters() if p.requires_grad],
@@ -149,6 +152,9 @@ def train(
                 after_step(step)
             bar.update(1)
         bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+        if after_epoch is not None:
+            after_epoch(model)
+            model.train()  # the hook may evaluate
     bar.close()
     model.eval()
 

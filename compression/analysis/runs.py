@@ -77,8 +77,9 @@ def runs_to_frame(records: list[Mapping[str, Any]]) -> RunTable:
             continue
         if rec.get("status", "FINISHED") == "FINISHED":
             kept.append(dict(rec))
-        else:
-            excluded[str(rec["status"])] += 1
+        else:  # a sweep's pruner stopped it early: shown as PRUNED, not as killed
+            excluded["PRUNED" if rec.get("tags.trial_state") == "PRUNED"
+                     else str(rec["status"])] += 1
     frame = pd.DataFrame(kept)
     params = [c for c in frame.columns if "." in c and not c.startswith("tags.")]
     frame = _numeric_params(frame, params)

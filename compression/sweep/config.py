@@ -8,6 +8,8 @@ from typing import Any
 
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.sweep.pruners import PRUNERS, make_pruner
+from compression.sweep.pruners import check as check_pruner
 from compression.sweep.samplers import SAMPLERS
 
 DIRECTIONS = ("minimize", "maximize")
@@ -62,9 +64,11 @@ class SweeperConfig:
     grace_period: float = 120.0  # a running trial without a mark for this long is stale
     results_file: str = "optimization_results.yaml"  # in hydra.sweep.dir
     fork_workers: bool = True  # joblib workers forked from the sweep (see sweep/workers.py)
+    pruner: str = "none"  # stop hopeless trials after a fine-tuning epoch (sweep/pruners.py)
+    pruner_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the pruner
 
     def __post_init__(self) -> None:
-        for name in ("sampler_kwargs", "constraints", "params", "when"):
+        for name in ("sampler_kwargs", "constraints", "params", "when", "pruner_kwargs"):
             value = getattr(self, name)
             if value is None:  # YAML null: what conf/ sets, so the CLI can assign a mapping
                 setattr(self, name, {})
@@ -72,6 +76,8 @@ class SweeperConfig:
                 raise ConfigError(f"hydra.sweeper.{name}={value!r} must be a mapping, e.g. "
                                   f"hydra.sweeper.{name}={{key: value}}")
         SAMPLERS.get(self.sampler)  # unknown names: one line listing the known ones
+        PRUNERS.get(self.pruner)
+        make_pruner(self.pruner, self.pruner_kwargs)  # bad arguments fail here, in one line
         if self.seed is not None:
             v.number("hydra.sweeper.seed", self.seed, integer=True)
         if isinstance(self.directions, str):
@@ -107,3 +113,4 @@ class SweeperConfig:
             )
         for name in [*objectives, *(c.metric for c in self.constraint_specs)]:
             v.one_of("objectives / hydra.sweeper.constraints", name, metrics)
+        check_pruner(self.pruner, objectives, list(self.directions))

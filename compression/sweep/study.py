@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from compression import paths
 from compression.errors import ConfigError, first_line
 from compression.sweep.config import SweeperConfig
+from compression.sweep.pruners import make_pruner
 from compression.sweep.samplers import make_sampler
 from compression.tracking import redact
 
@@ -30,6 +31,7 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # User attrs each running trial carries so that another process can tell a dead worker's trial.
 WORKER_ATTR, HEARTBEAT_ATTR, ERROR_ATTR = "worker", "heartbeat", "error"
 QUEUED_ATTR = "queued"  # trials put in the queue: grid points, retries of a dead worker's trial
+CANCELLED_ATTR = "cancelled"  # surplus trials told PRUNED unrun (several workers, last trials)
 
 
 def resolve_storage(url: str | None) -> str:
@@ -72,7 +74,8 @@ def open_study(cfg: SweeperConfig) -> optuna.Study:
                           f"{list(cfg.directions)}; pick another hydra.sweeper.study_name")
     seed = None if cfg.seed is None else cfg.seed + _join(study)
     return optuna.load_study(study_name=name, storage=storage,
-                             sampler=make_sampler(cfg.sampler, seed, cfg.sampler_kwargs))
+                             sampler=make_sampler(cfg.sampler, seed, cfg.sampler_kwargs),
+                             pruner=make_pruner(cfg.pruner, cfg.pruner_kwargs))
 
 
 FIXED_ATTR = "fixed_overrides"
@@ -112,13 +115,24 @@ class Counts:
     running: int
     waiting: int
     failed: int  # jobs that failed (with an error attr), not trials of dead workers
+    pruned: int = 0  # stopped early by the pruner (not surplus trials cancelled unrun)
+
+    @property
+    def done(self) -> int:
+        """Trials that count toward n_trials: completed, or judged hopeless by the pruner."""
+        return self.complete + self.pruned
 
 
 def counts(study: optuna.Study) -> Counts:
     trials = study.get_trials(deepcopy=False)
     n = {s: sum(t.state == s for t in trials) for s in TrialState}
     failed = sum(t.state == TrialState.FAIL and ERROR_ATTR in t.user_attrs for t in trials)
-    return Counts(n[TrialState.COMPLETE], n[TrialState.RUNNING], n[TrialState.WAITING], failed)
+    return Counts(n[TrialState.COMPLETE], n[TrialState.RUNNING], n[TrialState.WAITING], failed,
+                  sum(_pruned(t) for t in trials))
+
+
+def _pruned(t: FrozenTrial) -> bool:
+    return t.state == TrialState.PRUNED and CANCELLED_ATTR not in t.user_attrs
 
 
 def _is_stale(t: FrozenTrial, grace_period: float, now: float) -> bool:
@@ -164,11 +178,11 @@ def cancel_if_surplus(study: optuna.Study, trial: Trial, n_trials: int) -> bool:
     by number and only the first `n_trials - complete` may run (every worker ranks alike); a
     surplus one is told PRUNED, its queued parameters go back in the queue."""
     trials = study.get_trials(deepcopy=False)
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    done = sum(t.state == TrialState.COMPLETE or _pruned(t) for t in trials)
     running = sorted(t.number for t in trials if t.state == TrialState.RUNNING)
-    if trial.number in running[: max(0, n_trials - complete)]:
+    if trial.number in running[: max(0, n_trials - done)]:
         return False
-    trial.set_user_attr("cancelled", "n_trials reached by other workers")
+    trial.set_user_attr(CANCELLED_ATTR, "n_trials reached by other workers")
     study.tell(trial, state=TrialState.PRUNED)
     queued = trial.user_attrs.get(QUEUED_ATTR)
     if queued:

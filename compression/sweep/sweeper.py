@@ -21,9 +21,9 @@ from optuna.trial import Trial, TrialState
 
 from compression import tracking
 from compression.config import METRICS
-from compression.errors import ConfigError
+from compression.errors import ConfigError, TrialPruned
 from compression.registry import build_dataclass
-from compression.sweep import mlflow_side, results, workers
+from compression.sweep import mlflow_side, pruners, results, workers
 from compression.sweep import study as st
 from compression.sweep.config import SweeperConfig
 from compression.sweep.space import SearchSpace
@@ -75,6 +75,9 @@ class OptunaSweep:
         extra = [c.metric for c in self.constraints if c.metric not in self.objectives]
         self.returned = [*self.objectives, *dict.fromkeys(extra)]
         self.workers = concurrent_jobs(config, self.cfg.n_jobs)
+        # before any worker starts: they inherit it (and it stays out of Hydra's saved files)
+        pruners.export_settings(st.resolve_storage(self.cfg.storage), self.cfg.pruner,
+                                self.cfg.pruner_kwargs)
         if self.cfg.fork_workers and uses_joblib(config):
             workers.fork_workers()
 
@@ -151,7 +154,7 @@ class OptunaSweep:
              parent: tracking.Run | None) -> list[tuple[Trial, list[str]]]:
         self._reap(study, parent)
         n = st.counts(study)
-        size = min(self.cfg.n_jobs, n_trials - n.complete - n.running)
+        size = min(self.cfg.n_jobs, n_trials - n.done - n.running)
         if self.cfg.sampler == "grid":
             size = min(size, n.waiting)  # the grid is exhausted when its queue is empty
         batch: list[tuple[Trial, list[str]]] = []
@@ -164,7 +167,7 @@ class OptunaSweep:
             if st.cancel_if_surplus(study, trial, n_trials):
                 break  # other workers asked for the last trials at the same moment
             batch.append((trial, [*overrides, *self._job_overrides(study, trial)]))
-        if size <= 0 and n.complete < n_trials and n.running:
+        if size <= 0 and n.done < n_trials and n.running:
             log.info("the last %d trial(s) run in other workers; this one stops", n.running)
         return batch
 
@@ -199,6 +202,10 @@ class OptunaSweep:
     def _tell(self, study: optuna.Study, trial: Trial, job: JobReturn) -> None:
         if job.status != JobStatus.COMPLETED:
             e = job._return_value
+            if isinstance(e, TrialPruned):  # the job's own report was pruned: not a failure
+                study.tell(trial, state=TrialState.PRUNED)
+                log.info("trial %d %s", trial.number, str(e).split(" (trial")[0])
+                return
             self._fail(study, trial, f"{type(e).__name__}: {e}")
             return
         try:
