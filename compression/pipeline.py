@@ -25,8 +25,9 @@ from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
 from compression.export import load_artifact, save_artifact, state_bytes
 from compression.models import build_model, check_fits
-from compression.pruning import PRUNERS, MaskSet
+from compression.pruning import PRUNERS, MaskSet, PruningConfig
 from compression.pruning import check as check_pruning
+from compression.pruning.allocation import allocated_config
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
 from compression.quantization import QUANTIZERS
 from compression.sweep.pruners import TrialReporter
@@ -51,6 +52,7 @@ class Session:
     # Per-layer figures a stage records (e.g. quantization error), written to the layer CSV.
     layer_extra: dict[str, dict[str, float]] = field(default_factory=dict)
     teacher: nn.Module | None = None  # the dense baseline, for finetune.distill
+    extra_params: dict[str, str] = field(default_factory=dict)  # e.g. the allocated targets
     # A sweep's pruner: val accuracy after every fine-tuning epoch, numbered across the run's
     # fine-tuning passes (iterative rounds, QAT), so the steps of every trial line up.
     reporter: TrialReporter | None = None
@@ -146,11 +148,15 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
         mlrun.log_params(tracking.flatten(rc.params()))
         mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})
 
+    # Untracked runs get a unique folder too: jobs of a multirun can start within one second.
+    local_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    out_dir = rc.paths.artifacts_dir / (mlrun.id if mlrun else local_id)
     baseline = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir)
     torch.manual_seed(rc.seed)  # pruning / fine-tuning randomness independent of cache state
     session.teacher = baseline.model.eval()  # never trained further: a deep copy is pruned
     model = copy.deepcopy(baseline.model)
-    session.masks = PRUNERS.get(rc.pruning.method).handler(model, rc.pruning, session)
+    pruning_cfg = allocate_layers(rc, splits, baseline, model, session, out_dir)
+    session.masks = PRUNERS.get(rc.pruning.method).handler(model, pruning_cfg, session)
     model.eval()
     pruned_fp32 = model  # FLOPs are counted on this fp32 graph (quantization keeps op counts)
     dead = M.dead_output_rows(model)
@@ -173,9 +179,6 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     if mlrun is not None and engine is not None:  # `auto` is resolved by now: show the pick
         mlrun.set_tags({"quantization_engine": engine})
 
-    # Untracked runs get a unique folder too: jobs of a multirun can start within one second.
-    local_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    out_dir = rc.paths.artifacts_dir / (mlrun.id if mlrun else local_id)
     artifact = out_dir / "model.safetensors"
     stored = save_artifact(quantized, artifact, model_cfg=rc.model, spec=splits.spec,
                            quant_cfg=rc.quantization, transforms=session.transforms)
@@ -204,9 +207,29 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
 
     layers_csv = write_layer_csv(out_dir / "layers.csv", rows, stored)
     if mlrun is not None:
-        log_run(mlrun, rc, results, out_dir, artifact, layers_csv, baseline)
+        log_run(mlrun, rc, results, out_dir, artifact, layers_csv, baseline,
+                session.extra_params)
     log.info(summary_line(rc, results))
     return results
+
+
+def allocate_layers(rc: RunConfig, splits: data_mod.Splits, baseline: Baseline,
+                    model: nn.Module, session: Session, out_dir: Path) -> PruningConfig:
+    """The pruning config to run: rc.pruning, or with per-layer targets from the sensitivity
+    allocation (logged as the param `pruning.allocated` and the artifact allocation.csv)."""
+    cfg, targets = allocated_config(model, rc.pruning, splits.val_x, splits.val_y,
+                                    rc.paths.cache_dir, baseline.path)
+    if targets:
+        session.extra_params["pruning.allocated"] = ",".join(
+            f"{n}:{s:.4g}" for n, s in targets.items())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with (out_dir / "allocation.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["layer", "weights", "target_sparsity", "uniform_sparsity"])
+            for name, target in targets.items():
+                w.writerow([name, model.get_submodule(name).weight.numel(), f"{target:.6f}",
+                            rc.pruning.sparsity])
+    return cfg
 
 
 def measure(
@@ -302,8 +325,13 @@ def log_run(
     artifact: Path,
     layers_csv: Path,
     baseline: Baseline,
+    session_params: dict[str, str] | None = None,
 ) -> None:
     mlrun.log_metrics(results)
+    if session_params:
+        mlrun.log_params(session_params)
+    if (out_dir / "allocation.csv").exists():
+        mlrun.log_artifact(out_dir / "allocation.csv")
     mlrun.set_tags({"baseline_cache": "hit" if baseline.cache_hit else "miss",
                     "baseline_path": str(baseline.path)})
     config_file = out_dir / "config.yaml"

@@ -10,6 +10,7 @@ from torch import nn
 
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.pruning.allocation import ALLOCATIONS
 from compression.pruning.base import PRUNERS, MaskSet, PruneSession, PruningConfig
 from compression.pruning.schedules import (
     MaskPruningConfig,
@@ -43,10 +44,18 @@ class UnstructuredConfig(MaskPruningConfig):
     method: str = "unstructured"
     sparsity: float = 0.5
     scope: str = "layer"  # "layer": each layer to its target; "global": one threshold for all
+    # "uniform": every layer at `sparsity`; "sensitivity": per-layer targets from a sensitivity
+    # pass, same total zeros (pruning/allocation.py)
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         v.one_of("pruning.scope", self.scope, ["layer", "global"])
+        v.one_of("pruning.allocation", self.allocation, ALLOCATIONS)
+        if self.allocation != "uniform" and self.scope != "layer":
+            raise ConfigError(f"pruning.allocation={self.allocation} sets a target per layer; "
+                              "pruning.scope=global ranks all layers together instead: use "
+                              "one or the other")
 
 
 @dataclass
