@@ -30,7 +30,8 @@ CONFIG_DIR = paths.PROJECT_ROOT / "conf"
 # Every metric a run logs; `objectives` may name any of them.
 METRICS = (
     "accuracy", "val_accuracy", "baseline_accuracy", "baseline_val_accuracy", "accuracy_drop",
-    "val_accuracy_drop",
+    "val_accuracy_drop", "accuracy_drop_rel", "val_accuracy_drop_rel", "pruned_at_epoch",
+    "pruned_val_accuracy",
     "sparsity", "params", "nonzero_params", "flops", "effective_flops", "theoretical_speedup",
     "size_bytes", "dense_size_bytes", "compression_ratio", "latency_ms", "latency_p90_ms",
     "batch_latency_ms", "batch_latency_p90_ms", "throughput", "speedup", "batch_speedup",
@@ -42,7 +43,8 @@ METRICS = (
 )
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
-             "tracking", "seed", "objectives", "paths", "hydra"}
+             "tracking", "seed", "objectives", "paths", "hydra",
+             "target"}  # sweep=autotune's target: read by the sweeper, not by a job
 
 if not OmegaConf.has_resolver("project_root"):
     # Lets conf/ anchor Hydra's output folders at the repository, whatever the cwd.

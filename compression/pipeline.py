@@ -248,6 +248,9 @@ def measure(
     r["accuracy_drop"] = r["baseline_accuracy"] - r["accuracy"]
     # what a sweep may constrain on without ever tuning against the test set
     r["val_accuracy_drop"] = r["baseline_val_accuracy"] - r["val_accuracy"]
+    # relative to the baseline (what INC / NNCF tolerances mean): sweep=autotune's target.relative
+    r["accuracy_drop_rel"] = r["accuracy_drop"] / max(r["baseline_accuracy"], 1e-12)
+    r["val_accuracy_drop_rel"] = r["val_accuracy_drop"] / max(r["baseline_val_accuracy"], 1e-12)
 
     rows = M.layer_stats(final)
     r["sparsity"] = M.sparsity(rows)

@@ -176,6 +176,12 @@ class SearchSpace:
                 out.append(p.override(value))
         return out
 
+    def overrides_of(self, params: Mapping[str, Value]) -> list[str]:
+        """A finished trial's `params` as the overrides that reproduce it (fixed ones first)."""
+        by_key = {p.key: p for p in self.params}
+        return [*self.fixed, *(by_key[k].override(val) for k, val in params.items()
+                               if k in by_key)]
+
     def check_compatible(self, study_name: str, trials: Iterable[FrozenTrial]) -> None:
         """Refuse, before anything is queued or run, a space that the study's earlier trials
         contradict (Optuna would raise mid-sweep, e.g. on other choices for a categorical):

@@ -3,8 +3,11 @@ here): ask a batch of trials, launch them as Hydra jobs, tell Optuna what they r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shlex
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,16 @@ from compression import tracking
 from compression.config import METRICS
 from compression.errors import ConfigError, TrialPruned
 from compression.registry import build_dataclass
-from compression.sweep import mlflow_side, pruners, results, workers
+from compression.sweep import autotune, mlflow_side, pruners, results, workers
 from compression.sweep import study as st
 from compression.sweep.config import SweeperConfig
 from compression.sweep.space import SearchSpace
 
 log = logging.getLogger(__name__)
+
+
+# Overrides that set up the search, not the winning run: left out of its reproducing command.
+NOT_REPRODUCED = ("sweep=", "target.", "target=", "hydra.", "hydra/")
 
 
 class SweepFailedError(HydraException):
@@ -69,6 +76,12 @@ class OptunaSweep:
             hydra_context=hydra_context, task_function=task_function, config=config)
         objectives = config.get("objectives") or ["val_accuracy"]
         self.objectives = [objectives] if isinstance(objectives, str) else list(objectives)
+        self.target = autotune.AutotuneTarget.from_settings(
+            OmegaConf.to_container(config.target, resolve=True) if "target" in config else None)
+        if self.target is not None:  # sweep=autotune: the target sets objective and constraint
+            self.objectives = [self.target.metric]
+            self.cfg.directions = [self.target.direction]
+            self.cfg.constraints = {**self.cfg.constraints, **self.target.constraints()}
         self.cfg.check_objectives(self.objectives, METRICS)
         self.constraints = self.cfg.constraint_specs
         # The job returns the objectives, then the constraint metrics it does not already return.
@@ -98,9 +111,11 @@ class OptunaSweep:
                  st.counts(study).complete, n_trials)
 
         self._reap(study, parent, first=True)  # a killed earlier run of this study
+        self.space, started = space, time.monotonic()
         returns = []
         try:
-            while batch := self._ask(study, space, n_trials, parent):
+            while not self._target_reached(study, started) and (
+                    batch := self._ask(study, space, n_trials, parent)):
                 with st.heartbeat([t for t, _ in batch], self.cfg.heartbeat_interval):
                     jobs = self._launch(study, batch)
                 self.job_idx += len(batch)
@@ -119,6 +134,12 @@ class OptunaSweep:
         return returns
 
     # -- steps ---------------------------------------------------------------------------------
+    def _target_reached(self, study: optuna.Study, started: float) -> bool:
+        reason = self.target and autotune.stop_reason(study, self.target, started)
+        if reason:
+            log.info("autotune stops: %s", reason)
+        return bool(reason)
+
     def _prepare(self, study: optuna.Study, space: SearchSpace) -> int:
         """Grid: queue every point not in the study yet. Returns the number of trials to reach."""
         if self.cfg.sampler != "grid":
@@ -245,6 +266,31 @@ class OptunaSweep:
                 f"to go on); last error, trial {last.number}: {error} (every error: the "
                 "trials' user attr 'error', and the MLflow runs of trials that started)")
 
+    def _autotune_winner(self, study: optuna.Study, sweep_dir: Path,
+                         parent: tracking.Run | None) -> Path:
+        """Print and record the winner with the command line that reproduces it."""
+        assert self.target is not None
+        winner = autotune.best(study, self.target)
+        info: dict[str, Any] = {"target": dataclasses.asdict(self.target),
+                                "winner": None, "command": None}
+        if winner is None:
+            log.warning("autotune: no trial met %s <= %g", self.target.drop_metric,
+                        self.target.max_drop)
+        else:
+            words = [tracking.redact(o) for o in self.space.overrides_of(winner.params)
+                     if not o.lstrip("+~").startswith(NOT_REPRODUCED)]
+            info["winner"] = autotune.describe(winner, self.target)
+            info["command"] = "python train.py " + " ".join(shlex.quote(w) for w in words)
+            log.info("autotune winner: trial %d, %s=%g within %s <= %g; reproduce with:\n  %s",
+                     winner.number, self.target.metric, winner.values[0],
+                     self.target.drop_metric, self.target.max_drop, info["command"])
+            if parent is not None:
+                parent.set_tags({"autotune_winner_trial": str(winner.number),
+                                 "autotune_command": info["command"]})
+        path = sweep_dir / "autotune.yaml"
+        OmegaConf.save(OmegaConf.create(info), path)
+        return path
+
     def _finish(self, study: optuna.Study, sweep_dir: Path, parent: tracking.Run | None) -> None:
         best = results.best_trials(study)
         files = [
@@ -254,6 +300,8 @@ class OptunaSweep:
         results.trials_table(study).to_csv(sweep_dir / "trials.csv", index=False)
         files.append(sweep_dir / "trials.csv")
         log.info(results.summary(study, best, self.objectives))
+        if self.target is not None:
+            files.append(self._autotune_winner(study, sweep_dir, parent))
         log.info("results: %s", ", ".join(str(f) for f in files))
         if parent is not None:
             for f in files:

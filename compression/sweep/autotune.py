@@ -1,0 +1,112 @@
+"""Accuracy-aware auto-compression (`sweep=autotune`): the smallest or fastest model whose
+validation accuracy drop stays within `target.max_drop`, searched jointly over pruning method,
+sparsity, per-layer allocation and quantization mode / bits.
+
+The target becomes the study's single objective (`size` -> minimize size_bytes; `latency` ->
+maximize the interleaved `speedup`, since raw latencies measured at different moments on a
+shared machine do not compare; `rt_latency` -> maximize `rt_speedup` of the deployment runtime)
+and an Optuna constraint on the validation drop (absolute, or relative to the baseline with
+`target.relative=true`, as INC and NNCF default). The sweep ends when a feasible trial exists and
+`patience` finished trials since brought no improvement, or when `n_trials` / `timeout` run out.
+The winner is printed and logged with the exact command line that reproduces it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from compression import validation as v
+from compression.errors import ConfigError
+from compression.registry import build_dataclass
+
+# target.objective -> (metric the study optimizes, direction)
+OBJECTIVES = {
+    "size": ("size_bytes", "minimize"),
+    "latency": ("speedup", "maximize"),
+    "rt_latency": ("rt_speedup", "maximize"),
+}
+DROPS = {False: "val_accuracy_drop", True: "val_accuracy_drop_rel"}
+
+
+@dataclass
+class AutotuneTarget:
+    max_drop: float = 0.01  # allowed validation accuracy drop (0.01 = 1 point, or 1% relative)
+    relative: bool = False  # true: drop / baseline accuracy
+    objective: str = "size"  # size | latency | rt_latency
+    patience: int = 10  # finished trials without improvement that end the search
+    timeout: float | None = None  # seconds; no new trials are started after it
+
+    def __post_init__(self) -> None:
+        v.in_range("target.max_drop", self.max_drop, 0, 1)
+        v.one_of("target.relative", self.relative, [True, False])
+        v.one_of("target.objective", self.objective, OBJECTIVES)
+        v.in_range("target.patience", self.patience, 1, None, integer=True)
+        if self.timeout is not None:
+            v.in_range("target.timeout", self.timeout, 0, None, lo_open=True)
+
+    @classmethod
+    def from_settings(cls, raw: Any) -> AutotuneTarget | None:
+        """The `target` section of the composed config (None when there is none)."""
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"target={raw!r} must be a mapping, e.g. {{max_drop: 0.01}}")
+        return build_dataclass(cls, dict(raw), "target")
+
+    @property
+    def metric(self) -> str:
+        return OBJECTIVES[self.objective][0]
+
+    @property
+    def direction(self) -> str:
+        return OBJECTIVES[self.objective][1]
+
+    @property
+    def drop_metric(self) -> str:
+        return DROPS[self.relative]
+
+    def constraints(self) -> dict[str, float]:
+        return {self.drop_metric: self.max_drop}
+
+
+def feasible(t: FrozenTrial) -> bool:
+    """A complete trial whose constraints (metric minus bound, as the sweep records them in the
+    trial's user attr `constraints`) all hold."""
+    values = t.user_attrs.get("constraints", {}).values()
+    return t.state == TrialState.COMPLETE and all(c <= 0 for c in values)
+
+
+def best(study: optuna.Study, target: AutotuneTarget) -> FrozenTrial | None:
+    """The feasible trial with the best objective (ties: the earlier trial)."""
+    sign = 1 if target.direction == "minimize" else -1
+    pool = [t for t in study.get_trials(deepcopy=False) if feasible(t) and t.values]
+    return min(pool, key=lambda t: (sign * t.values[0], t.number), default=None)
+
+
+def stop_reason(study: optuna.Study, target: AutotuneTarget, started: float) -> str | None:
+    """Why the search should stop now, or None to go on."""
+    if target.timeout is not None and time.monotonic() - started >= target.timeout:
+        return f"target.timeout={target.timeout:g} s reached"
+    winner = best(study, target)
+    if winner is None:
+        return None
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    since = sum(t.number > winner.number for t in study.get_trials(deepcopy=False, states=done))
+    if since >= target.patience:
+        return (f"target met by trial {winner.number}; {since} trial(s) since brought no "
+                f"improvement (target.patience={target.patience})")
+    return None
+
+
+def describe(trial: FrozenTrial, target: AutotuneTarget) -> dict[str, Any]:
+    """The winner as plain data (for the results file and the parent run's tags)."""
+    value = trial.values[0]
+    return {"trial": trial.number, target.metric: value if math.isfinite(value) else None,
+            "params": dict(trial.params)}
