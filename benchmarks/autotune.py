@@ -1,0 +1,191 @@
+"""How fast does each search find "the largest compression within 1 point"? Side by side, on one
+space (unstructured sparsity x {fp32, dynamic int8, 4-bit, 8-bit weight-only}):
+
+- grid: every point of a sparsity_curve-style grid (7 sparsities x 4 modes = 28 trials);
+- fixed step (NNCF's accuracy-aware style): per mode, sparsity from 0.5 up by 0.1, the step
+  halved on every failure down to 0.025;
+- autotune: `python train.py sweep=autotune` on the same space (TPE, constraint on the val
+  drop, patience), its search space narrowed to match.
+
+Feasible = validation accuracy drop <= --max-drop (what a search may look at; the test drop of
+each winner is printed too). Per seed and search: trials run, wall seconds, best compression
+ratio, trials and seconds until the search first reached its own best, and the best ratio
+reached within autotune's wall time. Targets: autotune at least as compressed as the grid's best
+with at most a third of its trials (mean over seeds).
+
+Run: python benchmarks/autotune.py [--seeds 3] [--max-drop 0.01] [overrides ...]
+     default overrides: model=mlp data=fashion_mnist train=fashion (lenet5: model=lenet5)
+     quick look: python benchmarks/autotune.py --seeds 1 data=digits train=default
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import optuna  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+
+from compression import pipeline  # noqa: E402
+from compression.config import CONFIG_DIR  # noqa: E402
+from compression.sweep.study import make_storage  # noqa: E402
+
+MODES = {"fp32": ["quantization=none"], "int8": ["quantization=dynamic_int8"],
+         "4-bit": ["quantization=lowbit", "quantization.bits=4"],
+         "8-bit": ["quantization=lowbit", "quantization.bits=8"]}
+GRID = (0.5, 0.75, 0.875, 0.9, 0.9375, 0.95, 0.96875)
+DEFAULT = ["model=mlp", "data=fashion_mnist", "train=fashion"]
+OBJECTIVES = "objectives=[compression_ratio,val_accuracy_drop,accuracy_drop]"
+
+
+@dataclass
+class Search:
+    name: str
+    trials: list[tuple[float, float, float, float]] = field(default_factory=list)  # t, ratio,
+    # val drop, test drop (t: seconds since the search started, at the trial's end)
+
+    def best(self, max_drop: float, until: float = float("inf")) -> tuple[float, float]:
+        """(best feasible ratio, its test drop) among trials finished by `until` seconds."""
+        ok = [(r, td) for t, r, vd, td in self.trials if vd <= max_drop and t <= until]
+        return max(ok, default=(float("nan"), float("nan")))
+
+    def reached(self, max_drop: float) -> tuple[int, float]:
+        """(trials, seconds) until the search first held its own best."""
+        ratio, _ = self.best(max_drop)
+        for i, (t, r, vd, _) in enumerate(self.trials, 1):
+            if vd <= max_drop and r == ratio:
+                return i, t
+        return len(self.trials), self.trials[-1][0] if self.trials else 0.0
+
+
+def run(overrides: list[str]) -> tuple[float, float, float]:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, OBJECTIVES])
+    GlobalHydra.instance().clear()
+    return pipeline.run(cfg)  # type: ignore[return-value]
+
+
+def grid(base: list[str]) -> Search:
+    s, t0 = Search("grid"), time.perf_counter()
+    for mode in MODES.values():
+        for sparsity in GRID:
+            ratio, vd, td = run([*base, "pruning=unstructured", f"pruning.sparsity={sparsity}",
+                                 *mode])
+            s.trials.append((time.perf_counter() - t0, ratio, vd, td))
+    return s
+
+
+def fixed_step(base: list[str], max_drop: float) -> Search:
+    s, t0 = Search("fixed step"), time.perf_counter()
+    for mode in MODES.values():
+        sparsity, step = 0.5, 0.1
+        while step >= 0.025 and sparsity < 0.995:
+            ratio, vd, td = run([*base, "pruning=unstructured", f"pruning.sparsity={sparsity}",
+                                 *mode])
+            s.trials.append((time.perf_counter() - t0, ratio, vd, td))
+            if vd <= max_drop:
+                sparsity = round(sparsity + step, 4)
+            else:
+                sparsity, step = round(sparsity - step / 2, 4), step / 2
+    return s
+
+
+def autotune(base: list[str], tmp: Path, seed: int, max_drop: float, n_trials: int) -> Search:
+    # the preset's space narrowed to the benchmark's (its per-layer allocation kept: part of
+    # what autotune searches that a grid over one global sparsity does not)
+    space = ("hydra.sweeper.params={pruning: 'choice(unstructured)', pruning.sparsity: "
+             "'interval(0.5,0.99)', pruning.allocation: 'uniform,sensitivity', quantization: "
+             "'none,dynamic_int8,lowbit', quantization.bits: '4,8'}")
+    study = f"autotune-bench-{seed}"
+    cmd = [sys.executable, "train.py", "sweep=autotune", *base, space,
+           "hydra.sweeper.when={quantization.bits: {quantization: [lowbit]}}",
+           f"target.max_drop={max_drop}", f"hydra.sweeper.n_trials={n_trials}",
+           f"hydra.sweeper.study_name={study}", f"hydra.sweeper.seed={seed}",
+           f"hydra.sweeper.storage={tmp / 'optuna.journal'}", f"hydra.sweep.dir={tmp / study}",
+           "tracking.enabled=true",
+           f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}"]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"autotune failed:\n{out.stderr[-3000:]}")
+    wall = time.perf_counter() - t0
+    trials = optuna.load_study(study_name=study,
+                               storage=make_storage(str(tmp / "optuna.journal"))).trials
+    s = Search("autotune")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("compression")
+    runs = {r.data.tags.get("trial_number"): r for r in client.search_runs(
+        [exp.experiment_id], f"tags.study_name = '{study}'", max_results=1000)}
+    for t in sorted(trials, key=lambda t: t.number):
+        r = runs.get(str(t.number))
+        if r is None or r.info.status != "FINISHED" or t.datetime_complete is None:
+            continue
+        m = r.data.metrics
+        at = (t.datetime_complete.timestamp() - trials[0].datetime_start.timestamp())
+        s.trials.append((at, m["compression_ratio"], m["val_accuracy_drop"], m["accuracy_drop"]))
+    s.wall = wall  # type: ignore[attr-defined]
+    return s
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--autotune-trials", type=int, default=20, help="autotune's budget")
+    p.add_argument("overrides", nargs="*", help=f"default: {' '.join(DEFAULT)}")
+    args = p.parse_args()
+    results: dict[str, list[Search]] = {"grid": [], "fixed step": [], "autotune": []}
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        for seed in range(args.seeds):
+            base = [*DEFAULT, *args.overrides, f"seed={seed}", "tracking.enabled=false",
+                    f"paths.cache={tmp / 'cache'}", f"paths.artifacts={tmp / 'a'}"]
+            run([*base, "pruning=none"])  # the seed's baseline, trained once, untimed
+            tuned = autotune([b for b in base if not b.startswith("tracking.")], tmp, seed,
+                             args.max_drop, args.autotune_trials)
+            for search in (tuned, grid(base), fixed_step(base, args.max_drop)):
+                results[search.name].append(search)
+                ratio, test_drop = search.best(args.max_drop)
+                n, at = search.reached(args.max_drop)
+                print(f"seed {seed} {search.name:<10}: {len(search.trials)} trials, best "
+                      f"{ratio:.2f}x (test drop {100 * test_drop:+.2f} pt) reached after {n} "
+                      f"trials / {at:.0f} s", flush=True)
+    print(f"\n{' '.join([*DEFAULT, *args.overrides])}; feasible: val drop <= "
+          f"{100 * args.max_drop:g} pt; mean over {args.seeds} seed(s)")
+    print(f"{'search':<11} {'trials':>7} {'best ratio':>11} {'trials to best':>15} "
+          f"{'s to best':>10} {'ratio at autotune s':>20}")
+    budget = [s.trials[-1][0] if s.trials else 0 for s in results["autotune"]]
+    for name, searches in results.items():
+        mean = lambda xs: statistics.mean(xs) if xs else float("nan")  # noqa: E731
+        within = [s.best(args.max_drop, until=b)[0] for s, b in zip(searches, budget,
+                                                                   strict=True)]
+        print(f"{name:<11} {mean([len(s.trials) for s in searches]):>7.1f} "
+              f"{mean([s.best(args.max_drop)[0] for s in searches]):>10.2f}x "
+              f"{mean([s.reached(args.max_drop)[0] for s in searches]):>15.1f} "
+              f"{mean([s.reached(args.max_drop)[1] for s in searches]):>10.0f} "
+              f"{mean(within):>19.2f}x")
+    grid_best = statistics.mean(s.best(args.max_drop)[0] for s in results["grid"])
+    tuned_best = statistics.mean(s.best(args.max_drop)[0] for s in results["autotune"])
+    tuned_n = statistics.mean(len(s.trials) for s in results["autotune"])
+    ok = tuned_best >= grid_best and tuned_n <= len(GRID) * len(MODES) / 3
+    print(f"target: autotune >= grid's best ({tuned_best:.2f}x vs {grid_best:.2f}x) with <= 1/3 "
+          f"of its trials ({tuned_n:.1f} vs {len(GRID) * len(MODES)}): "
+          f"{'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
