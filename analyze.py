@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from compression.errors import ConfigError
+from compression.errors import ConfigError, first_line
+from compression.redaction import install_log_redaction, redact
 
 EPILOG = """examples:
   python analyze.py report --sweep latest                 # the newest sweep, everything
@@ -60,11 +61,20 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     t0 = time.perf_counter()
+    install_log_redaction()
     try:
         written = dispatch(args)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)  # one readable line, no traceback
+        print(f"error: {redact(e)}", file=sys.stderr)  # one readable line, no traceback
         return 2
+    except Exception as e:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(e, MlflowException):
+            raise
+        # the store answered, then refused (permissions, a corrupt database): still one line
+        print(f"error: MLflow: {redact(first_line(e))}", file=sys.stderr)
+        return 1
     print(f"{len(written)} files in {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 

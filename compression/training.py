@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from compression import validation as v
 from compression.data import Splits, batches
+from compression.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
     "cosine": lambda opt, total: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total)),
 }
 
+class DivergedError(ConfigError):
+    """The training loss became NaN or infinite: the settings (usually the learning rate) make
+    training diverge. One line, like any bad value; the run ends FAILED and nothing is cached."""
+
+
 StepHook = Callable[[int], None]  # called with the global step number after each optimizer step
 
 
@@ -87,9 +93,10 @@ def train(
 ) -> None:
     """Train `model` in place on `data.train_*`; `after_step` keeps e.g. pruning masks applied."""
     epochs = cfg.epochs if epochs is None else epochs
+    lr = cfg.lr if lr is None else lr
     opt = OPTIMIZERS[cfg.optimizer](
         [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.lr if lr is None else lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
     )
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
@@ -104,6 +111,12 @@ def train(
         for x, y in batches(data.train_x, data.train_y, cfg.batch_size, gen):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):  # stop at once: every later step would be garbage too
+                bar.close()
+                raise DivergedError(
+                    f"{desc}: the training loss became {loss.item()} at step {step + 1} (epoch "
+                    f"{epoch + 1}; optimizer {cfg.optimizer}, lr {lr:g}): training diverged; "
+                    "lower the learning rate")
             loss.backward()
             opt.step()
             if scheduler is not None:

@@ -19,9 +19,9 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from compression import paths
 from compression.errors import ConfigError, first_line
+from compression.redaction import redact
 from compression.sweep.config import SweeperConfig
 from compression.sweep.samplers import make_sampler
-from compression.tracking import redact
 
 log = logging.getLogger(__name__)
 
