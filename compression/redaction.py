@@ -18,8 +18,10 @@ MASK = "***"
 # scheme://user:password@host -> scheme://user:***@host. The password runs to the last '@'
 # before the host's path (a raw '@' in a password is common enough, though it should be
 # percent-encoded); quotes and whitespace end it, so an override list stays parseable.
+# Hydra writes overrides with ':' escaped (`postgresql\://user\:pw@host`): a backslash may
+# precede each ':'.
 _USERINFO = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@'\"\]\[,]*:)(?P<secret>[^\s/'\"]*)@")
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*\\?://[^\s/:@'\"\]\[,\\]*\\?:)(?P<secret>[^\s/'\"]*)@")
 # ?password=... / &pwd=... (libpq, SQLAlchemy and MLflow-server URLs) and a libpq
 # "key=value" connection string's password; the value ends at '&', whitespace or a quote.
 _QUERY = re.compile(
