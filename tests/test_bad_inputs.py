@@ -36,7 +36,7 @@ class Case:
         return " ".join(self.args)[:80]
 
 
-def C(*args: str, needle: str, status: int = 2, default: bool = False) -> Case:  # noqa: N802
+def C(*args: str, needle: str, status: int = 2, default: bool = False) -> Case:
     return Case(tuple(args), needle, status, default)
 
 
