@@ -82,13 +82,20 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> list[Path]:
     # MLflow's download progress bars would interleave with this command's own output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    model_only = args.command == "layers" and args.overrides and not (
+        args.sweep or args.experiment or args.filter)
+    if args.command != "profile" and not model_only:
+        # A store that does not answer fails now, before the analysis stack (pandas,
+        # matplotlib) loads: MLflow alone would retry it for minutes.
+        from compression.tracking import check_reachable, resolve_uri
+
+        check_reachable(resolve_uri(args.tracking_uri))
     # Imported here so that --help and argument errors answer instantly (mlflow is slow to load).
     from compression.analysis import commands
 
     if args.command == "profile":
         return commands.profile(args)
-    if args.command == "layers" and args.overrides and not (args.sweep or args.experiment
-                                                            or args.filter):
+    if model_only:
         return commands.model_layers(args)
     return commands.from_runs(args)
 

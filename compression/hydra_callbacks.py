@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from compression import tracking
 from compression.errors import ConfigError
+from compression.redaction import redact
 from compression.registry import build_dataclass
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class CheckSweepJobs(Callback):
             except (ConfigError, DatasetNotFoundError) as e:
                 # Hydra would turn an exception here into a warning and run the jobs anyway
                 values = " ".join(o for o in job if o.split("=", 1)[0] in swept)
-                print(f"error: job #{number}{f' ({values})' if values else ''}: {e}",
+                print(redact(f"error: job #{number}{f' ({values})' if values else ''}: {e}"),
                       file=sys.stderr)
                 sys.exit(2)
         log.debug("checked the configs of %d jobs", len(jobs))
@@ -105,7 +106,7 @@ class CheckSweepJobs(Callback):
         except HydraException:
             return  # the sweeper reports what does not compose, with its own message
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {redact(e)}", file=sys.stderr)
             sys.exit(2)
 
 
@@ -127,7 +128,7 @@ class MlflowParentRun(Callback):
         except ConfigError as e:
             # Hydra turns a callback's exception into a warning and goes on to run every job
             # against the same dead store; stop here in one line instead, before any job.
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {redact(e)}", file=sys.stderr)
             sys.exit(2)
         exp_id = tracking.ensure_experiment(client, cfg.experiment)
         overrides = list(config.hydra.overrides.task) if "hydra" in config else []
