@@ -75,6 +75,8 @@ def check_uri(uri: str, key: str = "tracking.uri") -> None:
     """Refuse, in one line, a URI MLflow has no tracking store for (it would fail with a
     traceback deep in the first job), and its deprecated file store (a path or `file:` URI)."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if uri in ("databricks", "databricks-uc"):  # MLflow's names for a Databricks workspace
+        return
     if scheme in ("", "file"):
         raise ConfigError(f"{key}={redact(uri)}: MLflow's file store is in maintenance mode "
                           "and not supported; use a database, e.g. sqlite:///path/mlflow.db, "
