@@ -30,8 +30,10 @@ class CheckSweepJobs(Callback):
     """Hydra's basic sweeper composes a job's config only when it launches it, so a bad value in
     job #5 would surface after jobs #0-4 trained and were recorded. This composes and checks
     every job first (pipeline.check: values, dataset, model support; about 0.1 s a job) and
-    stops in one line before any job or MLflow run. Our Optuna sweeper needs none of this: each
-    of its trials is checked by its own job, and a rejected one is told to the study as FAIL."""
+    stops in one line before any job or MLflow run. Our Optuna sweeper's trials are each checked
+    by their own job (a rejected one is told to the study as FAIL); what is common to all of
+    them (the sweeper's settings and storage, objectives and constraints) is checked here, as
+    Hydra opens the MLflow parent run right after this callback and builds the sweeper later."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         target = str(config.hydra.sweeper.get("_target_", ""))
