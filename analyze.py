@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from compression.errors import ConfigError
+from compression.errors import ConfigError, first_line
+from compression.redaction import install_log_redaction, redact
 
 EPILOG = """examples:
   python analyze.py report --sweep latest                 # the newest sweep, everything
@@ -60,11 +61,20 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     t0 = time.perf_counter()
+    install_log_redaction()
     try:
         written = dispatch(args)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)  # one readable line, no traceback
+        print(f"error: {redact(e)}", file=sys.stderr)  # one readable line, no traceback
         return 2
+    except Exception as e:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(e, MlflowException):
+            raise
+        # the store answered, then refused (permissions, a corrupt database): still one line
+        print(f"error: MLflow: {redact(first_line(e))}", file=sys.stderr)
+        return 1
     print(f"{len(written)} files in {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -72,13 +82,20 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> list[Path]:
     # MLflow's download progress bars would interleave with this command's own output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    model_only = args.command == "layers" and args.overrides and not (
+        args.sweep or args.experiment or args.filter)
+    if args.command != "profile" and not model_only:
+        # A store that does not answer fails now, before the analysis stack (pandas,
+        # matplotlib) loads: MLflow alone would retry it for minutes.
+        from compression.tracking import check_reachable, resolve_uri
+
+        check_reachable(resolve_uri(args.tracking_uri))
     # Imported here so that --help and argument errors answer instantly (mlflow is slow to load).
     from compression.analysis import commands
 
     if args.command == "profile":
         return commands.profile(args)
-    if args.command == "layers" and args.overrides and not (args.sweep or args.experiment
-                                                            or args.filter):
+    if model_only:
         return commands.model_layers(args)
     return commands.from_runs(args)
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 import compression.config  # noqa: F401  (registers the ${project_root:} resolver before Hydra)
 from compression import pipeline
 from compression.errors import ConfigError, DatasetNotFoundError
+from compression.redaction import install_log_redaction, redact
 from compression.sweep.workers import watch_sweep
 
 
@@ -35,7 +36,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
     except (ConfigError, DatasetNotFoundError) as e:
         if _trial_of_optuna_sweep():
             raise
-        print(f"error: {e}", file=sys.stderr)  # one readable line, no traceback
+        print(f"error: {redact(e)}", file=sys.stderr)  # one readable line, no traceback
         sys.exit(2)
 
 
@@ -45,4 +46,5 @@ if __name__ == "__main__":
     # (runs and trials are committed as they happen; logging's own exit hook, which runs after
     # this one, flushes the log files).
     atexit.register(gc.freeze)
+    install_log_redaction()  # before Hydra logs a job's overrides (passwords in URLs)
     main()

@@ -24,7 +24,13 @@ from torch import nn
 
 from compression.data import DataConfig, Splits
 from compression.models import ModelConfig, build_model
-from compression.training import TrainConfig, evaluate, load_optimizer_machinery, train
+from compression.training import (
+    DivergedError,
+    TrainConfig,
+    evaluate,
+    load_optimizer_machinery,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +150,13 @@ def _train_and_cache(model: nn.Module, key: str, path: Path, model_cfg: ModelCon
              data_cfg.name, train_cfg.epochs)
     load_optimizer_machinery()
     t0 = time.perf_counter()
-    train(model, data, train_cfg, seed=seed, desc="baseline")
+    train(model, data, train_cfg, seed=seed, desc="baseline")  # a NaN loss raises DivergedError
     seconds = time.perf_counter() - t0
     model.eval()
+    if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()):
+        raise DivergedError(f"baseline: training left non-finite weights (optimizer "
+                            f"{train_cfg.optimizer}, lr {train_cfg.lr:g}); not cached; lower "
+                            "train.lr")
     acc, val_acc = _accuracies(model, data, {})
     # repr keeps every digit: the float read back is the one evaluated
     _save_atomic(path, model, {"key": key, "train_seconds": f"{seconds:.3f}",

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,80 @@ METRICS = (
     "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
     "sparse_kernel_layers", "dead_output_rows",
 )
+
+
+@dataclass(frozen=True)
+class Produced:
+    """When a run logs a metric that not every run logs: `holds(cfg)` on the nested config
+    (RunConfig.params(), or a composed config's plain dict); `keys` decide it (a sweep that
+    varies one of them cannot be checked before its trials); `needs` says what would produce it."""
+
+    keys: tuple[str, ...]
+    holds: Callable[[Mapping[str, Any]], bool]
+    needs: str
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)  # as YAML spells it
+
+
+def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+_LATENCY = Produced(("measure.latency",), lambda c: _get(c, "measure.latency", True) is True,
+                    "measure.latency=true")
+_QUANT_ERROR_MODES = ("dynamic_int8", "static_int8", "qat_int8", "lowbit")
+_STRUCTURED = Produced(("pruning.method",), lambda c: _get(c, "pruning.method") == "structured",
+                       "pruning=structured")
+# Metrics that only some configurations log; every other metric of METRICS is always logged.
+CONDITIONAL_METRICS: dict[str, Produced] = {
+    **{name: _LATENCY for name in (
+        "latency_ms", "latency_p90_ms", "batch_latency_ms", "batch_latency_p90_ms",
+        "throughput", "speedup", "batch_speedup", "baseline_latency_ms",
+        "baseline_batch_latency_ms")},
+    "quant_sqnr_db_min": Produced(
+        ("quantization.mode",), lambda c: _get(c, "quantization.mode") in _QUANT_ERROR_MODES,
+        f"quantization={'|'.join(_QUANT_ERROR_MODES)}"),
+    "channels_removed_fraction": _STRUCTURED,
+    "structured_physical": _STRUCTURED,
+    "param_reduction": Produced(
+        ("pruning.method",), lambda c: _get(c, "pruning.method") in ("structured", "lowrank"),
+        "pruning=structured|lowrank"),
+    "lowrank_layers": Produced(("pruning.method",),
+                               lambda c: _get(c, "pruning.method") == "lowrank",
+                               "pruning=lowrank"),
+    "sparse_kernel_layers": Produced(
+        ("pruning.sparse_kernel",), lambda c: _get(c, "pruning.sparse_kernel") is True,
+        "pruning.sparse_kernel=true"),
+    # logged only by a trial that a sweep's pruner stopped, which returns nothing
+    **{name: Produced((), lambda c: False, "a trial stopped by hydra.sweeper.pruner; never an "
+                      "objective") for name in ("pruned_at_epoch", "pruned_val_accuracy")},
+}
+
+
+def check_produced(names: Iterable[str], cfg: Mapping[str, Any], key: str = "objectives",
+                   varying: Iterable[str] = ()) -> None:
+    """Refuse, before training, a metric (objective or sweeper constraint) that a run of `cfg`
+    will not log. Metrics decided by a key in `varying` (swept) are left to each trial."""
+    varying = list(varying)
+
+    def varies(k: str) -> bool:
+        return any(k == s or k.startswith(f"{s}.") or s.startswith(f"{k}.") for s in varying)
+
+    for name in names:
+        produced = CONDITIONAL_METRICS.get(name)
+        if produced is None or any(varies(k) for k in produced.keys) or produced.holds(cfg):
+            continue
+        now = ", ".join(f"{k}={_show(_get(cfg, k))}" for k in produced.keys)
+        raise ConfigError(f"{key}={name}: a run with {now} does not log it (it needs "
+                          f"{produced.needs})")
+
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
              "tracking", "seed", "objectives", "paths", "hydra",
@@ -85,6 +160,7 @@ class RunConfig:
             raise ConfigError("objectives is empty; name at least one metric, e.g. [val_accuracy]")
         for name in self.objectives:
             v.one_of("objectives", name, METRICS)
+        check_produced(self.objectives, self.params())
         if self.pruning.sparse_kernel and self.quantization.mode != "none":
             raise ConfigError(f"pruning.sparse_kernel=true runs fp32 sparse kernels and cannot "
                               f"be combined with quantization.mode={self.quantization.mode}; "
@@ -106,6 +182,7 @@ class RunConfig:
     def from_cfg(cls, cfg: DictConfig | dict[str, Any]) -> RunConfig:
         raw = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(raw, dict)
+        v.finite_tree({k: val for k, val in raw.items() if k != "hydra"})
         unknown = sorted(set(raw) - TOP_LEVEL)
         if unknown:
             allowed = ", ".join(sorted(TOP_LEVEL))

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from compression import tracking
 from compression.errors import ConfigError
+from compression.redaction import redact
 from compression.registry import build_dataclass
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,16 @@ class CheckSweepJobs(Callback):
     """Hydra's basic sweeper composes a job's config only when it launches it, so a bad value in
     job #5 would surface after jobs #0-4 trained and were recorded. This composes and checks
     every job first (pipeline.check: values, dataset, model support; about 0.1 s a job) and
-    stops in one line before any job or MLflow run. Our Optuna sweeper needs none of this: each
-    of its trials is checked by its own job, and a rejected one is told to the study as FAIL."""
+    stops in one line before any job or MLflow run. Our Optuna sweeper's trials are each checked
+    by their own job (a rejected one is told to the study as FAIL); what is common to all of
+    them (the sweeper's settings and storage, objectives and constraints) is checked here, as
+    Hydra opens the MLflow parent run right after this callback and builds the sweeper later."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        target = str(config.hydra.sweeper.get("_target_", ""))
+        if "compression_sweeper" in target:
+            return self._check_optuna_sweep(config)
+        if not target.endswith(".BasicSweeper"):
             return
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
@@ -60,10 +66,50 @@ class CheckSweepJobs(Callback):
             except (ConfigError, DatasetNotFoundError) as e:
                 # Hydra would turn an exception here into a warning and run the jobs anyway
                 values = " ".join(o for o in job if o.split("=", 1)[0] in swept)
-                print(f"error: job #{number}{f' ({values})' if values else ''}: {e}",
+                print(redact(f"error: job #{number}{f' ({values})' if values else ''}: {e}"),
                       file=sys.stderr)
                 sys.exit(2)
         log.debug("checked the configs of %d jobs", len(jobs))
+
+    @staticmethod
+    def _check_optuna_sweep(config: DictConfig) -> None:
+        """What can be refused before the parent run opens: the sweeper's settings, a storage
+        that cannot be opened, and objectives or constraints that the configured runs will not
+        log (unless a swept key decides whether they do: then each trial checks its own)."""
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+
+        from compression.config import check_produced
+        from compression.sweep import study as st
+        from compression.sweep.config import SweeperConfig
+
+        try:
+            settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+            assert isinstance(settings, dict)
+            settings.pop("_target_", None)
+            cfg = build_dataclass(SweeperConfig, settings, "hydra.sweeper")
+            st.make_storage(cfg.storage)
+            loader = GlobalHydra.instance().config_loader()
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(
+                [*(f"{k}={v}" for k, v in cfg.params.items()), *config.hydra.overrides.task])
+            swept = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+            fixed = [o.input_line for o in parsed if not o.is_sweep_override() and o.input_line]
+            job_cfg = loader.load_sweep_config(config, fixed)
+            raw = OmegaConf.to_container(
+                OmegaConf.masked_copy(job_cfg, [k for k in job_cfg if k != "hydra"]),
+                resolve=True)
+            assert isinstance(raw, dict)
+            objectives = raw.get("objectives") or ["val_accuracy"]
+            objectives = [objectives] if isinstance(objectives, str) else list(objectives)
+            check_produced(objectives, raw, varying=swept)
+            check_produced([c.metric for c in cfg.constraint_specs], raw,
+                           key="hydra.sweeper.constraints", varying=swept)
+        except HydraException:
+            return  # the sweeper reports what does not compose, with its own message
+        except ConfigError as e:
+            print(f"error: {redact(e)}", file=sys.stderr)
+            sys.exit(2)
 
 
 class MlflowParentRun(Callback):
@@ -84,18 +130,18 @@ class MlflowParentRun(Callback):
         except ConfigError as e:
             # Hydra turns a callback's exception into a warning and goes on to run every job
             # against the same dead store; stop here in one line instead, before any job.
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {redact(e)}", file=sys.stderr)
             sys.exit(2)
         exp_id = tracking.ensure_experiment(client, cfg.experiment)
         overrides = list(config.hydra.overrides.task) if "hydra" in config else []
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = client.create_run(exp_id, run_name=name, tags={
+        run = client.create_run(exp_id, run_name=name, tags=tracking.redacted({
             **tracking.system_tags(),
             "run_role": "parent",
             "sweep_overrides": " ".join(overrides),
             "sweep_dir": str(config.hydra.sweep.dir) if "hydra" in config else "",
             "mlflow.source.name": "train.py",
-        })
+        }))
         self.run = tracking.Run(client, run.info.run_id)
         MlflowParentRun.active = self
         os.environ[tracking.PARENT_ENV] = self.run.id

@@ -23,6 +23,7 @@ from compression import metrics as M
 from compression import tracking
 from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
+from compression.errors import ConfigError
 from compression.export import load_artifact, save_artifact, state_bytes
 from compression.models import build_model, check_fits
 from compression.pruning import PRUNERS, MaskSet, PruningConfig
@@ -122,13 +123,21 @@ def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
     rc, splits = check(cfg)
     with _threads(rc.threads):
         if not rc.tracking.enabled:
-            results = execute(rc, splits, None)
+            values = objectives(rc, execute(rc, splits, None))
         else:
             mlrun = tracking.start_run(rc.tracking, run_name=default_run_name(rc))
-            with tracking.run_status(mlrun):
-                results = execute(rc, splits, mlrun)
-    values = tuple(float(results[name]) for name in rc.objectives)
+            with tracking.run_status(mlrun):  # a missing objective ends the run FAILED too
+                values = objectives(rc, execute(rc, splits, mlrun))
     return values[0] if len(values) == 1 else values
+
+
+def objectives(rc: RunConfig, results: dict[str, float]) -> tuple[float, ...]:
+    """The values a sweeper gets. RunConfig refused objectives this config does not log before
+    training (config.check_produced); one still missing is a one-line error, not a KeyError."""
+    missing = [name for name in rc.objectives if name not in results]
+    if missing:
+        raise ConfigError(f"objectives={missing[0]}: this run did not log it")
+    return tuple(float(results[name]) for name in rc.objectives)
 
 
 def default_run_name(rc: RunConfig) -> str:

@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from compression import paths
 from compression import validation as v
 from compression.errors import ConfigError, TrialPruned, first_line
+from compression.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class TrackingConfig:
             raise ConfigError(f"tracking.experiment={self.experiment!r} must be a non-empty name")
         if self.uri is not None and not isinstance(self.uri, str):
             raise ConfigError(f"tracking.uri={self.uri!r} must be a URI string or null")
+        if self.uri:
+            check_uri(self.uri)
         v.one_of("tracking.log_model", self.log_model, [True, False])
 
 
@@ -63,36 +66,41 @@ def resolve_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
 
 
-def redact(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (for tags and logs)."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
-
-
 DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's database stores besides sqlite
-PROBE_TIMEOUT_S = 10
+SCHEMES = ("http", "https", "sqlite", *DATABASES, "databricks")  # tracking stores we accept
+PROBE_TIMEOUT_S = 5
+
+
+def check_uri(uri: str, key: str = "tracking.uri") -> None:
+    """Refuse, in one line, a URI MLflow has no tracking store for (it would fail with a
+    traceback deep in the first job), and its deprecated file store (a path or `file:` URI)."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if uri in ("databricks", "databricks-uc"):  # MLflow's names for a Databricks workspace
+        return
+    if scheme in ("", "file"):
+        raise ConfigError(f"{key}={redact(uri)}: MLflow's file store is in maintenance mode "
+                          "and not supported; use a database, e.g. sqlite:///path/mlflow.db, "
+                          "or a server, http://host:5000")
+    if scheme.split("+")[0] not in SCHEMES:
+        raise ConfigError(f"{key}={redact(uri)}: unknown scheme {scheme!r}; allowed: "
+                          f"{', '.join(SCHEMES)} (database schemes may name a driver, e.g. "
+                          "postgresql+psycopg2)")
 
 
 @functools.cache
 def check_reachable(uri: str) -> None:
-    """Fail in one line, at once, when the tracking store behind `uri` does not answer.
+    """Fail in one line, within PROBE_TIMEOUT_S, when the tracking store behind `uri` does not
+    answer.
 
-    MLflow itself retries an unreachable database for about 100 s (and a server for minutes)
-    and then raises a traceback; a sweep would pay that once per trial. Checked once per URI
-    per process. SQLite needs no check: MLflow creates the file."""
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    MLflow itself retries an unreachable database for about 100 s (an SQLite file it cannot
+    open too, and a server for minutes) and then raises a traceback; a sweep would pay that
+    once per trial. Checked once per URI per process."""
+    check_uri(uri)
+    scheme = uri.split("://", 1)[0].lower()
     if scheme in ("http", "https"):
-        import urllib.request
-
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S).close()
-        except OSError as e:
-            raise ConfigError(f"tracking.uri={redact(uri)}: no MLflow server answers at "
-                              f"{redact(uri)}/health ({e})") from None
+        _check_server(uri)
+    elif scheme == "sqlite":
+        _check_sqlite(uri)
     elif scheme.split("+")[0] in DATABASES:
         import sqlalchemy
         from sqlalchemy.pool import NullPool
@@ -103,9 +111,43 @@ def check_reachable(uri: str) -> None:
             with engine.connect():
                 pass
             engine.dispose()
-        except (ImportError, sqlalchemy.exc.SQLAlchemyError) as e:
+        except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as e:
             raise ConfigError(f"tracking.uri={redact(uri)}: cannot connect to the MLflow "
-                              f"database: {first_line(e)}") from None
+                              f"database: {redact(first_line(e))}") from None
+
+
+def _check_server(uri: str) -> None:
+    """GET <server>/health (which MLflow's basic-auth app serves without credentials)."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1]  # user:password@ is MLflow's, not the probe's
+    health = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health",
+                                      "", ""))
+    try:
+        urllib.request.urlopen(health, timeout=PROBE_TIMEOUT_S).close()
+    except (OSError, ValueError) as e:  # refused, timed out, HTTP error, malformed URL
+        raise ConfigError(f"tracking.uri={redact(uri)}: no MLflow server answers at "
+                          f"{health} ({redact(e)})") from None
+
+
+def _check_sqlite(uri: str) -> None:
+    """Open the database file as MLflow will (creating it and its folder, as MLflow does)."""
+    import sqlite3
+
+    path = uri.split("://", 1)[1].split("?", 1)[0]
+    path = path[1:] if path.startswith("/") else path  # sqlite:///rel, sqlite:////abs
+    if path in ("", ":memory:"):
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=rwc", uri=True,
+                                                timeout=PROBE_TIMEOUT_S)) as db:
+            db.execute("pragma schema_version")
+    except (OSError, sqlite3.Error) as e:
+        raise ConfigError(f"tracking.uri={redact(uri)}: cannot open the SQLite database "
+                          f"{path}: {e}") from None
 
 
 def client_for(uri: str | None) -> MlflowClient:
@@ -222,7 +264,7 @@ class Run:
         self.client, self.id = client, run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(k, str(val)[:MAX_PARAM_LEN]) for k, val in params.items()]
+        items = [Param(k, redact(val)[:MAX_PARAM_LEN]) for k, val in params.items()]
         for i in range(0, len(items), 100):  # MLflow's per-batch limit
             _retry(self.client.log_batch, self.id, params=items[i : i + 100])
 
@@ -233,7 +275,7 @@ class Run:
             _retry(self.client.log_batch, self.id, metrics=items[i : i + 1000])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(k, str(val)[:5000]) for k, val in tags.items()]
+        items = [RunTag(k, redact(val)[:5000]) for k, val in tags.items()]
         _retry(self.client.log_batch, self.id, tags=items)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
@@ -255,10 +297,16 @@ def start_run(
     if parent:
         all_tags[PARENT_TAG] = parent
     all_tags.setdefault("run_role", "child" if parent else "single")
-    run = _retry(client.create_run, exp_id, run_name=run_name or cfg.run_name, tags=all_tags)
+    run = _retry(client.create_run, exp_id, run_name=run_name or cfg.run_name,
+                 tags=redacted(all_tags))
     log.info("mlflow run %s (experiment %r at %s)", run.info.run_id, cfg.experiment,
-             client.tracking_uri)
+             redact(client.tracking_uri))
     return Run(client, run.info.run_id)
+
+
+def redacted(tags: Mapping[str, Any]) -> dict[str, str]:
+    """Tag values as MLflow stores them, credentials redacted (see compression.redaction)."""
+    return {k: redact(val)[:5000] for k, val in tags.items()}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

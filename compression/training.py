@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from compression import validation as v
 from compression.data import Splits, batches
+from compression.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,11 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
     "cosine": lambda opt, total: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total)),
 }
 
+class DivergedError(ConfigError):
+    """The training loss became NaN or infinite: the settings (usually the learning rate) make
+    training diverge. One line, like any bad value; the run ends FAILED and nothing is cached."""
+
+
 StepHook = Callable[[int], None]  # called with the global step number after each optimizer step
 EpochHook = Callable[[nn.Module], None]  # called with the model after each epoch (e.g. to report)
 
@@ -121,9 +127,10 @@ def train(
     with `teacher` and `distillation` the loss also follows the teacher's softened logits;
     `after_epoch(model)` runs after every epoch (a sweep's pruner may stop the run there)."""
     epochs = cfg.epochs if epochs is None else epochs
+    lr = cfg.lr if lr is None else lr
     opt = OPTIMIZERS[cfg.optimizer](
         [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.lr if lr is None else lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
     )
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
@@ -143,6 +150,12 @@ def train(
                 with torch.no_grad():
                     target = teacher(x)
                 loss = distillation(loss, out, target)
+            if not torch.isfinite(loss):  # stop at once: every later step would be garbage too
+                bar.close()
+                raise DivergedError(
+                    f"{desc}: the training loss became {loss.item()} at step {step + 1} (epoch "
+                    f"{epoch + 1}; optimizer {cfg.optimizer}, lr {lr:g}): training diverged; "
+                    "lower the learning rate")
             loss.backward()
             opt.step()
             if scheduler is not None:

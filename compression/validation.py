@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 
 from compression.errors import ConfigError
+
+# Upper bounds for keys whose dataclass gives none (in_range(..., hi=None)): a value beyond these
+# is a typo, and would fail only after minutes of training or an allocation of gigabytes
+# (measure.batch_size=100000000 asked for 25 GB). Patterns are fnmatch'ed on the key; first wins.
+CEILINGS: tuple[tuple[str, float], ...] = (
+    ("*.lr", 10.0),  # Adam/SGD steps beyond this diverge on any model here
+    ("*.weight_decay", 1.0),  # decay >= 1 per step zeroes every weight
+    ("model.width", 16.0),  # 16x the built-in widths: LeNet-300-100 at 4800-1600
+    ("measure.batch_size", 16384),
+    ("train.batch_size", 65536),
+    ("*.epochs", 10000),
+    ("*.round_epochs", 10000),
+    ("measure.warmup", 100000),
+    ("measure.repeats", 100000),
+    ("measure.threads", 4096),
+)
+
+
+def ceiling(key: str) -> float | None:
+    return next((hi for pattern, hi in CEILINGS if fnmatchcase(key, pattern)), None)
 
 
 def number(key: str, value: Any, *, integer: bool = False) -> float:
@@ -13,7 +35,23 @@ def number(key: str, value: Any, *, integer: bool = False) -> float:
     if isinstance(value, bool) or not ok:
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{key}={value!r} must be {kind}")
+    if not math.isfinite(value):  # nan passes every comparison below: refuse it here
+        raise ConfigError(f"{key}={value!r} must be a finite number")
     return value
+
+
+def finite_tree(values: Any, key: str = "") -> None:
+    """Refuse a NaN or infinite float anywhere in a (nested) config: every float of every
+    section, including those no dataclass field checks (a user model's keyword arguments, the
+    entries of a mapping or list)."""
+    if isinstance(values, Mapping):
+        for k, val in values.items():
+            finite_tree(val, f"{key}.{k}" if key else str(k))
+    elif isinstance(values, list | tuple):
+        for i, val in enumerate(values):
+            finite_tree(val, f"{key}[{i}]")
+    elif isinstance(values, float) and not math.isfinite(values):
+        raise ConfigError(f"{key}={values!r} must be a finite number")
 
 
 def in_range(
@@ -26,8 +64,11 @@ def in_range(
     hi_open: bool = False,
     integer: bool = False,
 ) -> None:
-    """Check lo <= value <= hi (or strict where *_open); the message prints the interval."""
+    """Check lo <= value <= hi (or strict where *_open); the message prints the interval. With
+    no `hi`, the key's sane ceiling (CEILINGS) applies, if it has one."""
     number(key, value, integer=integer)
+    if hi is None and (hi := ceiling(key)) is not None:
+        hi_open = False
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
     too_high = hi is not None and (value >= hi if hi_open else value > hi)
     if too_low or too_high:

@@ -21,8 +21,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from compression.analysis.selection import LATEST, Selection
-from compression.errors import ConfigError
-from compression.tracking import PARENT_TAG
+from compression.errors import ConfigError, first_line
+from compression.redaction import redact
+from compression.tracking import PARENT_TAG, client_for
 
 PAGE = 1000
 STUDY_TAG = "study_name"  # set by the Optuna sweeper on the parent and on every trial's run
@@ -92,8 +93,14 @@ def _search(client: MlflowClient, exp_ids: list[str], filter_string: str) -> lis
     runs: list[Run] = []
     token = None
     while True:
-        page = client.search_runs(exp_ids, filter_string, ViewType.ACTIVE_ONLY,
-                                  max_results=PAGE, page_token=token)
+        try:
+            page = client.search_runs(exp_ids, filter_string, ViewType.ACTIVE_ONLY,
+                                      max_results=PAGE, page_token=token)
+        except MlflowException as e:
+            if e.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            # a malformed --filter: MLflow's own message names the clause it could not parse
+            raise ConfigError(f"--filter {filter_string!r}: {first_line(e)}") from None
         runs.extend(page)
         token = page.token
         if not token:
@@ -106,7 +113,7 @@ def _experiment_ids(client: MlflowClient, name: str | None) -> list[str]:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         known = ", ".join(e.name for e in client.search_experiments()) or "none"
-        raise ConfigError(f"--experiment={name!r} does not exist at {client.tracking_uri}; "
+        raise ConfigError(f"--experiment={name!r} does not exist at {redact(client.tracking_uri)}; "
                           f"known: {known}")
     return [exp.experiment_id]
 
@@ -123,7 +130,7 @@ def _resolve_sweep(client: MlflowClient, exp_ids: list[str], sweep: str
         parents = client.search_runs(exp_ids, "tags.run_role = 'parent'", max_results=1,
                                      order_by=["attributes.start_time DESC"])
         if not parents:
-            raise ConfigError(f"--sweep latest: no parent run at {client.tracking_uri}")
+            raise ConfigError(f"--sweep latest: no parent run at {redact(client.tracking_uri)}")
         sweep = parents[0].info.run_id
     try:
         parent = client.get_run(sweep)
@@ -137,7 +144,7 @@ def _resolve_sweep(client: MlflowClient, exp_ids: list[str], sweep: str
     tagged = _search(client, exp_ids, f"tags.{STUDY_TAG} = '{quoted}'")
     if not tagged:
         raise ConfigError(f"--sweep={sweep!r} is neither a run id nor a study name "
-                          f"at {client.tracking_uri}")
+                          f"at {redact(client.tracking_uri)}")
     parents = [r for r in tagged if r.data.tags.get("run_role") == "parent"]
     latest = max(parents, key=lambda r: r.info.start_time, default=None)
     return f"tags.{STUDY_TAG} = '{quoted}'", latest.info.run_id if latest else "", sweep
@@ -145,7 +152,7 @@ def _resolve_sweep(client: MlflowClient, exp_ids: list[str], sweep: str
 
 def load_runs(selection: Selection) -> RunTable:
     """Every run the selection names, from the database or tracking server at selection.uri."""
-    client = MlflowClient(tracking_uri=selection.uri)
+    client = client_for(selection.uri)  # a dead store: one line at once, not minutes of retries
     exp_ids = _experiment_ids(client, selection.experiment)
     parent_id = sweep_name = sweep_filter = None
     if selection.sweep:

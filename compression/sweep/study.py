@@ -19,10 +19,10 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from compression import paths
 from compression.errors import ConfigError, first_line
+from compression.redaction import redact
 from compression.sweep.config import SweeperConfig
 from compression.sweep.pruners import make_pruner
 from compression.sweep.samplers import make_sampler
-from compression.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,12 @@ def make_storage(url: str | None) -> BaseStorage:
         except Exception as e:  # bad driver, unreachable server: one line, before training
             raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: "
                               f"{first_line(e)}") from None
-    Path(resolved).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(resolved))
+    try:
+        Path(resolved).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(resolved))
+    except OSError as e:  # a folder that cannot be written (or created): one line, not a trace
+        raise ConfigError(f"hydra.sweeper.storage={redact(url)}: cannot open the journal file "
+                          f"{resolved}: {e.strerror or e}") from None
 
 
 def open_study(cfg: SweeperConfig) -> optuna.Study:

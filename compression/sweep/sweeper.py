@@ -25,6 +25,7 @@ from optuna.trial import Trial, TrialState
 from compression import tracking
 from compression.config import METRICS
 from compression.errors import ConfigError, TrialPruned
+from compression.redaction import redact
 from compression.registry import build_dataclass
 from compression.sweep import autotune, mlflow_side, pruners, results, workers
 from compression.sweep import study as st
@@ -216,7 +217,7 @@ class OptunaSweep:
                               "hydra.sweeper.when)") from None
 
     def _fail(self, study: optuna.Study, trial: Trial, error: str) -> None:
-        trial.set_user_attr(st.ERROR_ATTR, error[:2000])
+        trial.set_user_attr(st.ERROR_ATTR, redact(error)[:2000])  # the journal is a file
         study.tell(trial, state=TrialState.FAIL)
         log.warning("trial %d failed: %s", trial.number, error.splitlines()[0][:300])
 
