@@ -143,6 +143,12 @@ class MlflowParentRun(Callback):
         run.end(RunStatus.to_string(RunStatus.FAILED))  # not RUNNING, even among deleted runs
         run.client.delete_run(run.id)
 
+    @classmethod
+    def end_active(cls, status: str) -> None:
+        """End the multirun's parent run now (e.g. KILLED when the sweep is interrupted)."""
+        if cls.active is not None:
+            cls.active._close(status)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close(RunStatus.to_string(RunStatus.FINISHED))
 

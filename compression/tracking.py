@@ -73,6 +73,11 @@ def redact(url: str) -> str:
     return url
 
 
+class StoreUnavailableError(ConfigError):
+    """The tracking store does not answer: an outage, not a fault of the run's configuration
+    (a sweep queues such a trial again instead of counting it as failed)."""
+
+
 DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's database stores besides sqlite
 PROBE_TIMEOUT_S = 10
 
@@ -91,7 +96,7 @@ def check_reachable(uri: str) -> None:
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S).close()
         except OSError as e:
-            raise ConfigError(f"tracking.uri={redact(uri)}: no MLflow server answers at "
+            raise StoreUnavailableError(f"tracking.uri={redact(uri)}: no MLflow server answers at "
                               f"{redact(uri)}/health ({e})") from None
     elif scheme.split("+")[0] in DATABASES:
         import sqlalchemy
@@ -104,7 +109,7 @@ def check_reachable(uri: str) -> None:
                 pass
             engine.dispose()
         except (ImportError, sqlalchemy.exc.SQLAlchemyError) as e:
-            raise ConfigError(f"tracking.uri={redact(uri)}: cannot connect to the MLflow "
+            raise StoreUnavailableError(f"tracking.uri={redact(uri)}: cannot connect to the MLflow "
                               f"database: {first_line(e)}") from None
 
 

@@ -27,6 +27,12 @@ import warnings
 
 log = logging.getLogger(__name__)
 
+try:  # what joblib raises for a batch one of whose workers died (SIGKILL, out of memory)
+    from joblib.externals.loky.process_executor import BrokenProcessPool
+    LOST_WORKER_ERRORS: tuple[type[BaseException], ...] = (BrokenProcessPool,)
+except ImportError:  # no joblib: no workers to lose
+    LOST_WORKER_ERRORS = ()
+
 PARENT_POLL_S = 0.5
 EXIT_GRACE_S = 10.0
 _hooked = False
@@ -75,6 +81,9 @@ def _watch_parent() -> None:
 
 def _in_forked_child() -> None:
     _forget_inherited_connections()
+    # SIGTERM in the sweep means "stop the sweep" (train.py); in a worker, its job's
+    # tracking.run_status handles it, and an idle worker just ends, as a fresh one would
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # the process that forked this one: the sweep for a worker (a worker's own forks watch it)
     _watch_parent()
 
