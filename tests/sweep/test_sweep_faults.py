@@ -105,7 +105,7 @@ def test_sweeps_started_together_on_a_new_mlflow_database(tmp_path: Path) -> Non
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    [exp] = client.search_experiments()
+    exp = client.get_experiment_by_name("compression")
     all_runs = client.search_runs([exp.experiment_id], max_results=100)
     roles = sorted(r.data.tags["run_role"] for r in all_runs)
     assert roles == ["child"] * 4 + ["parent"] * 2
