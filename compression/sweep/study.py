@@ -50,11 +50,18 @@ def make_storage(url: str | None) -> BaseStorage:
     local workers); anything with `://`: an SQLAlchemy URL (sqlite, postgresql, mysql)."""
     resolved = resolve_storage(url)
     if "://" in resolved:
-        try:
-            return RDBStorage(resolved)
-        except Exception as e:  # bad driver, unreachable server: one line, before training
-            raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: "
-                              f"{first_line(e)}") from None
+        for attempt in range(3):
+            try:
+                return RDBStorage(resolved)
+            except Exception as e:  # bad driver, unreachable server: one line, before training
+                # Several processes starting on a new database race to create its tables
+                # (a unique violation on the catalog): the loser finds them made when it retries.
+                race = "already exists" in str(e) or "duplicate key" in str(e)
+                if race and attempt < 2:
+                    time.sleep(0.5 + attempt)
+                    continue
+                raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: "
+                                  f"{first_line(e)}") from None
     Path(resolved).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(resolved))
 
