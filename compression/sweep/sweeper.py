@@ -255,7 +255,7 @@ class OptunaSweep:
         and with it the results of the whole batch."""
         try:
             return self.launcher.launch([o for _, o in batch], initial_job_idx=self.job_idx)
-        except workers.LOST_WORKER_ERRORS as e:  # loky starts fresh workers for the next batch
+        except workers.lost_worker_errors() as e:  # the next batch gets fresh workers
             log.warning("a joblib worker died (%s)", first_line(e))
             return None
         except HydraException as e:  # overrides that do not compose: the space itself is wrong

@@ -15,6 +15,7 @@ sweep process and ends itself (its running trial's MLflow run KILLED) when the s
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import multiprocessing
@@ -27,11 +28,25 @@ import warnings
 
 log = logging.getLogger(__name__)
 
-try:  # what joblib raises for a batch one of whose workers died (SIGKILL, out of memory)
-    from joblib.externals.loky.process_executor import BrokenProcessPool
-    LOST_WORKER_ERRORS: tuple[type[BaseException], ...] = (BrokenProcessPool,)
-except ImportError:  # no joblib: no workers to lose
-    LOST_WORKER_ERRORS = ()
+
+@functools.cache
+def lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """What a launcher raises for a batch one of whose jobs' processes died (SIGKILL, out of
+    memory, a cluster node lost): joblib's broken pool, submitit's uncompleted job."""
+    errors: list[type[BaseException]] = []
+    try:
+        from joblib.externals.loky.process_executor import BrokenProcessPool
+
+        errors.append(BrokenProcessPool)
+    except ImportError:  # no joblib: no workers to lose
+        pass
+    try:
+        from submitit.core.utils import UncompletedJobError
+
+        errors.append(UncompletedJobError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 PARENT_POLL_S = 0.5
 EXIT_GRACE_S = 10.0
