@@ -88,3 +88,29 @@ def test_processes_that_start_on_a_new_sqlite_store_together_leave_it_working(
         assert outcomes == ["ok"] * 4, outcomes
         client = MlflowClient(tracking_uri=uri)  # a later process finds it whole
         assert [e.name for e in client.search_experiments()].count("compression") == 1
+
+
+def test_a_multirun_job_without_a_parent_run_is_refused_not_logged_single(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep whose parent run was lost logged its trials as lone `single` runs, invisible to
+    the sweep's nesting, analysis and stale-run cleanup."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from compression.config import CONFIG_DIR
+
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra.mode=MULTIRUN"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(ConfigError, match="this job of a multirun has no MLflow parent"):
+            tracking.start_run(tracking.TrackingConfig(uri=uri))
+    finally:
+        HydraConfig.instance().cfg = None
+    client = MlflowClient(tracking_uri=uri)
+    assert not client.search_runs([tracking.ensure_experiment(client, "compression")])
