@@ -97,7 +97,7 @@ class OptunaSweep:
                  self.cfg.sampler, st.redact(st.resolve_storage(self.cfg.storage)),
                  st.counts(study).complete, n_trials)
 
-        self.parent, self.lost_in_a_row = parent, 0
+        self.parent, self.lost_in_a_row, self.store_down = parent, 0, False
         self._reap(study, parent, first=True)  # a killed earlier run of this study
         returns = []
         try:
@@ -155,6 +155,7 @@ class OptunaSweep:
               ) -> None:
         """End trials of dead workers (completed from a FINISHED MLflow run, else failed and
         queued again) and end their RUNNING MLflow runs as KILLED."""
+        self.store_down = False
         recover = self._recover if parent is not None else None
         stale = st.fail_stale_trials(study, self.cfg.grace_period, self.cfg.max_attempts,
                                      recover)
@@ -166,7 +167,7 @@ class OptunaSweep:
         """Complete `trial` from its FINISHED MLflow run, if it has one (its job got that far
         before the sweep lost track of it). Idempotence: a resume neither runs such a trial
         again nor leaves a second FINISHED run of it."""
-        if self.parent is None:
+        if self.parent is None or self.store_down:
             return False
         try:
             values = mlflow_side.finished_values(self.parent, study.study_name, trial.number,
@@ -174,6 +175,7 @@ class OptunaSweep:
         except Exception as e:  # the store is down: the trial is run again instead
             log.warning("could not look up trial %d's MLflow run: %s", trial.number,
                         first_line(e))
+            self.store_down = True  # each call waits out MLflow's retries: no more this batch
             return False
         if values is None:
             return False
@@ -187,17 +189,19 @@ class OptunaSweep:
         run FINISHED is completed from it; the others' runs end KILLED, the trials FAIL and are
         queued again, not counted against max_failure_rate."""
         log.warning("%d trial(s) lost: %s", len(batch), reason)
+        self.store_down = False
         for trial, _ in batch:
             if self._recover(study, trial):
                 log.info("trial %d: completed from its FINISHED MLflow run", trial.number)
                 continue
-            if self.parent is not None:
+            if self.parent is not None and not self.store_down:
                 try:
                     mlflow_side.end_trial_runs(self.parent, study.study_name, trial.number,
                                                reason)
                 except Exception as e:  # ended KILLED by the stale-run sweep on resume
                     log.warning("could not end trial %d's MLflow run: %s", trial.number,
                                 first_line(e))
+                    self.store_down = True
             self._fail_lost(study, trial, reason)
 
     def _fail_lost(self, study: optuna.Study, trial: Trial, reason: str) -> None:

@@ -32,7 +32,7 @@ def _sweep(tmp_path: Path, **settings: object) -> tuple[OptunaSweep, optuna.Stud
     sweep = OptunaSweep({"storage": str(tmp_path / "o.journal"), "study_name": "s",
                          "sampler": "random", "n_trials": 4, **settings})
     sweep.objectives = sweep.returned = ["val_accuracy"]
-    sweep.constraints, sweep.lost_in_a_row = [], 0
+    sweep.constraints, sweep.lost_in_a_row, sweep.store_down = [], 0, False
     client = tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = tracking.ensure_experiment(client, "compression")
     parent = client.create_run(exp, tags={"run_role": "parent", "study_name": "s"})
