@@ -54,5 +54,7 @@ def _types() -> tuple[type[BaseException], ...]:
 
 def is_infrastructure(e: BaseException) -> bool:
     """True when `e` (or what caused it) is the tracking store or the network failing."""
+    if not isinstance(e, BaseException):
+        return False
     types = _types()
     return any(isinstance(x, types) or _MESSAGES.search(str(x)) for x in _chain(e))
