@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import signal
 import sys
 
 import hydra
@@ -15,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import compression.config  # noqa: F401  (registers the ${project_root:} resolver before Hydra)
-from compression import pipeline
+from compression import interrupt, pipeline
 from compression.errors import ConfigError, DatasetNotFoundError
 from compression.redaction import install_log_redaction, redact
 from compression.sweep.workers import watch_sweep
@@ -47,4 +48,9 @@ if __name__ == "__main__":
     # this one, flushes the log files).
     atexit.register(gc.freeze)
     install_log_redaction()  # before Hydra logs a job's overrides (passwords in URLs)
-    main()
+    # SIGTERM (`kill`, a scheduler's pre-emption) stops a run or sweep as Ctrl-C does.
+    signal.signal(signal.SIGTERM, interrupt.raise_interrupt)
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        interrupt.stop(e)  # one line, runs ended KILLED, exit 130

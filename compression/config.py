@@ -176,7 +176,9 @@ class RunConfig:
     def threads(self) -> int:
         """Torch threads for training: the cores shared among parallel workers."""
         workers = int(os.environ.get("COMPRESSION_WORKERS", "1"))
-        return max(1, (os.cpu_count() or 1) // max(1, workers))
+        # the cores this process may run on: a SLURM job's allocation, not the whole node
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict[str, Any]) -> RunConfig:

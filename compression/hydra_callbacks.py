@@ -19,7 +19,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 from compression import tracking
-from compression.errors import ConfigError
+from compression.errors import ConfigError, first_line
 from compression.redaction import redact
 from compression.registry import build_dataclass
 
@@ -125,23 +125,27 @@ class MlflowParentRun(Callback):
         cfg = build_dataclass(tracking.TrackingConfig, raw or {}, "tracking")
         if not cfg.enabled:
             return
-        try:
-            client = tracking.client_for(cfg.uri)
-        except ConfigError as e:
-            # Hydra turns a callback's exception into a warning and goes on to run every job
-            # against the same dead store; stop here in one line instead, before any job.
-            print(f"error: {redact(e)}", file=sys.stderr)
-            sys.exit(2)
-        exp_id = tracking.ensure_experiment(client, cfg.experiment)
         overrides = list(config.hydra.overrides.task) if "hydra" in config else []
         name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = client.create_run(exp_id, run_name=name, tags=tracking.redacted({
-            **tracking.system_tags(),
-            "run_role": "parent",
-            "sweep_overrides": " ".join(overrides),
-            "sweep_dir": str(config.hydra.sweep.dir) if "hydra" in config else "",
-            "mlflow.source.name": "train.py",
-        }))
+        try:
+            client = tracking.client_for(cfg.uri)
+            exp_id = tracking._retry(tracking.ensure_experiment, client, cfg.experiment)
+            run = tracking._retry(client.create_run, exp_id, run_name=name, tags=tracking.redacted({
+                **tracking.system_tags(),
+                "run_role": "parent",
+                "sweep_overrides": " ".join(overrides),
+                "sweep_dir": str(config.hydra.sweep.dir) if "hydra" in config else "",
+                "mlflow.source.name": "train.py",
+            }))
+        except Exception as e:
+            # Hydra turns a callback's exception into a warning and goes on to run every job
+            # against the same store, each logged as a lone run outside any sweep; stop here
+            # in one line instead, before any job.
+            message = e if isinstance(e, ConfigError) else (
+                f"tracking.uri={tracking.redact(tracking.resolve_uri(cfg.uri))}: cannot open "
+                f"the sweep's MLflow parent run: {first_line(e)}")
+            print(f"error: {redact(message)}", file=sys.stderr)
+            sys.exit(2)
         self.run = tracking.Run(client, run.info.run_id)
         MlflowParentRun.active = self
         os.environ[tracking.PARENT_ENV] = self.run.id
@@ -184,6 +188,12 @@ class MlflowParentRun(Callback):
             del os.environ[tracking.PARENT_ENV]
         run.end(RunStatus.to_string(RunStatus.FAILED))  # not RUNNING, even among deleted runs
         run.client.delete_run(run.id)
+
+    @classmethod
+    def end_active(cls, status: str) -> None:
+        """End the multirun's parent run now (e.g. KILLED when the sweep is interrupted)."""
+        if cls.active is not None:
+            cls.active._close(status)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close(RunStatus.to_string(RunStatus.FINISHED))

@@ -66,6 +66,11 @@ def resolve_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or paths.default_tracking_uri()
 
 
+class StoreUnavailableError(ConfigError):
+    """The tracking store does not answer: an outage, not a fault of the run's configuration
+    (a sweep queues such a trial again instead of counting it as failed)."""
+
+
 DATABASES = ("postgresql", "mysql", "mssql")  # MLflow's database stores besides sqlite
 SCHEMES = ("http", "https", "sqlite", *DATABASES, "databricks")  # tracking stores we accept
 PROBE_TIMEOUT_S = 5
@@ -112,8 +117,8 @@ def check_reachable(uri: str) -> None:
                 pass
             engine.dispose()
         except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as e:
-            raise ConfigError(f"tracking.uri={redact(uri)}: cannot connect to the MLflow "
-                              f"database: {redact(first_line(e))}") from None
+            raise StoreUnavailableError(f"tracking.uri={redact(uri)}: cannot connect to the "
+                                        f"MLflow database: {redact(first_line(e))}") from None
 
 
 def _check_server(uri: str) -> None:
@@ -128,8 +133,8 @@ def _check_server(uri: str) -> None:
     try:
         urllib.request.urlopen(health, timeout=PROBE_TIMEOUT_S).close()
     except (OSError, ValueError) as e:  # refused, timed out, HTTP error, malformed URL
-        raise ConfigError(f"tracking.uri={redact(uri)}: no MLflow server answers at "
-                          f"{health} ({redact(e)})") from None
+        raise StoreUnavailableError(f"tracking.uri={redact(uri)}: no MLflow server answers "
+                                    f"at {health} ({redact(e)})") from None
 
 
 def _check_sqlite(uri: str) -> None:
@@ -151,10 +156,59 @@ def _check_sqlite(uri: str) -> None:
 
 
 def client_for(uri: str | None) -> MlflowClient:
-    """An MlflowClient for `uri` (see resolve_uri) whose store has answered (check_reachable)."""
+    """An MlflowClient for `uri` (see resolve_uri) whose store has answered (check_reachable)
+    and, for SQLite, exists with its schema (sqlite_store_lock)."""
     resolved = resolve_uri(uri)
     check_reachable(resolved)
-    return MlflowClient(tracking_uri=resolved)
+    with sqlite_store_lock(resolved) as sqlite:
+        client = MlflowClient(tracking_uri=resolved)
+        if sqlite:  # the store is built now, under the lock (migrations on a new database)
+            _retry(client.search_experiments, max_results=1)
+    return client
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """sqlite:///rel.db or sqlite:////abs.db -> the file; None for in-memory databases."""
+    path = uri.split(":///", 1)[1].split("?", 1)[0] if ":///" in uri else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` between processes of this machine (flock). Where
+    the file cannot be opened (a read-only or missing folder) it locks nothing: the caller's
+    own access then fails with its own error."""
+    try:
+        import fcntl
+        handle = path.open("a")
+    except (ImportError, OSError):  # no flock (Windows), or no place for the lock file
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def sqlite_store_lock(uri: str) -> Iterator[bool]:
+    """For an SQLite URI: hold a lock on `<db>.lock` while MLflow opens (creates) the store.
+
+    MLflow creates a new database's tables with ~60 Alembic migrations on first access, and
+    two processes doing it at once (two sweeps started together, or the workers of one) break
+    it for good (`table _alembic_tmp_experiments already exists` on every later run). Under
+    the lock the first process migrates and the others find the tables made. Other URIs: no
+    lock (a server or a database server serializes its own schema changes)."""
+    db = _sqlite_path(uri) if uri.lower().startswith("sqlite:") else None
+    if db is None:
+        yield False
+        return
+    with contextlib.suppress(OSError):  # MLflow makes the folder too; the lock needs it first
+        db.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(db.with_name(db.name + ".lock")):
+        yield True
 
 
 def _retry(fn: Any, *args: Any, attempts: int = 8, **kwargs: Any) -> Any:
@@ -294,6 +348,11 @@ def start_run(
                 if k.startswith(TAG_ENV_PREFIX)}
     all_tags = {**system_tags(), "mlflow.source.name": "train.py", **env_tags, **(tags or {})}
     parent = cfg.parent_run_id or os.environ.get(PARENT_ENV)
+    if not parent and in_multirun():
+        # a sweep whose parent run could not be opened: a lone run here would be invisible to
+        # the sweep's nesting, analysis and stale-run cleanup
+        raise ConfigError("this job of a multirun has no MLflow parent run (the sweep could not "
+                          "open one); not logging it as a lone run")
     if parent:
         all_tags[PARENT_TAG] = parent
     all_tags.setdefault("run_role", "child" if parent else "single")
@@ -309,8 +368,16 @@ def redacted(tags: Mapping[str, Any]) -> dict[str, str]:
     return {k: redact(val)[:5000] for k, val in tags.items()}
 
 
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (`-m`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @contextlib.contextmanager

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -55,3 +57,60 @@ def test_a_run_with_pattern_overrides_logs_its_params(compose_cfg, tracking_uri)
     [run] = client.search_runs([client.get_experiment_by_name("compression").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["pruning.overrides"] == "{'fc3': 0, 'fc*': 0.3}"
+
+
+def _first_start(uri: str, barrier: Any, results: Any) -> None:
+    barrier.wait()  # every process opens the new database at the same moment
+    try:
+        client = tracking.client_for(uri)
+        tracking.ensure_experiment(client, "compression")
+        results.put("ok")
+    except Exception as e:
+        results.put(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+
+
+def test_processes_that_start_on_a_new_sqlite_store_together_leave_it_working(
+        tmp_path: Path) -> None:
+    """MLflow builds a new database's schema with Alembic migrations; two processes doing it at
+    once broke it for good (`table _alembic_tmp_... already exists`). Forked processes, so that
+    they reach MLflow within milliseconds of each other."""
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(2):
+        uri = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_first_start, args=(uri, barrier, results))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert outcomes == ["ok"] * 4, outcomes
+        client = MlflowClient(tracking_uri=uri)  # a later process finds it whole
+        assert [e.name for e in client.search_experiments()].count("compression") == 1
+
+
+def test_a_multirun_job_without_a_parent_run_is_refused_not_logged_single(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep whose parent run was lost logged its trials as lone `single` runs, invisible to
+    the sweep's nesting, analysis and stale-run cleanup."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from compression.config import CONFIG_DIR
+
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra.mode=MULTIRUN"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(ConfigError, match="this job of a multirun has no MLflow parent"):
+            tracking.start_run(tracking.TrackingConfig(uri=uri))
+    finally:
+        HydraConfig.instance().cfg = None
+    client = MlflowClient(tracking_uri=uri)
+    assert not client.search_runs([tracking.ensure_experiment(client, "compression")])

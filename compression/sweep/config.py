@@ -56,6 +56,9 @@ class SweeperConfig:
     n_trials: int | None = 20  # COMPLETE trials the study should hold; null: grid size
     n_jobs: int = 1  # trials per batch handed to the launcher (parallel with joblib)
     max_failure_rate: float = 0.25  # stop once failed trials > rate * n_trials
+    # tries of one trial that fail for no fault of its configuration (a dead worker, the
+    # tracking store down, an interrupt): queued again and not counted until this many
+    max_attempts: int = 3
     storage: str | None = None  # null: journal file outputs/optuna.journal at the project root
     study_name: str | None = None  # null: a new study each time; set it to resume or share
     params: dict[str, str] = field(default_factory=dict)  # key -> Hydra sweep override
@@ -92,6 +95,7 @@ class SweeperConfig:
             raise ConfigError("hydra.sweeper.n_trials=null is only allowed with sampler=grid")
         v.in_range("hydra.sweeper.n_jobs", self.n_jobs, 1, integer=True)
         v.in_range("hydra.sweeper.max_failure_rate", self.max_failure_rate, 0, 1)
+        v.in_range("hydra.sweeper.max_attempts", self.max_attempts, 1, integer=True)
         v.one_of("hydra.sweeper.fork_workers", self.fork_workers, [True, False])
         v.in_range("hydra.sweeper.heartbeat_interval", self.heartbeat_interval, 0, lo_open=True)
         v.in_range("hydra.sweeper.grace_period", self.grace_period, self.heartbeat_interval,

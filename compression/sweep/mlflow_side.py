@@ -4,10 +4,10 @@ and stale RUNNING child runs of dead workers ended as KILLED."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from compression import tracking
@@ -69,4 +69,39 @@ def end_stale_children(parent: tracking.Run, study_name: str, live_trials: set[i
         ended += 1
     if ended:
         log.warning("ended %d stale RUNNING MLflow run(s) of study %s as KILLED", ended, study_name)
+    return ended
+
+
+def trial_runs(parent: tracking.Run, study_name: str, number: int) -> list[Run]:
+    """The child runs logged for trial `number` of `study_name` (normally one)."""
+    client: MlflowClient = parent.client
+    exp_id = client.get_run(parent.id).info.experiment_id
+    return client.search_runs(
+        [exp_id], f"tags.study_name = {_quote(study_name)} and tags.trial_number = "
+                  f"'{number}' and tags.run_role = 'child'", max_results=100,
+    )
+
+
+def finished_values(parent: tracking.Run, study_name: str, number: int,
+                    metrics: Sequence[str]) -> dict[str, float] | None:
+    """The values of `metrics` logged by trial `number`'s FINISHED run, if it has one with all
+    of them: what the job returned before its sweep lost track of it (the job ends its run
+    FINISHED only after logging every metric)."""
+    for run in trial_runs(parent, study_name, number):
+        logged = run.data.metrics
+        if run.info.status == "FINISHED" and all(m in logged for m in metrics):
+            return {m: float(logged[m]) for m in metrics}
+    return None
+
+
+def end_trial_runs(parent: tracking.Run, study_name: str, number: int, reason: str) -> int:
+    """End trial `number`'s RUNNING runs as KILLED (its worker died or was interrupted before
+    the run could end itself). Returns how many."""
+    ended = 0
+    for r in trial_runs(parent, study_name, number):
+        if r.info.status == "RUNNING":
+            run = tracking.Run(parent.client, r.info.run_id)
+            run.set_tags({"error_type": "lost", "error": reason[:5000]})
+            run.end(KILLED)
+            ended += 1
     return ended

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,9 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 WORKER_ATTR, HEARTBEAT_ATTR, ERROR_ATTR = "worker", "heartbeat", "error"
 QUEUED_ATTR = "queued"  # trials put in the queue: grid points, retries of a dead worker's trial
 CANCELLED_ATTR = "cancelled"  # surplus trials told PRUNED unrun (several workers, last trials)
+# A FAIL that was not the configuration's (dead worker, store outage, interrupt): queued again,
+# not counted against max_failure_rate (see sweep/failures.py); ATTEMPT_ATTR numbers the tries.
+INFRA_ATTR, ATTEMPT_ATTR = "infra_error", "attempt"
 
 
 def resolve_storage(url: str | None) -> str:
@@ -49,11 +52,18 @@ def make_storage(url: str | None) -> BaseStorage:
     local workers); anything with `://`: an SQLAlchemy URL (sqlite, postgresql, mysql)."""
     resolved = resolve_storage(url)
     if "://" in resolved:
-        try:
-            return RDBStorage(resolved)
-        except Exception as e:  # bad driver, unreachable server: one line, before training
-            raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: "
-                              f"{first_line(e)}") from None
+        for attempt in range(3):
+            try:
+                return RDBStorage(resolved)
+            except Exception as e:  # bad driver, unreachable server: one line, before training
+                # Several processes starting on a new database race to create its tables
+                # (a unique violation on the catalog): the loser finds them made when it retries.
+                race = "already exists" in str(e) or "duplicate key" in str(e)
+                if race and attempt < 2:
+                    time.sleep(0.5 + attempt)
+                    continue
+                raise ConfigError(f"hydra.sweeper.storage={redact(resolved)}: "
+                                  f"{first_line(e)}") from None
     try:
         Path(resolved).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(resolved))
@@ -159,22 +169,57 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def fail_stale_trials(study: optuna.Study, grace_period: float) -> list[FrozenTrial]:
-    """FAIL running trials of dead workers and queue their parameters again (so a killed sweep,
-    run again, skips nothing). Returns the trials failed here (each by exactly one process)."""
-    now, failed = time.time(), []
+# Completes a dead worker's trial from its MLflow run when that run FINISHED; True if it did.
+Recover = Callable[[optuna.Study, FrozenTrial], bool]
+
+
+def fail_stale_trials(study: optuna.Study, grace_period: float, max_attempts: int,
+                      recover: Recover | None = None) -> list[FrozenTrial]:
+    """End running trials of dead workers. A trial whose job got as far as a FINISHED MLflow
+    run is completed from it by `recover`, so a resume neither runs it again nor leaves two
+    FINISHED runs of it; the others are failed and queued again (so a killed sweep, run again,
+    skips nothing). Returns the trials ended here (each by exactly one process)."""
+    now, ended = time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _is_stale(t, grace_period, now):
             continue
         try:
-            ft = study.tell(t.number, state=TrialState.FAIL)
+            if recover is not None and recover(study, t):
+                log.warning("trial %d of %s was left running by %s (dead) after its MLflow run "
+                            "finished: completed from that run", t.number, study.study_name,
+                            t.user_attrs.get(WORKER_ATTR, "?"))
+                ended.append(study._storage.get_trial(t._trial_id))
+                continue
+            ended.append(fail_infra(study, t, f"worker {t.user_attrs.get(WORKER_ATTR, '?')} "
+                                    "died", max_attempts))
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-            continue  # another process failed it first (and queued it again)
-        study.enqueue_trial(t.params, user_attrs={QUEUED_ATTR: f"retry of {t.number}"})
-        failed.append(ft)
-        log.warning("trial %d of %s was left running by %s (dead): marked FAIL, queued again",
-                    t.number, study.study_name, t.user_attrs.get(WORKER_ATTR, "?"))
-    return failed
+            continue  # another process ended it first (and queued it again)
+    return ended
+
+
+def fail_infra(study: optuna.Study, trial: Trial | FrozenTrial, reason: str,
+               max_attempts: int) -> FrozenTrial:
+    """FAIL a trial for a reason that is not its configuration's (a dead worker, the tracking
+    store down, an interrupt) and queue its parameters again, uncounted. After `max_attempts`
+    tries of the same parameters it is counted as a failure (ERROR_ATTR) and not queued."""
+    attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
+    final = attempt >= max_attempts
+    key = ERROR_ATTR if final else INFRA_ATTR
+    text = f"{reason} (attempt {attempt} of {max_attempts})"[:2000]
+    if isinstance(trial, Trial):
+        trial.set_user_attr(key, text)
+    else:  # a trial of another (dead) process: through the storage, before it is finished
+        study._storage.set_trial_user_attr(trial._trial_id, key, text)
+    ft = study.tell(trial.number, state=TrialState.FAIL)
+    if final:
+        log.warning("trial %d of %s failed: %s; not queued again", trial.number,
+                    study.study_name, text)
+    else:
+        study.enqueue_trial(trial.params, user_attrs={QUEUED_ATTR: f"retry of {trial.number}",
+                                                      ATTEMPT_ATTR: attempt + 1})
+        log.warning("trial %d of %s failed: %s; queued again", trial.number, study.study_name,
+                    text)
+    return ft
 
 
 def cancel_if_surplus(study: optuna.Study, trial: Trial, n_trials: int) -> bool:
@@ -190,7 +235,9 @@ def cancel_if_surplus(study: optuna.Study, trial: Trial, n_trials: int) -> bool:
     study.tell(trial, state=TrialState.PRUNED)
     queued = trial.user_attrs.get(QUEUED_ATTR)
     if queued:
-        study.enqueue_trial(trial.params, user_attrs={QUEUED_ATTR: queued})
+        attrs = {k: trial.user_attrs[k] for k in (QUEUED_ATTR, ATTEMPT_ATTR)
+                 if k in trial.user_attrs}
+        study.enqueue_trial(trial.params, user_attrs=attrs)
     return True
 
 

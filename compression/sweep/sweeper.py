@@ -20,19 +20,22 @@ from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from compression import tracking
 from compression.config import METRICS
-from compression.errors import ConfigError, TrialPruned
+from compression.errors import ConfigError, TrialPruned, first_line
 from compression.redaction import redact
 from compression.registry import build_dataclass
-from compression.sweep import autotune, mlflow_side, pruners, results, workers
+from compression.sweep import autotune, failures, mlflow_side, pruners, results, workers
 from compression.sweep import study as st
 from compression.sweep.config import SweeperConfig
 from compression.sweep.space import SearchSpace
 
 log = logging.getLogger(__name__)
+
+# Stop once this many batches' worth of trials in a row were lost to the infrastructure.
+LOST_IN_A_ROW = 3
 
 
 # Overrides that set up the search, not the winning run: left out of its reproducing command.
@@ -111,19 +114,28 @@ class OptunaSweep:
                  self.cfg.sampler, st.redact(st.resolve_storage(self.cfg.storage)),
                  st.counts(study).complete, n_trials)
 
+        self.parent, self.lost_in_a_row, self.store_down = parent, 0, False
         self._reap(study, parent, first=True)  # a killed earlier run of this study
         self.space, started = space, time.monotonic()
         returns = []
         try:
             while not self._target_reached(study, started) and (
                     batch := self._ask(study, space, n_trials, parent)):
-                with st.heartbeat([t for t, _ in batch], self.cfg.heartbeat_interval):
-                    jobs = self._launch(study, batch)
+                try:
+                    with st.heartbeat([t for t, _ in batch], self.cfg.heartbeat_interval):
+                        jobs = self._launch(study, batch)
+                except KeyboardInterrupt:  # Ctrl-C or SIGTERM (train.py): resumable, uncounted
+                    self._lose(study, batch, "interrupted (Ctrl-C or SIGTERM)")
+                    raise
                 self.job_idx += len(batch)
-                for (trial, _), job in zip(batch, jobs, strict=True):
-                    self._tell(study, trial, job)
-                returns.append(jobs)
+                if jobs is None:  # a worker died: joblib returns no result of the whole batch
+                    self._lose(study, batch, "its joblib worker process died")
+                else:
+                    for (trial, _), job in zip(batch, jobs, strict=True):
+                        self._tell(study, trial, job)
+                    returns.append(jobs)
                 self._check_failures(study, n_trials)
+                self._check_lost(study)
             self._check_failures(study, n_trials)  # also counts configs rejected while asking
         except SweepFailedError:
             try:
@@ -166,11 +178,73 @@ class OptunaSweep:
 
     def _reap(self, study: optuna.Study, parent: tracking.Run | None, first: bool = False
               ) -> None:
-        """Fail trials of dead workers (queued again) and end their MLflow runs as KILLED."""
-        stale = st.fail_stale_trials(study, self.cfg.grace_period)
+        """End trials of dead workers (completed from a FINISHED MLflow run, else failed and
+        queued again) and end their RUNNING MLflow runs as KILLED."""
+        self.store_down = False
+        recover = self._recover if parent is not None else None
+        stale = st.fail_stale_trials(study, self.cfg.grace_period, self.cfg.max_attempts,
+                                     recover)
         if parent is not None and (stale or first):
             live = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
             mlflow_side.end_stale_children(parent, study.study_name, live)
+
+    def _recover(self, study: optuna.Study, trial: FrozenTrial | Trial) -> bool:
+        """Complete `trial` from its FINISHED MLflow run, if it has one (its job got that far
+        before the sweep lost track of it). Idempotence: a resume neither runs such a trial
+        again nor leaves a second FINISHED run of it."""
+        if self.parent is None or self.store_down:
+            return False
+        try:
+            values = mlflow_side.finished_values(self.parent, study.study_name, trial.number,
+                                                 self.returned)
+        except Exception as e:  # the store is down: the trial is run again instead
+            log.warning("could not look up trial %d's MLflow run: %s", trial.number,
+                        first_line(e))
+            self.store_down = True  # each call waits out MLflow's retries: no more this batch
+            return False
+        if values is None:
+            return False
+        live = trial if isinstance(trial, Trial) else Trial(study, trial._trial_id)
+        self._tell_values(study, live, values)
+        return True
+
+    def _lose(self, study: optuna.Study, batch: list[tuple[Trial, list[str]]], reason: str
+              ) -> None:
+        """The batch's jobs ended without results (a dead worker, an interrupt): a trial whose
+        run FINISHED is completed from it; the others' runs end KILLED, the trials FAIL and are
+        queued again, not counted against max_failure_rate."""
+        log.warning("%d trial(s) lost: %s", len(batch), reason)
+        self.store_down = False
+        for trial, _ in batch:
+            if self._recover(study, trial):
+                log.info("trial %d: completed from its FINISHED MLflow run", trial.number)
+                continue
+            if self.parent is not None and not self.store_down:
+                try:
+                    mlflow_side.end_trial_runs(self.parent, study.study_name, trial.number,
+                                               reason)
+                except Exception as e:  # ended KILLED by the stale-run sweep on resume
+                    log.warning("could not end trial %d's MLflow run: %s", trial.number,
+                                first_line(e))
+                    self.store_down = True
+            self._fail_lost(study, trial, reason)
+
+    def _fail_lost(self, study: optuna.Study, trial: Trial, reason: str) -> None:
+        ft = st.fail_infra(study, trial, reason, self.cfg.max_attempts)
+        self.lost_in_a_row = 0 if st.ERROR_ATTR in ft.user_attrs else self.lost_in_a_row + 1
+
+    def _check_lost(self, study: optuna.Study) -> None:
+        """Stop when the infrastructure keeps failing (every trial lost to the store or to
+        dead workers): the trials are queued, nothing is counted, a resume goes on."""
+        limit = LOST_IN_A_ROW * self.cfg.n_jobs
+        if self.lost_in_a_row >= limit:
+            last = max(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)),
+                       key=lambda t: t.number)
+            raise SweepFailedError(
+                f"study {study.study_name}: {self.lost_in_a_row} trial(s) in a row failed for "
+                f"no fault of their configuration (last: {last.user_attrs.get(st.INFRA_ATTR)}); "
+                "they are queued again and not counted against max_failure_rate: run the same "
+                "command again to resume once the tracking store / workers are back")
 
     def _ask(self, study: optuna.Study, space: SearchSpace, n_trials: int,
              parent: tracking.Run | None) -> list[tuple[Trial, list[str]]]:
@@ -203,12 +277,16 @@ class OptunaSweep:
         return out
 
     def _launch(self, study: optuna.Study, batch: list[tuple[Trial, list[str]]]
-                ) -> Sequence[JobReturn]:
+                ) -> Sequence[JobReturn] | None:
         """Run the batch as Hydra jobs. Each job validates its own config before any work (a
         rejected value is that trial's FAIL, see train.py); composing one here first would cost
-        a second Hydra composition per trial in this (serial) process."""
+        a second Hydra composition per trial in this (serial) process. None: a worker died,
+        and with it the results of the whole batch."""
         try:
             return self.launcher.launch([o for _, o in batch], initial_job_idx=self.job_idx)
+        except workers.lost_worker_errors() as e:  # the next batch gets fresh workers
+            log.warning("a joblib worker died (%s)", first_line(e))
+            return None
         except HydraException as e:  # overrides that do not compose: the space itself is wrong
             for trial, _ in batch:
                 self._fail(study, trial, f"{type(e).__name__}: {e}")
@@ -227,14 +305,24 @@ class OptunaSweep:
             if isinstance(e, TrialPruned):  # the job's own report was pruned: not a failure
                 study.tell(trial, state=TrialState.PRUNED)
                 log.info("trial %d %s", trial.number, str(e).split(" (trial")[0])
+                self.lost_in_a_row = 0
                 return
-            self._fail(study, trial, f"{type(e).__name__}: {e}")
+            if failures.is_infrastructure(e):  # the store, not the configuration, failed
+                self._fail_lost(study, trial, f"{type(e).__name__}: {first_line(e)}")
+            else:
+                self._fail(study, trial, f"{type(e).__name__}: {e}")
+                self.lost_in_a_row = 0
             return
         try:
             values = self._values(job.return_value)
         except ValueError as e:
             self._fail(study, trial, f"bad return value: {e}")
+            self.lost_in_a_row = 0
             return
+        self._tell_values(study, trial, values)
+
+    def _tell_values(self, study: optuna.Study, trial: Trial, values: dict[str, float]) -> None:
+        self.lost_in_a_row = 0
         constraint_values = {}
         for c in self.constraints:
             constraint_values.update(c.values(values[c.metric]))
@@ -293,6 +381,12 @@ class OptunaSweep:
         return path
 
     def _finish(self, study: optuna.Study, sweep_dir: Path, parent: tracking.Run | None) -> None:
+        if parent is not None:  # runs left RUNNING by jobs the store failed under
+            live = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
+            try:
+                mlflow_side.end_stale_children(parent, study.study_name, live)
+            except Exception as e:  # still down: the next resume ends them
+                log.warning("could not end stale MLflow runs: %s", first_line(e))
         best = results.best_trials(study)
         files = [
             results.write_yaml(study, best, self.objectives, sweep_dir / self.cfg.results_file),

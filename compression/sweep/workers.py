@@ -15,6 +15,7 @@ sweep process and ends itself (its running trial's MLflow run KILLED) when the s
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import multiprocessing
@@ -26,6 +27,26 @@ import time
 import warnings
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """What a launcher raises for a batch one of whose jobs' processes died (SIGKILL, out of
+    memory, a cluster node lost): joblib's broken pool, submitit's uncompleted job."""
+    errors: list[type[BaseException]] = []
+    try:
+        from joblib.externals.loky.process_executor import BrokenProcessPool
+
+        errors.append(BrokenProcessPool)
+    except ImportError:  # no joblib: no workers to lose
+        pass
+    try:
+        from submitit.core.utils import UncompletedJobError
+
+        errors.append(UncompletedJobError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 PARENT_POLL_S = 0.5
 EXIT_GRACE_S = 10.0
@@ -75,6 +96,9 @@ def _watch_parent() -> None:
 
 def _in_forked_child() -> None:
     _forget_inherited_connections()
+    # SIGTERM in the sweep means "stop the sweep" (train.py); in a worker, its job's
+    # tracking.run_status handles it, and an idle worker just ends, as a fresh one would
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # the process that forked this one: the sweep for a worker (a worker's own forks watch it)
     _watch_parent()
 

@@ -127,14 +127,14 @@ def test_trials_of_a_dead_worker_fail_and_are_queued_again(tmp_path: Path) -> No
     dead.suggest_float("x", 0, 1)
     dead.set_user_attr(st.WORKER_ATTR, f"{socket.gethostname()}:{_dead_pid()}")
     st.claim(alive)  # this process: alive
-    failed = st.fail_stale_trials(study, grace_period=3600)
+    failed = st.fail_stale_trials(study, grace_period=3600, max_attempts=3)
     assert [t.number for t in failed] == [dead.number]
     states = {t.number: t.state for t in study.trials}
     assert states[dead.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
     assert st.counts(study).failed == 0  # a dead worker is not a failed configuration
     retry = study.ask()
     assert retry.suggest_float("x", 0, 1) == dead.params["x"]  # same point: nothing skipped
-    assert st.fail_stale_trials(study, grace_period=3600) == []
+    assert st.fail_stale_trials(study, grace_period=3600, max_attempts=3) == []
 
 
 def test_trial_without_heartbeat_for_the_grace_period_is_stale(tmp_path: Path) -> None:
@@ -142,7 +142,8 @@ def test_trial_without_heartbeat_for_the_grace_period_is_stale(tmp_path: Path) -
     t = study.ask()
     t.set_user_attr(st.WORKER_ATTR, "other-machine:123")
     t.set_user_attr(st.HEARTBEAT_ATTR, 0.0)  # last beat in 1970
-    assert [x.number for x in st.fail_stale_trials(study, grace_period=60)] == [t.number]
+    stale = st.fail_stale_trials(study, grace_period=60, max_attempts=3)
+    assert [x.number for x in stale] == [t.number]
 
 
 def test_only_the_lowest_numbered_running_trials_fill_n_trials(tmp_path: Path) -> None:
