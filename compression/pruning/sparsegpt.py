@@ -117,7 +117,7 @@ def sparsegpt_solve(w: torch.Tensor, h: torch.Tensor, sparsity: float, layout: L
         i2 = min(i1 + bs, cols)
         w1, u1 = w[:, i1:i2].clone(), u[i1:i2, i1:i2]
         err = torch.zeros_like(w1)
-        p1 = prune[:, i1:i2]  # a view: marks land in `prune`
+        p1 = torch.zeros_like(w1, dtype=torch.bool)  # this block's pruned entries
         if nm is None:
             score = w1.square() / torch.diag(u1).square()
             k = round(score.numel() * sparsity)
@@ -135,7 +135,7 @@ def sparsegpt_solve(w: torch.Tensor, h: torch.Tensor, sparsity: float, layout: L
             w1[:, i:] -= e.unsqueeze(1) @ u1[i, i:].unsqueeze(0)  # OBS update within the block
             w1[:, i] = q
             err[:, i] = e
-        w[:, i1:i2] = w1
+        w[:, i1:i2], prune[:, i1:i2] = w1, p1
         w[:, i2:] -= err @ u[i1:i2, i2:]  # lazy update of the remaining columns
     return w.masked_fill(prune, 0), ~prune
 
