@@ -136,5 +136,5 @@ def test_sparsegpt_config_refusals(compose_cfg) -> None:
     with pytest.raises(ConfigError, match="does not match"):
         RunConfig.from_cfg(compose_cfg("pruning=sparsegpt", "pruning.pattern=nm",
                                        "pruning.sparsity=0.6"))
-    with pytest.raises(ConfigError, match="pruning.percdamp"):
+    with pytest.raises(ConfigError, match=r"pruning\.percdamp"):
         RunConfig.from_cfg(compose_cfg("pruning=sparsegpt", "pruning.percdamp=0"))
