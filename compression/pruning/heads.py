@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compression.errors import ConfigError
 from compression.models_vit import MLP, Attention
 from compression.pruning.base import MaskSet, PruneSession, layer_targets
 from compression.pruning.schedules import lowest_k_mask, no_revival, prune_with
@@ -81,8 +82,7 @@ class HeadsAndNeurons:
         out: dict[str, torch.Tensor] = {}
         for u in self.units:
             rank = sum(_per_unit(scores[p], u, True, self.cfg.norm, signed) for p in u.producers)
-            if u.consumer in scores:
-                rank = rank + _per_unit(scores[u.consumer], u, False, self.cfg.norm, signed)
+            rank = rank + _per_unit(scores[u.consumer], u, False, self.cfg.norm, signed)
             first = u.producers[0]
             pruned = (~current.masks[first].reshape(u.count, -1).any(1) if first in current.masks
                       else torch.zeros(u.count, dtype=torch.bool))
@@ -90,9 +90,8 @@ class HeadsAndNeurons:
             keep = lowest_k_mask(no_revival(rank, pruned), k).repeat_interleave(u.size)
             for p in u.producers:
                 out[p] = keep.view(-1, 1).expand(scores[p].shape).clone()
-            shape = (scores[u.consumer].shape if u.consumer in scores else
-                     current.masks[u.consumer].shape if u.consumer in current.masks else None)
-            out[u.consumer] = keep.view(1, -1).expand(shape).clone()
+            # the consumer is always scored (prune_heads passes it among the layers)
+            out[u.consumer] = keep.view(1, -1).expand(scores[u.consumer].shape).clone()
         return MaskSet(out)
 
     def kept(self, masks: MaskSet) -> dict[str, list[int]]:
@@ -166,8 +165,6 @@ def prune_heads(model: nn.Module, cfg: StructuredConfig, session: PruneSession) 
 
 
 def _check(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor) -> None:
-    from compression.errors import ConfigError
-
     if not _active(model, cfg):
         raise ConfigError("pruning.method=structured removes attention heads and MLP neurons of "
                           "this transformer; the layer selection leaves none (select q, k, v or "
