@@ -48,7 +48,7 @@ class UnstructuredConfig(MaskPruningConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         v.one_of("pruning.scope", self.scope, ["layer", "global"])
-        if self.scope == "global" and CRITERIA[self.criterion].per_row:
+        if self.scope == "global" and getattr(CRITERIA[self.criterion], "per_row", False):
             raise ConfigError(f"pruning.criterion={self.criterion} compares weights within each "
                               "output row; pruning.scope=global does not apply (use layer)")
 
@@ -128,7 +128,8 @@ def magnitude_masks(layers: dict[str, nn.Module], sparsity: float, scope: str) -
 def _prune(model: nn.Module, cfg: UnstructuredConfig, session: PruneSession) -> MaskSet:
     if cfg.scope == "global":
         return prune_with(model, cfg, session, GlobalThreshold())
-    return prune_with(model, cfg, session, LayerWise(per_row=CRITERIA[cfg.criterion].per_row))
+    return prune_with(model, cfg, session, LayerWise(
+        per_row=getattr(CRITERIA[cfg.criterion], "per_row", False)))
 
 
 PRUNERS.register("unstructured", UnstructuredConfig)(_prune)
