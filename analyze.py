@@ -22,6 +22,7 @@ EPILOG = """examples:
   python analyze.py layers model=lenet5                    # per-layer views of a model, no run
   python analyze.py profile                                # every built-in model
   python analyze.py profile model=lenet5 data=fashion_mnist
+  python analyze.py profile --talk                         # AlexNet .. GPT-2 XL on the meta device
 """
 RUN_COMMANDS = ("curves", "pareto", "sweet-spot", "layers", "report")
 
@@ -50,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--select-on", default="val", choices=["val", "test"],
                      help="which accuracy drop qualifies the sweet spot: val (default; the "
                      "test accuracy of the pick stays unbiased) or test")
+    out.add_argument("--talk", action="store_true", help="profile: the talk's table (AlexNet, "
+                     "ResNet-50, BERT-large, GPT-2 XL built on the meta device) beside cited "
+                     "figures, instead of the project's models")
     out.add_argument("--run", help="layers: the run to show (default: the sweet spot)")
     out.add_argument("--formats", default="png,svg,pdf", help="figure formats (default "
                      "%(default)s)")

@@ -16,6 +16,7 @@ from torch import nn
 from compression import validation as v
 from compression.data import DataSpec
 from compression.errors import ConfigError, first_line
+from compression.models_vit import ViT
 from compression.registry import registrar
 
 ModelFactory = Callable[..., nn.Module]
@@ -195,6 +196,12 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
         return self.fc(self.flatten(self.pool(x)))
+
+
+@register_model("vit")
+def vit(spec: DataSpec, width: float = 1.0) -> nn.Module:
+    """A tiny Vision Transformer (models_vit.py): 4x4 patches, 4 pre-norm blocks of 4 heads."""
+    return ViT(spec.in_channels, spec.image_size, spec.num_classes, width)
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -13,6 +13,7 @@ from compression.analysis.profile import compose_run_config, profile_overrides, 
 from compression.analysis.report import Analysis, Options, layer_views, run_command
 from compression.analysis.runs import RunTable, load_runs
 from compression.analysis.selection import Selection
+from compression.errors import ConfigError
 from compression.models import ModelConfig, build_model
 
 
@@ -47,7 +48,25 @@ def _overrides_name(overrides: list[str]) -> str:
     return "-".join(o.replace("=", "_").replace("/", "_") for o in overrides) or "all"
 
 
+def talk_profile(args: argparse.Namespace) -> list[Path]:
+    from compression.analysis.talk import talk_table
+
+    args.out = args.out or paths.output_dir() / "analysis" / "profile-talk"
+    table = talk_table()
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "profile.csv", index=False)
+    print(table.drop(columns=["source"]).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for r in table.itertuples():
+        print(f"{r.model}: cited from {r.source}")
+    return _written(args.out)
+
+
 def profile(args: argparse.Namespace) -> list[Path]:
+    if getattr(args, "talk", False):
+        if args.overrides:
+            raise ConfigError("analyze.py profile --talk takes no overrides (its models are "
+                              f"fixed): got {' '.join(args.overrides)}")
+        return talk_profile(args)
     name = _overrides_name(args.overrides)
     args.out = args.out or paths.output_dir() / "analysis" / f"profile-{name}"
     table = profile_overrides(args.overrides)

@@ -143,6 +143,10 @@ class PruneSession(Protocol):
     def finetune(self, model: nn.Module, masks: MaskSet | None = None, epochs: int | None = None,
                  lr: float | None = None) -> None: ...
 
+    def calibration_batches(self, n: int) -> list[torch.Tensor]:
+        """The first `n` training input batches (Wanda, SparseGPT)."""
+        ...
+
 
 # A handler prunes `model` in place (and fine-tunes it through the session) and returns the masks.
 PruneHandler = Callable[[nn.Module, PruningConfig, PruneSession], MaskSet]

@@ -14,7 +14,9 @@ a block, a group, a channel) and removes the lowest units. Criteria:
   after every fine-tuning step (so iterative / gradual schedules use the latest scores);
 - `snip`: SNIP (Lee et al. 2019) - the model is re-initialized, scored with |w * g| at
   initialization (g summed over the batches, as the paper scores one batch), pruned, then
-  trained from scratch (train.epochs at train.lr).
+  trained from scratch (train.epochs at train.lr);
+- `wanda` (pruning/wanda.py): |w| times its input feature's activation norm over calibration
+  batches, compared within each output row.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from compression.registry import registrar
 class Criterion(Protocol):
     signed: bool  # scores may be negative: aggregate by sum, not by norm
     from_scratch: bool  # the model is re-initialized before scoring and trained from scratch
+    per_row: bool  # scores compare within an output row only (unstructured: same k per row)
 
     def scores(self) -> dict[str, torch.Tensor]:
         """Current per-weight scores for each layer, shaped like its weight."""
@@ -85,6 +88,7 @@ def summed_grads(model: nn.Module, layers: dict[str, nn.Module],
 class _Stateless:
     signed = False
     from_scratch = False
+    per_row = False
 
     def __init__(self, model: nn.Module, layers: dict[str, nn.Module], session: PruneSession,
                  n_batches: int) -> None:

@@ -16,6 +16,7 @@ never more.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,9 +174,24 @@ def _groups_for(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor
     return groups, active_groups(groups, layer_targets(model, cfg), cfg.physical)
 
 
+# Model families the fx channel walk cannot prove safe but a module of their own can prune
+# (transformer blocks: heads.py appends itself): (recognises model, handler, pre-training check).
+FAMILY_PRUNERS: list[tuple[Callable[[nn.Module], bool],
+                           Callable[[nn.Module, Any, PruneSession], MaskSet],
+                           Callable[[nn.Module, Any, torch.Tensor], None]]] = []
+
+
+def _family(model: nn.Module) -> tuple[Any, Any, Any] | None:
+    return next((f for f in FAMILY_PRUNERS if f[0](model)), None)
+
+
 @register_check("structured")
 def check_structured(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor) -> None:
+    family = _family(model)
+    if family is not None:
+        return family[2](model, cfg, example)
     _groups_for(model, cfg, example)
+    return None
 
 
 def _weight_shapes(model: nn.Module) -> dict[str, torch.Size]:
@@ -186,6 +202,9 @@ def _weight_shapes(model: nn.Module) -> dict[str, torch.Size]:
 
 @PRUNERS.register("structured", StructuredConfig)
 def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSession) -> MaskSet:
+    family = _family(model)
+    if family is not None:
+        return family[1](model, cfg, session)
     groups, active = _groups_for(model, cfg, session.data.spec.example_input(1))
     shapes = _weight_shapes(model)
     pattern = Channels(groups, active, cfg.norm, cfg.physical, shapes, cfg.round_to)

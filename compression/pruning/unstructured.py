@@ -12,6 +12,7 @@ from compression import validation as v
 from compression.errors import ConfigError
 from compression.pruning.allocation import ALLOCATIONS
 from compression.pruning.base import PRUNERS, MaskSet, PruneSession, PruningConfig
+from compression.pruning.criteria import CRITERIA
 from compression.pruning.schedules import (
     MaskPruningConfig,
     PerLayerPattern,
@@ -56,6 +57,9 @@ class UnstructuredConfig(MaskPruningConfig):
             raise ConfigError(f"pruning.allocation={self.allocation} sets a target per layer; "
                               "pruning.scope=global ranks all layers together instead: use "
                               "one or the other")
+        if self.scope == "global" and getattr(CRITERIA[self.criterion], "per_row", False):
+            raise ConfigError(f"pruning.criterion={self.criterion} compares weights within each "
+                              "output row; pruning.scope=global does not apply (use layer)")
 
 
 @dataclass
@@ -80,9 +84,23 @@ def prune_none(model: nn.Module, cfg: PruningConfig, session: PruneSession) -> M
 
 
 class LayerWise(PerLayerPattern):
+    """The lowest round(target * numel) scores of the layer, or with `per_row` the lowest
+    round(target * row length) of every output row (Wanda's comparison group)."""
+
+    def __init__(self, per_row: bool = False) -> None:
+        self.per_row = per_row
+
     def layer_mask(self, scores: torch.Tensor, target: float, pruned: torch.Tensor
                    ) -> torch.Tensor:
-        return lowest_k_mask(no_revival(scores, pruned), round(target * scores.numel()))
+        s = no_revival(scores, pruned)
+        if not self.per_row:
+            return lowest_k_mask(s, round(target * scores.numel()))
+        rows = s.reshape(s.shape[0], -1)  # (out, in * k...)
+        k = round(target * rows.shape[1])
+        keep = torch.ones_like(rows, dtype=torch.bool)
+        if k > 0:
+            keep.scatter_(1, rows.topk(k, dim=1, largest=False).indices, False)
+        return keep.view_as(scores)
 
 
 class GlobalThreshold:
@@ -117,8 +135,10 @@ def magnitude_masks(layers: dict[str, nn.Module], sparsity: float, scope: str) -
 
 
 def _prune(model: nn.Module, cfg: UnstructuredConfig, session: PruneSession) -> MaskSet:
-    return prune_with(model, cfg, session, LayerWise() if cfg.scope == "layer" else
-                      GlobalThreshold())
+    if cfg.scope == "global":
+        return prune_with(model, cfg, session, GlobalThreshold())
+    return prune_with(model, cfg, session, LayerWise(
+        per_row=getattr(CRITERIA[cfg.criterion], "per_row", False)))
 
 
 PRUNERS.register("unstructured", UnstructuredConfig)(_prune)
