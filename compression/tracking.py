@@ -127,11 +127,24 @@ def _retry(fn: Any, *args: Any, attempts: int = 8, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (an empty Traces page);
+# with it, the runs table, where a sweep's parent and child runs are.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """Experiment id for `name`, creating it once; tolerant of a concurrent creator."""
+    """Experiment id for `name`, creating it once (tolerant of a concurrent creator), tagged as
+    model development so that `mlflow ui` opens its runs table; an existing experiment without
+    the tag gets it too."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
+    exp_id = exp.experiment_id if exp is not None else _create_experiment(client, name)
+    if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp_id
+
+
+def _create_experiment(client: MlflowClient, name: str) -> str:
     location = None
     if client.tracking_uri.startswith("sqlite:"):
         # Keep artifacts beside the database, not in whatever cwd the job started from.
@@ -177,7 +190,8 @@ def cpu_model() -> str:
 
 def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", *args], cwd=paths.project_root(), capture_output=True,
+        # the code's own checkout (PROJECT_ROOT), not $COMPRESSION_ROOT where outputs go
+        out = subprocess.run(["git", *args], cwd=paths.PROJECT_ROOT, capture_output=True,
                              text=True, timeout=10, check=True)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -19,7 +19,8 @@ from compression.models import build_model
 def _options(args: argparse.Namespace, out: Path) -> Options:
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     return Options(out=out, tolerance=args.tolerance, by=args.by, formats=formats,
-                   log_to_mlflow=not args.no_log, run_id=args.run, select_on=args.select_on)
+                   log_to_mlflow=not args.no_log, run_id=args.run, select_on=args.select_on,
+                   ui_url=args.ui_url)
 
 
 def _written(out: Path) -> list[Path]:
