@@ -21,6 +21,7 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import (
     EngFormatter,
+    FixedLocator,
     FuncFormatter,
     LogLocator,
     MaxNLocator,
@@ -37,7 +38,6 @@ DPI = 120  # PNG: 1200 x 720 pixels
 FORMATS = ("png", "svg", "pdf")
 MARKERS = "o^vDPX"
 LINESTYLES = ("-", "--", "-.", ":")
-NARROW = 20  # a log axis over less than this factor is labelled at round linear steps
 LOG_SPAN = 100  # bars get a log axis when their values span more than this factor
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11,
                      "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3})
@@ -153,21 +153,28 @@ def pareto(panels: Sequence[ParetoPanel], objectives: tuple[Objective, Objective
     sweet spot and knee marked. Runs of different models or data never share a front or a
     baseline line."""
     fig, axes = new_figure(1, len(panels))
+    compact = len(panels) > 1
     for ax, panel in zip(axes.flat, panels, strict=True):
-        _pareto_panel(ax, panel, objectives, tolerance)
-        if len(panels) > 1:
+        _pareto_panel(ax, panel, objectives, tolerance, compact)
+        if compact:
             ax.set_title(panel.title)
-            ax.legend(loc="lower right", fontsize=8)
-    if len(panels) == 1:
-        axes[0, 0].set_title(title)
-        fig.legend(loc="outside lower center", ncols=3, frameon=False)
-    else:
+    if compact:
         fig.suptitle(title)
+    else:
+        axes[0, 0].set_title(title)
+    # one legend for all panels (their entries are alike), below them
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if compact:  # run counts differ per panel: name the kinds only
+        labels = [lab.split(" (")[0] if lab.startswith(("dominated", "Pareto")) else lab
+                  for lab in labels]
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
     return fig
 
 
 def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective, Objective],
-                  tolerance: float) -> None:
+                  tolerance: float, compact: bool = False) -> None:
+    """`compact` (several panels side by side): the marks' labels give values, not the runs'
+    configurations, which the caption's CSV has, so that they fit a narrow panel."""
     x_obj, y_obj = objectives
     frame, on_front, sweet, knee = panel.frame, panel.on_front, panel.sweet, panel.knee
     x, y = frame[x_obj.column], frame[y_obj.column]
@@ -187,13 +194,13 @@ def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective,
              if p is not None and x_obj.column in p]
     # The higher point gets the higher label, so that the arrows do not cross.
     heights = iter((0.18, 0.36))
-    label_at = {n: (0.40, next(heights)) for *_, n in sorted(marks, key=lambda t: t[0]["accuracy"])}
+    label_at = {n: (0.55 if compact else 0.40, next(heights)) for *_, n in sorted(marks, key=lambda t: t[0]["accuracy"])}
     for point, marker, color, name in marks:
         px, py = point[x_obj.column], point["accuracy"]
         ax.scatter([px], [py], s=420 if marker == "*" else 160, marker=marker,
                    facecolors="none", edgecolors=color, linewidths=2.2, zorder=5, label=name)
         seeds = point.get("seeds", 1)
-        text = (f"{name}: {point['label']}\n{py:.1%}, "
+        text = (f"{name}{'' if compact else ': ' + point['label']}\n{py:.1%}, "
                 f"{value_formatter(x_obj.column, places=1)(px)}"
                 + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
         _annotate(ax, px, py, text, "black", label_at[name])
@@ -219,18 +226,37 @@ def value_formatter(column: str, places: int | None = None) -> FuncFormatter:
 
 
 def log_axis(axis: Axis, column: str, values: np.ndarray | None = None) -> None:
-    """Log scale labelled at 1-2-5 steps in the column's units (matplotlib would otherwise mix
-    plain decade labels with 2 x 10^4-style minor labels when the data spans under a decade).
-    Data spanning less than a factor of NARROW would get one such tick or none: there, evenly
-    spaced round values are labelled instead."""
+    """Log scale labelled at round values in the column's units: 1-2-5 steps where the data
+    spans decades, finer steps (1, 1.5, 2, 3, 4, 5, 6, 8) or evenly spaced values where it spans
+    less, so that every axis carries at least MIN_TICKS labels (plain decade ticks would leave
+    a narrow axis with one label, or none)."""
     axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
     positive = values[values > 0] if values is not None else np.array([])
-    if positive.size and positive.max() / positive.min() < NARROW:
-        axis.set_major_locator(MaxNLocator(nbins=6))
+    ticks = log_ticks(positive.min(), positive.max()) if positive.size else None
+    if ticks is not None:
+        axis.set_major_locator(FixedLocator(ticks))
+    elif positive.size:
+        axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
     else:
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(value_formatter(column, places=0))
     axis.set_minor_formatter(NullFormatter())
+
+
+MIN_TICKS = 4
+TICK_SUBS = ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0))
+
+
+def log_ticks(lo: float, hi: float) -> list[float] | None:
+    """Round tick values within [lo, hi] (padded by 5% on a log scale, as the axis is), the
+    coarsest series giving at least MIN_TICKS; None when even the finest gives fewer."""
+    lo, hi = lo / 1.05, hi * 1.05
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for subs in TICK_SUBS:
+        ticks = [s * 10.0**e for e in decades for s in subs if lo <= s * 10.0**e <= hi]
+        if len(ticks) >= MIN_TICKS:
+            return ticks
+    return None
 
 
 def layer_bars(layers: pd.DataFrame, title: str) -> Figure:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from compression import validation as v
-from compression.analysis.derive import SMALL_DENSE
+from compression.analysis.derive import SMALL_DENSE, relative_latency
 from compression.analysis.pareto import Objective, knee_index, pareto_mask
 from compression.analysis.tables import markdown as markdown_table
 from compression.analysis.tables import number, points
@@ -30,7 +30,7 @@ WHAT = {"size": "smallest file", "latency": "fastest relative to its own baselin
 # equal to the tolerance up to this slack counts as within it.
 EPS = 1e-9
 SHOWN = ("accuracy", "accuracy_drop", "val_accuracy_drop", "size_bytes", "compression_ratio",
-         "latency_ms", "speedup", "sparsity", "effective_flops")
+         "latency_ms", "speedup", "relative_latency", "sparsity", "effective_flops")
 UNITS = {"size_bytes": "B", "latency_ms": "ms", "effective_flops": "FLOPs"}
 # `--select-on` picks the accuracy drop that qualifies a configuration. Choosing among many
 # configurations by their test accuracy would make the chosen one's test accuracy optimistic,
@@ -128,6 +128,8 @@ def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size",
     v.in_range("--tolerance", tolerance, 0, 1)
     v.one_of("--select-on", select_on, DROPS)
     col = CRITERIA[by]
+    if col == "relative_latency" and col not in frame and "speedup" in frame:
+        frame = frame.assign(relative_latency=relative_latency(frame))  # an underived table
     result = SweetSpot(by, tolerance, 0, len(frame), None, selected_on=select_on)
     if col not in frame or frame.empty:
         result.notes.append(f"no runs with {col}")
