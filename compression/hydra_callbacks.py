@@ -11,7 +11,6 @@ import atexit
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -66,6 +65,22 @@ class CheckSweepJobs(Callback):
         log.debug("checked the configs of %d jobs", len(jobs))
 
 
+def sweep_name(config: DictConfig, overrides: list[str]) -> str:
+    """A parent run's name from what the multirun sweeps: the preset (sweep=<name>) and the
+    swept keys, e.g. `demo: pruning.sparsity, quantization`. The Optuna sweeper renames its
+    parent after the study (sweep.mlflow_side.study_parent)."""
+    params = dict((config.hydra.sweeper.get("params") or {}) if "hydra" in config else {})
+    swept = [k for k, v in params.items() if "," in str(v) or "(" in str(v)]
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key != "sweep" and ("," in value or "(" in value) and key not in swept:
+            swept.append(key)
+    preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("sweep=")), None)
+    what = ", ".join(swept) or "one job"
+    name = f"{preset}: {what}" if preset else what
+    return name if len(name) <= 200 else name[:197] + "..."
+
+
 class MlflowParentRun(Callback):
     active: MlflowParentRun | None = None  # this process's multirun callback, once started
 
@@ -88,7 +103,7 @@ class MlflowParentRun(Callback):
             sys.exit(2)
         exp_id = tracking.ensure_experiment(client, cfg.experiment)
         overrides = list(config.hydra.overrides.task) if "hydra" in config else []
-        name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = sweep_name(config, overrides)
         run = client.create_run(exp_id, run_name=name, tags={
             **tracking.system_tags(),
             "run_role": "parent",

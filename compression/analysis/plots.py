@@ -194,7 +194,8 @@ def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective,
              if p is not None and x_obj.column in p]
     # The higher point gets the higher label, so that the arrows do not cross.
     heights = iter((0.18, 0.36))
-    label_at = {n: (0.55 if compact else 0.40, next(heights)) for *_, n in sorted(marks, key=lambda t: t[0]["accuracy"])}
+    by_height = sorted(marks, key=lambda t: t[0]["accuracy"])
+    label_at = {n: (0.55 if compact else 0.40, next(heights)) for *_, n in by_height}
     for point, marker, color, name in marks:
         px, py = point[x_obj.column], point["accuracy"]
         ax.scatter([px], [py], s=420 if marker == "*" else 160, marker=marker,
