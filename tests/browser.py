@@ -98,7 +98,7 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[Page]:
     if exe is None:
         raise RuntimeError("no chromium on PATH; install Debian's chromium (.ci/install --dev)")
     port = free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              f"--remote-debugging-port={port}", "--remote-allow-origins=*",
