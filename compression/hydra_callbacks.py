@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 from compression import tracking
@@ -115,7 +114,7 @@ class MlflowParentRun(Callback):
         MlflowParentRun.active = self
         os.environ[tracking.PARENT_ENV] = self.run.id
         # If the sweep dies before on_multirun_end, don't leave the parent RUNNING forever.
-        atexit.register(self._close, RunStatus.to_string(RunStatus.FAILED))
+        atexit.register(self._close, tracking.FAILED)
         # `mlflow ui` 3.17 opens an experiment on its GenAI overview whatever the experiment's
         # tag says (its own GenAI / Model training switch decides): point at the runs table.
         log.info("mlflow parent run %s (%s) for this multirun; in `mlflow ui`: "
@@ -127,7 +126,7 @@ class MlflowParentRun(Callback):
         that every trial of the study lands under the study's one parent run."""
         if self.run is not None and self.run.id != run.id:
             # ended first: a deleted run stays in the store, and must not stay RUNNING there
-            self.run.end(RunStatus.to_string(RunStatus.FINISHED))
+            self.run.end(tracking.FINISHED)
             self.run.client.delete_run(self.run.id)
         self.run = run
         os.environ[tracking.PARENT_ENV] = run.id
@@ -154,11 +153,11 @@ class MlflowParentRun(Callback):
         cb.run = None
         if os.environ.get(tracking.PARENT_ENV) == run.id:
             del os.environ[tracking.PARENT_ENV]
-        run.end(RunStatus.to_string(RunStatus.FAILED))  # not RUNNING, even among deleted runs
+        run.end(tracking.FAILED)  # not RUNNING, even among deleted runs
         run.client.delete_run(run.id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._close(RunStatus.to_string(RunStatus.FINISHED))
+        self._close(tracking.FINISHED)
 
     def _close(self, status: str) -> None:
         if self.run is None:

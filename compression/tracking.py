@@ -19,17 +19,18 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from compression import paths
 from compression import validation as v
 from compression.errors import ConfigError, first_line
 
+if TYPE_CHECKING:  # MLflow takes seconds to import: only once a run really starts
+    from mlflow.tracking import MlflowClient
+
 log = logging.getLogger(__name__)
+# MLflow's run status names (mlflow.entities.RunStatus), without importing MLflow to say them
+FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
 
 PARENT_ENV = "COMPRESSION_PARENT_RUN_ID"  # not MLFLOW_RUN_ID: MLflow would resume that run
 PARENT_TAG = "mlflow.parentRunId"
@@ -110,6 +111,8 @@ def check_reachable(uri: str) -> None:
 
 def client_for(uri: str | None) -> MlflowClient:
     """An MlflowClient for `uri` (see resolve_uri) whose store has answered (check_reachable)."""
+    from mlflow.tracking import MlflowClient
+
     resolved = resolve_uri(uri)
     check_reachable(resolved)
     return MlflowClient(tracking_uri=resolved)
@@ -117,6 +120,8 @@ def client_for(uri: str | None) -> MlflowClient:
 
 def _retry(fn: Any, *args: Any, attempts: int = 8, **kwargs: Any) -> Any:
     """SQLite writers lock each other under parallel workers; back off and retry."""
+    from mlflow.exceptions import MlflowException
+
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
@@ -145,6 +150,8 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
 
 def _create_experiment(client: MlflowClient, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     location = None
     if client.tracking_uri.startswith("sqlite:"):
         # Keep artifacts beside the database, not in whatever cwd the job started from.
@@ -236,17 +243,23 @@ class Run:
         self.client, self.id = client, run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, str(val)[:MAX_PARAM_LEN]) for k, val in params.items()]
         for i in range(0, len(items), 100):  # MLflow's per-batch limit
             _retry(self.client.log_batch, self.id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         items = [Metric(k, float(val), now, step) for k, val in metrics.items()]
         for i in range(0, len(items), 1000):
             _retry(self.client.log_batch, self.id, metrics=items[i : i + 1000])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
         items = [RunTag(k, str(val)[:5000]) for k, val in tags.items()]
         _retry(self.client.log_batch, self.id, tags=items)
 
@@ -292,14 +305,14 @@ def run_status(run: Run) -> Iterator[Run]:
         yield run
     except KeyboardInterrupt as e:
         run.set_tags({"error_type": "KeyboardInterrupt", "error": str(e) or "interrupted"})
-        run.end(RunStatus.to_string(RunStatus.KILLED))
+        run.end(KILLED)
         raise
     except BaseException as e:
         run.set_tags({"error_type": type(e).__name__, "error": str(e)[:5000] or repr(e)})
-        run.end(RunStatus.to_string(RunStatus.FAILED))
+        run.end(FAILED)
         raise
     else:
-        run.end(RunStatus.to_string(RunStatus.FINISHED))
+        run.end(FINISHED)
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
