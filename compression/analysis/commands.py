@@ -13,6 +13,7 @@ from compression.analysis.profile import compose_run_config, profile_overrides, 
 from compression.analysis.report import Analysis, Options, layer_views, run_command
 from compression.analysis.runs import RunTable, load_runs
 from compression.analysis.selection import Selection
+from compression.baseline import cached_baseline
 from compression.models import build_model
 
 
@@ -55,13 +56,24 @@ def profile(args: argparse.Namespace) -> list[Path]:
 
 
 def model_layers(args: argparse.Namespace) -> list[Path]:
-    """Per-layer views of a model built from conf/ (freshly initialised: no run, no sparsity)."""
+    """Per-layer views of a model built from conf/ without a run: the trained dense baseline
+    from the cache when `train.py` has cached one for this config (nothing is trained here),
+    else freshly initialised weights; the output says which."""
     name = _overrides_name(args.overrides)
     args.out = args.out or paths.output_dir() / "analysis" / f"layers-{name}"
     rc = compose_run_config(args.overrides)
     spec = spec_for(rc.data)
-    model = build_model(rc.model, spec)
+    cached = cached_baseline(rc.model, rc.data, rc.train, rc.seed, spec, rc.paths.cache_dir)
+    if cached is None:
+        model, which = build_model(rc.model, spec), "initial weights: no cached baseline"
+        print(f"{rc.model.name} on {spec.name}: no trained baseline cached for this config in "
+              f"{rc.paths.cache_dir} (python train.py {' '.join(args.overrides)} caches one); "
+              "showing freshly initialised weights")
+    else:
+        model, path = cached
+        which = "trained baseline"
+        print(f"{rc.model.name} on {spec.name}: the trained baseline cached at {path}")
     a = Analysis(RunTable(pd.DataFrame()), _options(args, args.out))
     layer_views(a, L.model_layers(model, spec), L.layer_weights(model),
-                f"{rc.model.name} on {spec.name} (initial weights)")
+                f"{rc.model.name} on {spec.name} ({which})")
     return a.written()
