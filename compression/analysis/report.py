@@ -50,6 +50,10 @@ class Options:
         v.one_of("--select-on", self.select_on, DROPS)
         for f in self.formats:
             v.one_of("--formats", f, plots.FORMATS)
+        if self.ui_url is not None and not self.ui_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--ui-url={self.ui_url!r} must be an http(s):// address, e.g. "
+                              "http://127.0.0.1:5000 (MLflow's viewer shows images only from "
+                              "such addresses)")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from compression.analysis import plots, tables
 from compression.analysis import report as R
 from compression.analysis.report import Options, render_markdown, run_command, ui_artifact_url
 from compression.analysis.runs import RunTable
+from compression.errors import ConfigError
 
 
 def runs(pairs: tuple[tuple[str, str], ...] = (("mlp", "digits"),)) -> RunTable:
@@ -88,6 +89,8 @@ def test_markdown_for_the_mlflow_viewer_links_figures_absolutely(tmp_path) -> No
     assert ("](http://ui:5000/get-artifact?path=analysis%2Ffigures%2Fpareto_size.png"
             "&run_uuid=abc123)") in ui
     assert "](figures/" not in ui
+    with pytest.raises(ConfigError, match=r"--ui-url='127\.0\.0\.1:5000' must be an http"):
+        Options(out=tmp_path, ui_url="127.0.0.1:5000")
 
 
 @pytest.mark.parametrize(("lo", "hi", "expected"), [
