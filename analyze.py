@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--run", help="layers: the run to show (default: the sweet spot)")
     out.add_argument("--formats", default="png,svg,pdf", help="figure formats (default "
                      "%(default)s)")
+    out.add_argument("--ui-url", help="the MLflow UI the parent run's report.md points its "
+                     "figures at (default: the tracking server, else http://127.0.0.1:5000, "
+                     "where `mlflow ui` serves)")
     out.add_argument("--no-log", action="store_true",
                      help="do not upload the outputs to the sweep's parent run")
     return p

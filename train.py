@@ -13,13 +13,17 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-import compression.config  # noqa: F401  (registers the ${project_root:} resolver before Hydra)
-from compression import interrupt, pipeline
+from compression import interrupt, paths
 from compression.errors import ConfigError, DatasetNotFoundError
 from compression.redaction import install_log_redaction, redact
 from compression.sweep.workers import watch_sweep
+
+# Only light modules above: torch and MLflow (seconds to import) wait until a job really runs,
+# so that --help and a bad value answer at once.
+if not OmegaConf.has_resolver("project_root"):  # conf/ anchors Hydra's folders at the project
+    OmegaConf.register_new_resolver("project_root", lambda: str(paths.project_root()))
 
 
 def _trial_of_optuna_sweep() -> bool:
@@ -33,6 +37,8 @@ def _trial_of_optuna_sweep() -> bool:
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
     watch_sweep()  # a joblib worker ends with the sweep that started it
     try:
+        from compression import pipeline
+
         return pipeline.run(cfg)
     except (ConfigError, DatasetNotFoundError) as e:
         if _trial_of_optuna_sweep():

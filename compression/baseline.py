@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from compression.data import DataConfig, Splits
+from compression.data import DataConfig, DataSpec, Splits
 from compression.models import ModelConfig, build_model
 from compression.training import (
     DivergedError,
@@ -94,6 +94,30 @@ def _save_atomic(path: Path, model: nn.Module, meta: dict[str, str]) -> None:
     os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the whole new one
 
 
+def cache_path(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, seed: int,
+               cache_dir: Path) -> Path:
+    """Where get_baseline keeps (or would keep) this baseline."""
+    key = cache_key(model_cfg, data_cfg, train_cfg, seed)
+    return cache_dir / f"{model_cfg.name}-{data_cfg.name}-{key}.safetensors"
+
+
+def cached_baseline(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
+                    seed: int, spec: DataSpec, cache_dir: Path) -> tuple[nn.Module, Path] | None:
+    """The trained baseline get_baseline cached for this config, read only: (model, its file),
+    or None when there is none (nothing is trained, written or deleted here)."""
+    path = cache_path(model_cfg, data_cfg, train_cfg, seed, cache_dir)
+    if not path.exists():
+        return None
+    model = build_model(model_cfg, spec)
+    try:
+        with safe_open(str(path), "pt") as f:
+            model.load_state_dict({k: f.get_tensor(k) for k in f.keys()}, strict=True)  # noqa: SIM118
+    except Exception as e:  # unreadable: get_baseline will retrain it; here, say so
+        log.warning("baseline cache entry %s is unreadable (%s)", path.name, e)
+        return None
+    return model.eval(), path
+
+
 def get_baseline(
     model_cfg: ModelConfig,
     data_cfg: DataConfig,
@@ -104,7 +128,7 @@ def get_baseline(
 ) -> Baseline:
     """Return the trained dense baseline, from the cache when possible."""
     key = cache_key(model_cfg, data_cfg, train_cfg, seed)
-    path = cache_dir / f"{model_cfg.name}-{data_cfg.name}-{key}.safetensors"
+    path = cache_path(model_cfg, data_cfg, train_cfg, seed, cache_dir)
     torch.manual_seed(seed)
     model = build_model(model_cfg, data.spec)
     meta = _try_load(path, model)

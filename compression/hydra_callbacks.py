@@ -11,11 +11,9 @@ import atexit
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 from compression import tracking
@@ -112,6 +110,22 @@ class CheckSweepJobs(Callback):
             sys.exit(2)
 
 
+def sweep_name(config: DictConfig, overrides: list[str]) -> str:
+    """A parent run's name from what the multirun sweeps: the preset (sweep=<name>) and the
+    swept keys, e.g. `demo: pruning.sparsity, quantization`. The Optuna sweeper renames its
+    parent after the study (sweep.mlflow_side.study_parent)."""
+    params = dict((config.hydra.sweeper.get("params") or {}) if "hydra" in config else {})
+    swept = [k for k, v in params.items() if "," in str(v) or "(" in str(v)]
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key != "sweep" and ("," in value or "(" in value) and key not in swept:
+            swept.append(key)
+    preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("sweep=")), None)
+    what = ", ".join(swept) or "one job"
+    name = f"{preset}: {what}" if preset else what
+    return name if len(name) <= 200 else name[:197] + "..."
+
+
 class MlflowParentRun(Callback):
     active: MlflowParentRun | None = None  # this process's multirun callback, once started
 
@@ -126,11 +140,12 @@ class MlflowParentRun(Callback):
         if not cfg.enabled:
             return
         overrides = list(config.hydra.overrides.task) if "hydra" in config else []
-        name = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = sweep_name(config, overrides)
         try:
             client = tracking.client_for(cfg.uri)
             exp_id = tracking._retry(tracking.ensure_experiment, client, cfg.experiment)
-            run = tracking._retry(client.create_run, exp_id, run_name=name, tags=tracking.redacted({
+            run = tracking._retry(client.create_run, exp_id, run_name=name,
+                                  tags=tracking.redacted({
                 **tracking.system_tags(),
                 "run_role": "parent",
                 "sweep_overrides": " ".join(overrides),
@@ -150,8 +165,11 @@ class MlflowParentRun(Callback):
         MlflowParentRun.active = self
         os.environ[tracking.PARENT_ENV] = self.run.id
         # If the sweep dies before on_multirun_end, don't leave the parent RUNNING forever.
-        atexit.register(self._close, RunStatus.to_string(RunStatus.FAILED))
-        log.info("mlflow parent run %s (%s) for this multirun", self.run.id, name)
+        atexit.register(self._close, tracking.FAILED)
+        # `mlflow ui` 3.17 opens an experiment on its GenAI overview whatever the experiment's
+        # tag says (its own GenAI / Model training switch decides): point at the runs table.
+        log.info("mlflow parent run %s (%s) for this multirun; in `mlflow ui`: "
+                 "#/experiments/%s/runs", self.run.id, name, exp_id)
 
     def adopt(self, run: tracking.Run) -> None:
         """Make `run` the parent instead of the one opened at start, which is ended and deleted
@@ -159,7 +177,7 @@ class MlflowParentRun(Callback):
         that every trial of the study lands under the study's one parent run."""
         if self.run is not None and self.run.id != run.id:
             # ended first: a deleted run stays in the store, and must not stay RUNNING there
-            self.run.end(RunStatus.to_string(RunStatus.FINISHED))
+            self.run.end(tracking.FINISHED)
             self.run.client.delete_run(self.run.id)
         self.run = run
         os.environ[tracking.PARENT_ENV] = run.id
@@ -186,7 +204,7 @@ class MlflowParentRun(Callback):
         cb.run = None
         if os.environ.get(tracking.PARENT_ENV) == run.id:
             del os.environ[tracking.PARENT_ENV]
-        run.end(RunStatus.to_string(RunStatus.FAILED))  # not RUNNING, even among deleted runs
+        run.end(tracking.FAILED)  # not RUNNING, even among deleted runs
         run.client.delete_run(run.id)
 
     @classmethod
@@ -196,7 +214,7 @@ class MlflowParentRun(Callback):
             cls.active._close(status)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._close(RunStatus.to_string(RunStatus.FINISHED))
+        self._close(tracking.FINISHED)
 
     def _close(self, status: str) -> None:
         if self.run is None:

@@ -25,8 +25,8 @@ from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
 from compression.errors import ConfigError
 from compression.export import load_artifact, save_artifact, state_bytes
-from compression.models import build_model, check_fits
-from compression.pruning import PRUNERS, MaskSet, PruningConfig
+from compression.models import build_model, check_fits, prunable_layers
+from compression.pruning import PRUNERS, MaskSet, PruningConfig, layer_targets
 from compression.pruning import check as check_pruning
 from compression.pruning.allocation import allocated_config
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
@@ -218,7 +218,7 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     if mlrun is not None:
         log_run(mlrun, rc, results, out_dir, artifact, layers_csv, baseline,
                 session.extra_params)
-    log.info(summary_line(rc, results))
+    log.info(summary_line(rc, results, what_was_pruned(baseline.model, rc)))
     return results
 
 
@@ -354,14 +354,31 @@ def log_run(
         mlrun.log_artifact(artifact, "model")
 
 
-def summary_line(rc: RunConfig, r: dict[str, float]) -> str:
+def what_was_pruned(model: nn.Module, rc: RunConfig) -> str:
+    """The layers pruned, when not every prunable layer at the one target (include, exclude,
+    overrides, keep_first_last): `[fc2]`, `[fc1@0.9, fc2@0.5]` (summary_line adds the channels
+    and parameters a method removed)."""
+    if rc.pruning.method in ("none", "small_dense"):
+        return ""
+    targets = layer_targets(model, rc.pruning)
+    same = all(t == rc.pruning.sparsity for t in targets.values())
+    if same and set(targets) == set(prunable_layers(model)):
+        return ""  # everything at the one target: the method@sparsity says it all
+    return "[" + ", ".join(n if same else f"{n}@{t:.4g}" for n, t in targets.items()) + "]"
+
+
+def summary_line(rc: RunConfig, r: dict[str, float], pruned: str = "") -> str:
+    removed = [f"{what} -{r[key]:.0%}" for what, key in (("channels", "channels_removed_fraction"),
+                                                         ("params", "param_reduction"))
+               if r.get(key)]
+    pruned = " ".join([pruned, ", ".join(removed)]).strip()
     lat = (f" latency {r['latency_ms']:.3f}ms (speedup {r['speedup']:.2f}x, "
            f"batch {r['batch_speedup']:.2f}x)" if "latency_ms" in r else "")
     q = rc.quantization
     quant = q.mode + (f"/{q.bits}" if q.mode == "lowbit" else "")  # lowbit/4, lowbit/ternary
     return (
         f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:.4g} "
-        f"quant={quant}: acc {r['accuracy']:.4f} "
+        f"{pruned + ' ' if pruned else ''}quant={quant}: acc {r['accuracy']:.4f} "
         f"(baseline {r['baseline_accuracy']:.4f}, val {r['val_accuracy']:.4f}) "
         f"sparsity {r['sparsity']:.3f} size {int(r['size_bytes'])}B "
         f"(dense {int(r['dense_size_bytes'])}B, {r['compression_ratio']:.2f}x){lat} "

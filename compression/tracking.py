@@ -19,18 +19,19 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from compression import paths
 from compression import validation as v
 from compression.errors import ConfigError, TrialPruned, first_line
 from compression.redaction import redact
 
+if TYPE_CHECKING:  # MLflow takes seconds to import: only once a run really starts
+    from mlflow.tracking import MlflowClient
+
 log = logging.getLogger(__name__)
+# MLflow's run status names (mlflow.entities.RunStatus), without importing MLflow to say them
+FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
 
 PARENT_ENV = "COMPRESSION_PARENT_RUN_ID"  # not MLFLOW_RUN_ID: MLflow would resume that run
 PARENT_TAG = "mlflow.parentRunId"
@@ -158,6 +159,8 @@ def _check_sqlite(uri: str) -> None:
 def client_for(uri: str | None) -> MlflowClient:
     """An MlflowClient for `uri` (see resolve_uri) whose store has answered (check_reachable)
     and, for SQLite, exists with its schema (sqlite_store_lock)."""
+    from mlflow.tracking import MlflowClient
+
     resolved = resolve_uri(uri)
     check_reachable(resolved)
     with sqlite_store_lock(resolved) as sqlite:
@@ -213,6 +216,8 @@ def sqlite_store_lock(uri: str) -> Iterator[bool]:
 
 def _retry(fn: Any, *args: Any, attempts: int = 8, **kwargs: Any) -> Any:
     """SQLite writers lock each other under parallel workers; back off and retry."""
+    from mlflow.exceptions import MlflowException
+
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
@@ -223,11 +228,26 @@ def _retry(fn: Any, *args: Any, attempts: int = 8, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (an empty Traces page);
+# with it, the runs table, where a sweep's parent and child runs are.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """Experiment id for `name`, creating it once; tolerant of a concurrent creator."""
+    """Experiment id for `name`, creating it once (tolerant of a concurrent creator), tagged as
+    model development so that `mlflow ui` opens its runs table; an existing experiment without
+    the tag gets it too."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
+    exp_id = exp.experiment_id if exp is not None else _create_experiment(client, name)
+    if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp_id
+
+
+def _create_experiment(client: MlflowClient, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     location = None
     if client.tracking_uri.startswith("sqlite:"):
         # Keep artifacts beside the database, not in whatever cwd the job started from.
@@ -273,7 +293,8 @@ def cpu_model() -> str:
 
 def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", *args], cwd=paths.project_root(), capture_output=True,
+        # the code's own checkout (PROJECT_ROOT), not $COMPRESSION_ROOT where outputs go
+        out = subprocess.run(["git", *args], cwd=paths.PROJECT_ROOT, capture_output=True,
                              text=True, timeout=10, check=True)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -318,17 +339,23 @@ class Run:
         self.client, self.id = client, run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, redact(val)[:MAX_PARAM_LEN]) for k, val in params.items()]
         for i in range(0, len(items), 100):  # MLflow's per-batch limit
             _retry(self.client.log_batch, self.id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         items = [Metric(k, float(val), now, step) for k, val in metrics.items()]
         for i in range(0, len(items), 1000):
             _retry(self.client.log_batch, self.id, metrics=items[i : i + 1000])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
         items = [RunTag(k, redact(val)[:5000]) for k, val in tags.items()]
         _retry(self.client.log_batch, self.id, tags=items)
 
@@ -393,19 +420,19 @@ def run_status(run: Run) -> Iterator[Run]:
         yield run
     except KeyboardInterrupt as e:
         run.set_tags({"error_type": "KeyboardInterrupt", "error": str(e) or "interrupted"})
-        run.end(RunStatus.to_string(RunStatus.KILLED))
+        run.end(KILLED)
         raise
     except TrialPruned as e:  # stopped by the sweep's pruner: not a failure of the config
         run.set_tags({"trial_state": "PRUNED", "pruned": str(e)})
         run.log_metrics({"pruned_at_epoch": float(e.step), "pruned_val_accuracy": e.value})
-        run.end(RunStatus.to_string(RunStatus.KILLED))
+        run.end(KILLED)
         raise
     except BaseException as e:
         run.set_tags({"error_type": type(e).__name__, "error": str(e)[:5000] or repr(e)})
-        run.end(RunStatus.to_string(RunStatus.FAILED))
+        run.end(FAILED)
         raise
     else:
-        run.end(RunStatus.to_string(RunStatus.FINISHED))
+        run.end(FINISHED)
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)

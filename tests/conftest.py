@@ -1,8 +1,11 @@
 """Shared fixtures: the real conf/ composed with Hydra's compose API, shrunk for speed, with
-MLflow on a temporary SQLite database and a temporary baseline cache."""
+MLflow on a temporary SQLite database and a temporary baseline cache. The whole session writes
+nothing into the project: $COMPRESSION_ROOT (where outputs/, mlflow.db and mlartifacts/ go, also
+for the train.py subprocesses tests start) points at a temporary folder."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +16,18 @@ from omegaconf import DictConfig
 from shrink import FAST
 
 import compression.config  # registers the ${project_root:} resolver
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outputs_in_a_temporary_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("project_root")
+    before = os.environ.get("COMPRESSION_ROOT")
+    os.environ["COMPRESSION_ROOT"] = str(root)
+    yield root
+    if before is None:
+        del os.environ["COMPRESSION_ROOT"]
+    else:
+        os.environ["COMPRESSION_ROOT"] = before
 
 
 @pytest.fixture

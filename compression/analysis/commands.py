@@ -13,6 +13,7 @@ from compression.analysis.profile import compose_run_config, profile_overrides, 
 from compression.analysis.report import Analysis, Options, layer_views, run_command
 from compression.analysis.runs import RunTable, load_runs
 from compression.analysis.selection import Selection
+from compression.baseline import cached_baseline
 from compression.errors import ConfigError
 from compression.models import ModelConfig, build_model
 
@@ -21,7 +22,7 @@ def _options(args: argparse.Namespace, out: Path) -> Options:
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     return Options(out=out, tolerance=args.tolerance, by=args.by, formats=formats,
                    log_to_mlflow=not args.no_log, run_id=args.run, select_on=args.select_on,
-                   model=_trusted_model(args.overrides))
+                   ui_url=args.ui_url, model=_trusted_model(args.overrides))
 
 
 def _trusted_model(overrides: list[str]) -> ModelConfig | None:
@@ -82,13 +83,24 @@ def profile(args: argparse.Namespace) -> list[Path]:
 
 
 def model_layers(args: argparse.Namespace) -> list[Path]:
-    """Per-layer views of a model built from conf/ (freshly initialised: no run, no sparsity)."""
+    """Per-layer views of a model built from conf/ without a run: the trained dense baseline
+    from the cache when `train.py` has cached one for this config (nothing is trained here),
+    else freshly initialised weights; the output says which."""
     name = _overrides_name(args.overrides)
     args.out = args.out or paths.output_dir() / "analysis" / f"layers-{name}"
     rc = compose_run_config(args.overrides)
     spec = spec_for(rc.data)
-    model = build_model(rc.model, spec)
+    cached = cached_baseline(rc.model, rc.data, rc.train, rc.seed, spec, rc.paths.cache_dir)
+    if cached is None:
+        model, which = build_model(rc.model, spec), "initial weights: no cached baseline"
+        print(f"{rc.model.name} on {spec.name}: no trained baseline cached for this config in "
+              f"{rc.paths.cache_dir} (python train.py {' '.join(args.overrides)} caches one); "
+              "showing freshly initialised weights")
+    else:
+        model, path = cached
+        which = "trained baseline"
+        print(f"{rc.model.name} on {spec.name}: the trained baseline cached at {path}")
     a = Analysis(RunTable(pd.DataFrame()), _options(args, args.out))
     layer_views(a, L.model_layers(model, spec), L.layer_weights(model),
-                f"{rc.model.name} on {spec.name} (initial weights)")
+                f"{rc.model.name} on {spec.name} ({which})")
     return a.written()

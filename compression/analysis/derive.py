@@ -171,9 +171,19 @@ def config_key(frame: pd.DataFrame) -> pd.Series:
     return frame[cols].apply(lambda r: "|".join(map(str, r)), axis=1)
 
 
+def relative_latency(frame: pd.DataFrame) -> pd.Series:
+    """Batch-1 latency over the run's own baseline latency, both timed interleaved in one
+    process (1 / speedup). Raw `latency_ms` of different runs come from different moments on a
+    possibly shared machine; this ratio is what can be compared across runs."""
+    if "speedup" in frame:
+        return 1.0 / frame["speedup"].where(frame["speedup"] > 0)
+    return pd.Series(np.nan, index=frame.index)
+
+
 def derive(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of `frame` with role, series, config_key, label and reference-based columns."""
     frame = _fill_defaults(frame.copy())
+    frame["relative_latency"] = relative_latency(frame)
     frame["role"] = role(frame)
     frame = _recompute_against_reference(frame)
     frame["series"] = series_labels(frame)

@@ -25,10 +25,12 @@ class Objective:
                               f"one of {', '.join(DIRECTIONS)}")
 
 
-# The two fronts the issue asks for: accuracy against file size and against batch-1 latency.
+# Two fronts: accuracy against file size and against batch-1 latency. Latency is taken relative
+# to each run's own baseline timed interleaved with it (derive.relative_latency), the only
+# latency figure comparable across runs timed at different moments.
 FRONTS: dict[str, tuple[Objective, Objective]] = {
     "size": (Objective("size_bytes", "min", log=True), Objective("accuracy", "max")),
-    "latency": (Objective("latency_ms", "min", log=True), Objective("accuracy", "max")),
+    "latency": (Objective("relative_latency", "min", log=True), Objective("accuracy", "max")),
 }
 
 

@@ -7,6 +7,7 @@ dpi without tight cropping, so every PNG has a known pixel size (FIGSIZE * DPI).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,19 +21,23 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import (
     EngFormatter,
+    FixedLocator,
     FuncFormatter,
     LogLocator,
+    MaxNLocator,
     NullFormatter,
     PercentFormatter,
 )
 
 from compression.analysis.derive import SMALL_DENSE
 from compression.analysis.pareto import Objective
+from compression.analysis.tables import points
 
 FIGSIZE = (10.0, 6.0)  # inches
 DPI = 120  # PNG: 1200 x 720 pixels
 FORMATS = ("png", "svg", "pdf")
 MARKERS = "o^vDPX"
+LINESTYLES = ("-", "--", "-.", ":")
 LOG_SPAN = 100  # bars get a log axis when their values span more than this factor
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11,
                      "legend.fontsize": 9, "axes.grid": True, "grid.alpha": 0.3})
@@ -40,6 +45,8 @@ plt.rcParams.update({"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11
 AXIS_LABELS = {
     "size_bytes": "artifact file size (log scale)",
     "latency_ms": "batch-1 latency (log scale)",
+    "relative_latency": "batch-1 latency relative to the run's own baseline, timed interleaved "
+                        "(1 / speedup; log scale)",
     "effective_flops": "effective FLOPs per sample (log scale)",
     "accuracy": "test accuracy (%)",
 }
@@ -74,7 +81,7 @@ def _baseline(ax: plt.Axes, level: float | None, tolerance: float) -> None:
         return
     ax.axhline(level, color="black", lw=1.2, ls="--", label=f"dense baseline ({level:.1%})")
     ax.axhspan(level - tolerance, level, color="black", alpha=0.08,
-               label=f"tolerance ({tolerance * 100:g} point{'s' if tolerance != 0.01 else ''})")
+               label=f"tolerance ({points(tolerance)})")
 
 
 def curves(curve_table: pd.DataFrame, auc: pd.DataFrame, *, x_column: str, x_label: str,
@@ -88,8 +95,13 @@ def curves(curve_table: pd.DataFrame, auc: pd.DataFrame, *, x_column: str, x_lab
     fmt = value_formatter(x_column) if log_x else (lambda v: f"{v:.2f}")
     for i, (series, g) in enumerate(curve_table.groupby("series", sort=True)):
         small = series.startswith(SMALL_DENSE)
-        # Distinct markers too: series with equal accuracy (int8 vs fp32) would hide each other.
-        style = {"ls": "--", "marker": "s"} if small else {"ls": "-", "marker": MARKERS[i % 6]}
+        # Series with equal accuracy (int8 vs fp32) would hide each other: distinct markers and
+        # dashes, and each line thinner than the ones drawn before it, so a line that coincides
+        # with an earlier one shows inside it.
+        style = ({"ls": "--", "marker": "s"} if small else
+                 {"ls": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % 6]})
+        style["lw"] = max(1.0, 3.4 - 0.6 * i)
+        style["ms"] = max(4.0, 9.0 - 1.2 * i)
         seeds = int(g["n"].max())
         a = areas.loc[series]
         # mean accuracy over the series' own x range (area / range): comparable across series
@@ -99,14 +111,14 @@ def curves(curve_table: pd.DataFrame, auc: pd.DataFrame, *, x_column: str, x_lab
         label = (f"{series}: mean {a['mean_y']:.1%} {span}"
                  + (f", {seeds} seeds" if seeds > 1 else ""))
         color = f"C{i % 10}"
-        ax.plot(g["x"], g["y_mean"], color=color, ms=6, mfc="none" if i % 2 else color,
+        ax.plot(g["x"], g["y_mean"], color=color, mfc="none" if i % 2 else color, zorder=2 + i,
                 label=label, **style)
         if seeds > 1:
             ax.fill_between(g["x"], g["y_mean"] - g["y_std"], g["y_mean"] + g["y_std"],
                             color=color, alpha=0.15, lw=0)
     _baseline(ax, baseline, tolerance)
     if log_x:
-        log_axis(ax.xaxis, x_column)
+        log_axis(ax.xaxis, x_column, curve_table["x"].dropna().to_numpy(dtype=float))
     ax.set(xlabel=x_label, ylabel=AXIS_LABELS["accuracy"], title=title)
     _percent_axis(ax)
     fig.legend(loc="outside lower center", ncols=2, frameon=False)
@@ -123,53 +135,88 @@ def _annotate(ax: plt.Axes, x: float, y: float, text: str, color: str, at: tuple
                 arrowprops={"arrowstyle": "->", "color": color, "relpos": (0.0, 0.5)})
 
 
-def pareto(frame: pd.DataFrame, on_front: pd.Series, objectives: tuple[Objective, Objective], *,
-           sweet: dict | None, knee: dict | None, baseline: float | None, tolerance: float,
-           title: str) -> Figure:
-    """Every run (dominated ones faint), the front as a step line, sweet spot and knee marked."""
+@dataclass
+class ParetoPanel:
+    """One (model, data) pair's runs: a front, its sweet spot and knee, its own baseline."""
+
+    title: str
+    frame: pd.DataFrame
+    on_front: pd.Series
+    sweet: dict | None
+    knee: dict | None
+    baseline: float | None
+
+
+def pareto(panels: Sequence[ParetoPanel], objectives: tuple[Objective, Objective], *,
+           tolerance: float, title: str) -> Figure:
+    """One panel per (model, data): every run (dominated ones faint), the front as a step line,
+    sweet spot and knee marked. Runs of different models or data never share a front or a
+    baseline line."""
+    fig, axes = new_figure(1, len(panels))
+    compact = len(panels) > 1
+    for ax, panel in zip(axes.flat, panels, strict=True):
+        _pareto_panel(ax, panel, objectives, tolerance, compact)
+        if compact:
+            ax.set_title(panel.title)
+    if compact:
+        fig.suptitle(title)
+    else:
+        axes[0, 0].set_title(title)
+    # one legend for all panels (their entries are alike), below them
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if compact:  # run counts differ per panel: name the kinds only
+        labels = [lab.split(" (")[0] if lab.startswith(("dominated", "Pareto")) else lab
+                  for lab in labels]
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+    return fig
+
+
+def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective, Objective],
+                  tolerance: float, compact: bool = False) -> None:
+    """`compact` (several panels side by side): the marks' labels give values, not the runs'
+    configurations, which the caption's CSV has, so that they fit a narrow panel."""
     x_obj, y_obj = objectives
-    fig, axes = new_figure()
-    ax = axes[0, 0]
+    frame, on_front, sweet, knee = panel.frame, panel.on_front, panel.sweet, panel.knee
     x, y = frame[x_obj.column], frame[y_obj.column]
     ax.scatter(x[~on_front], y[~on_front], s=28, color="C0", alpha=0.45, lw=0,
                label=f"dominated runs ({int((~on_front).sum())})")
     front = frame[on_front].sort_values(x_obj.column)
-    ax.step(front[x_obj.column], front[y_obj.column], where="post", color="C3", lw=1.5)
-    ax.scatter(front[x_obj.column], front[y_obj.column], s=36, color="C3", zorder=3,
+    ax.step(front[x_obj.column], front[y_obj.column], where="post", color="C3", lw=1.5,
+            zorder=6)
+    # Above the sweet-spot and knee marks (drawn hollow), so the front is never hidden.
+    ax.scatter(front[x_obj.column], front[y_obj.column], s=36, color="C3", zorder=7,
                label=f"Pareto front ({len(front)} run{'s' if len(front) != 1 else ''})")
-    _baseline(ax, baseline, tolerance)
+    _baseline(ax, panel.baseline, tolerance)
     if sweet and knee and knee["run_id"] in sweet.get("run_ids", [sweet["run_id"]]):
         sweet, knee = {**sweet, "label": f"{sweet['label']} (also the knee)"}, None
-    # Knee first, so that the star stays visible when the two points are close; the higher
-    # point gets the higher label, so that the arrows do not cross.
     marks = [(p, m, c, n) for p, m, c, n in ((knee, "D", "C1", "knee"),
                                              (sweet, "*", "C2", "sweet spot"))
              if p is not None and x_obj.column in p]
+    # The higher point gets the higher label, so that the arrows do not cross.
     heights = iter((0.18, 0.36))
-    label_at = {n: (0.40, next(heights)) for *_, n in sorted(marks, key=lambda t: t[0]["accuracy"])}
+    by_height = sorted(marks, key=lambda t: t[0]["accuracy"])
+    label_at = {n: (0.55 if compact else 0.40, next(heights)) for *_, n in by_height}
     for point, marker, color, name in marks:
-        at = label_at[name]
         px, py = point[x_obj.column], point["accuracy"]
-        ax.scatter([px], [py], s=260 if marker == "*" else 90, marker=marker, color=color,
-                   edgecolor="black", zorder=5 if marker == "*" else 4, label=name)
+        ax.scatter([px], [py], s=420 if marker == "*" else 160, marker=marker,
+                   facecolors="none", edgecolors=color, linewidths=2.2, zorder=5, label=name)
         seeds = point.get("seeds", 1)
-        text = (f"{name}: {point['label']}\n{py:.1%}, "
+        text = (f"{name}{'' if compact else ': ' + point['label']}\n{py:.1%}, "
                 f"{value_formatter(x_obj.column, places=1)(px)}"
                 + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
-        _annotate(ax, px, py, text, "black", at)
+        _annotate(ax, px, py, text, "black", label_at[name])
     if x_obj.log:
-        log_axis(ax.xaxis, x_obj.column)
+        log_axis(ax.xaxis, x_obj.column, x.dropna().to_numpy(dtype=float))
     else:
         ax.xaxis.set_major_formatter(value_formatter(x_obj.column))
-    ax.set(xlabel=AXIS_LABELS.get(x_obj.column, x_obj.column), ylabel=AXIS_LABELS["accuracy"],
-           title=title)
+    ax.set(xlabel=AXIS_LABELS.get(x_obj.column, x_obj.column), ylabel=AXIS_LABELS["accuracy"])
     _percent_axis(ax)
-    fig.legend(loc="outside lower center", ncols=3, frameon=False)
-    return fig
 
 
 def value_formatter(column: str, places: int | None = None) -> FuncFormatter:
     """Readable engineering units: 21.4 kB, 160 µs, 20 k (FLOPs), 5x (ratios)."""
+    if column == "relative_latency":
+        return FuncFormatter(lambda v, pos=None: f"{v:.3g}x")
     if column == "latency_ms":
         eng = EngFormatter(unit="s", sep=" ", places=places)
         return FuncFormatter(lambda v, pos=None: eng(v / 1000))
@@ -179,13 +226,38 @@ def value_formatter(column: str, places: int | None = None) -> FuncFormatter:
     return FuncFormatter(lambda v, pos=None: eng(v))
 
 
-def log_axis(axis: Axis, column: str) -> None:
-    """Log scale labelled at 1-2-5 steps in the column's units (matplotlib would otherwise mix
-    plain decade labels with 2 x 10^4-style minor labels when the data spans under a decade)."""
+def log_axis(axis: Axis, column: str, values: np.ndarray | None = None) -> None:
+    """Log scale labelled at round values in the column's units: 1-2-5 steps where the data
+    spans decades, finer steps (1, 1.5, 2, 3, 4, 5, 6, 8) or evenly spaced values where it spans
+    less, so that every axis carries at least MIN_TICKS labels (plain decade ticks would leave
+    a narrow axis with one label, or none)."""
     axis.axes.set_xscale("log") if axis.axis_name == "x" else axis.axes.set_yscale("log")
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    positive = values[values > 0] if values is not None else np.array([])
+    ticks = log_ticks(positive.min(), positive.max()) if positive.size else None
+    if ticks is not None:
+        axis.set_major_locator(FixedLocator(ticks))
+    elif positive.size:
+        axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    else:
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(value_formatter(column, places=0))
     axis.set_minor_formatter(NullFormatter())
+
+
+MIN_TICKS = 4
+TICK_SUBS = ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0))
+
+
+def log_ticks(lo: float, hi: float) -> list[float] | None:
+    """Round tick values within [lo, hi] (padded by 5% on a log scale, as the axis is), the
+    coarsest series giving at least MIN_TICKS; None when even the finest gives fewer."""
+    lo, hi = lo / 1.05, hi * 1.05
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for subs in TICK_SUBS:
+        ticks = [s * 10.0**e for e in decades for s in subs if lo <= s * 10.0**e <= hi]
+        if len(ticks) >= MIN_TICKS:
+            return ticks
+    return None
 
 
 def layer_bars(layers: pd.DataFrame, title: str) -> Figure:

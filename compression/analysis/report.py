@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ class Options:
     # The user's own model config from the command line (`model._target_=pkg.fn`): the only
     # factory a run's artifact may be rebuilt with (never one the run's files name).
     model: ModelConfig | None = None
+    ui_url: str | None = None  # the MLflow UI the parent run's report.md links its figures to
 
     def __post_init__(self) -> None:
         v.in_range("--tolerance", self.tolerance, 0, 1)
@@ -51,6 +54,10 @@ class Options:
         v.one_of("--select-on", self.select_on, DROPS)
         for f in self.formats:
             v.one_of("--formats", f, plots.FORMATS)
+        if self.ui_url is not None and not self.ui_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--ui-url={self.ui_url!r} must be an http(s):// address, e.g. "
+                              "http://127.0.0.1:5000 (MLflow's viewer shows images only from "
+                              "such addresses)")
 
 
 @dataclass
@@ -131,26 +138,43 @@ def curves(a: Analysis) -> None:
     a.text["curves"] = "\n\n".join(sections)
 
 
+PAIR = ("model.name", "data.name")  # runs of different pairs never share a front
+
+
+def _pairs(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, runs) per (model, data) pair in the selection: one panel each."""
+    if not all(c in frame for c in PAIR):
+        return [("", frame)]
+    return [(f"{m} on {d}", g) for (m, d), g in frame.groupby(list(PAIR), sort=True)]
+
+
 def pareto(a: Analysis) -> None:
-    """Both fronts, each marking the sweet spot and knee by its own x (size, latency)."""
+    """Both fronts, each marking the sweet spot and knee by its own x (size, latency); one panel
+    (front, baseline, sweet spot, knee) per (model, data) pair, never a blend of them."""
     sections = []
     for name, objectives in FRONTS.items():
         x = objectives[0].column
         if x not in a.frame or a.frame[x].isna().all():
             sections.append(f"No `{x}` logged: no accuracy-vs-{name} front.")
             continue
-        mask = pareto_mask(a.frame, objectives)
-        front = a.frame[mask].sort_values(x)
+        panels, fronts, spots = [], [], []
+        for title, runs in _pairs(a.frame):
+            mask = pareto_mask(runs, objectives)
+            spot = sweet_spot(runs, a.opts.tolerance, name, a.opts.select_on)
+            panels.append(plots.ParetoPanel(title, runs, mask, spot.best, spot.knee,
+                                            baseline_level(runs)))
+            fronts.append(runs[mask].sort_values(x))
+            spots.append(spot)
+        front = pd.concat(fronts)
         a.table(front, f"pareto_{name}")
-        spot = sweet_spot(a.frame, a.opts.tolerance, name, a.opts.select_on)
-        what = plots.AXIS_LABELS[x].split(" (")[0]
-        fig = plots.pareto(a.frame, mask, objectives, sweet=spot.best, knee=spot.knee,
-                           baseline=a.baseline, tolerance=a.opts.tolerance,
+        what = plots.AXIS_LABELS[x].split(" (")[0].split(",")[0]
+        fig = plots.pareto(panels, objectives, tolerance=a.opts.tolerance,
                            title=f"Accuracy vs {what}: Pareto front")
-        a.figure(fig, f"pareto_{name}", f"Accuracy vs {what}: the front in red, dominated runs "
-                 f"faint, the sweet spot by {name} (star; qualified on {spot.selected_on} "
-                 "accuracy, so it may sit outside the test tolerance band) and the knee "
-                 "(diamond) marked.", "pareto")
+        per = " per model and data set" if len(panels) > 1 else ""
+        a.figure(fig, f"pareto_{name}", f"Accuracy vs {what}{per}: the front in red, dominated "
+                 f"runs faint, the sweet spot by {name} (star; qualified on "
+                 f"{spots[0].selected_on} accuracy, so it may sit outside the test tolerance "
+                 "band) and the knee (diamond) marked.", "pareto")
         sections.append(f"Pareto set, accuracy vs `{x}` ({len(front)} runs, "
                         f"`pareto_{name}.csv`):\n\n" + tables.markdown(tables.brief(front)))
     a.text["pareto"] = "\n\n".join(sections)
@@ -158,9 +182,13 @@ def pareto(a: Analysis) -> None:
 
 def sweet(a: Analysis) -> None:
     a.sweet = sweet_spot(a.frame, a.opts.tolerance, a.opts.by, a.opts.select_on)
-    a.tables["sweet_spot"] = a.sweet.to_json(a.opts.out / "sweet_spot.json")
+    a.tables[f"sweet_spot_{a.opts.by}"] = a.sweet.to_json(a.opts.out / a.sweet.filename)
     print(a.sweet.table())
-    a.text["sweet_spot"] = f"```\n{a.sweet.table()}\n```"
+    pairs = len(_pairs(a.frame))
+    note = (f"\n\n- note: the selection holds {pairs} (model, data) pairs and this sweet spot "
+            "is chosen among all of them; the Pareto fronts below have one panel each"
+            if pairs > 1 else "")
+    a.text["sweet_spot"] = a.sweet.markdown() + note
 
 
 def sensitivity(a: Analysis) -> None:
@@ -253,11 +281,43 @@ def log_to_parent(a: Analysis) -> None:
         return
     client = a.client()
     files = a.written()
-    for path in files:  # only this command's files: the folder may hold older ones
-        folder = path.parent.relative_to(a.opts.out).as_posix()
-        client.log_artifact(parent, str(path),
-                            ARTIFACT_DIR if folder == "." else f"{ARTIFACT_DIR}/{folder}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in files:  # only this command's files: the folder may hold older ones
+            folder = path.parent.relative_to(a.opts.out).as_posix()
+            if path == a.tables.get("report_md"):
+                path = Path(tmp) / path.name  # the UI's own copy, under the same name
+                path.write_text(render_markdown(a, ui_artifact_url(a, parent)))
+            client.log_artifact(parent, str(path),
+                                ARTIFACT_DIR if folder == "." else f"{ARTIFACT_DIR}/{folder}")
     print(f"logged to MLflow: run {parent}, {len(files)} files in artifacts/{ARTIFACT_DIR}/")
+    exp_id = client.get_run(parent).info.experiment_id
+    print(f"in the MLflow UI: {ui_base(a)}/#/experiments/{exp_id}/runs/{parent}/artifacts/"
+          f"{ARTIFACT_DIR}")
+
+
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_base(a: Analysis) -> str:
+    """Where the MLflow UI that shows the parent run is served: --ui-url, else the tracking
+    server itself, else `mlflow ui`'s default address."""
+    if a.opts.ui_url:
+        return a.opts.ui_url.rstrip("/")
+    uri = a.runs.uri
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+
+
+def ui_artifact_url(a: Analysis, run_id: str) -> Callable[[str], str]:
+    """Absolute addresses of the run's analysis files as the UI's server serves them. MLflow
+    3.17's Markdown viewer shows an image only from an absolute http(s) address: a relative
+    path is shown as its Markdown text and a data: URI is stripped."""
+    base = ui_base(a)
+
+    def url(rel: str) -> str:
+        query = urllib.parse.urlencode({"path": f"{ARTIFACT_DIR}/{rel}", "run_uuid": run_id})
+        return f"{base}/get-artifact?{query}"
+
+    return url
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -274,13 +334,19 @@ def _sections(a: Analysis) -> Iterator[tuple[str, str, list[Figure]]]:
             yield key, title, figs
 
 
-def render_markdown(a: Analysis) -> str:
-    out = ["# Compression analysis", f"Selection: `{a.opts.out.name}`; tolerance "
-           f"{a.opts.tolerance * 100:g} accuracy points; sweet spot by {a.opts.by}."]
+def _intro(a: Analysis) -> str:
+    return (f"Selection: `{a.opts.out.name}`; tolerance {tables.points(a.opts.tolerance)}; "
+            f"sweet spot by {a.opts.by}.")
+
+
+def render_markdown(a: Analysis, url: Callable[[str], str] = str) -> str:
+    """The report as Markdown; `url` maps a file's path relative to the output folder to the
+    address the figures and links use (default: that relative path)."""
+    out = ["# Compression analysis", _intro(a)]
     for key, title, figs in _sections(a):
         out.append(f"## {title}")
         for f in figs:
-            rel = {p.suffix[1:]: p.relative_to(a.opts.out).as_posix() for p in f.paths}
+            rel = {p.suffix[1:]: url(p.relative_to(a.opts.out).as_posix()) for p in f.paths}
             links = ", ".join(f"[{ext}]({r})" for ext, r in rel.items())
             img = rel.get("png") or next(iter(rel.values()))
             out.append(f"![{f.caption}]({img})\n\n*{f.caption}* ({links})")
@@ -289,26 +355,43 @@ def render_markdown(a: Analysis) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def _data_uri(paths: list[Path]) -> str | None:
+    png = next((p for p in paths if p.suffix == ".png"), None)
+    if png is None:
+        return None
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+
+
 def _img_tag(paths: list[Path], caption: str) -> str:
     png = next((p for p in paths if p.suffix == ".png"), None)
     if png is None:
         return ""
-    data = base64.b64encode(png.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+    uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    return (f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def md_to_html(text: str) -> str:
+    """Markdown (tables, lists, code) to HTML; raw HTML in the text is escaped, not kept."""
+    import markdown
+
+    return markdown.markdown(html.escape(text, quote=False), extensions=["tables"],
+                             output_format="html")
+
+
 def render_html(a: Analysis) -> str:
-    """The same content, figures embedded as data URIs: one file to mail or attach."""
-    body = [f"<h1>Compression analysis</h1><p>Selection <code>{html.escape(a.opts.out.name)}"
-            f"</code>; tolerance {a.opts.tolerance * 100:g} accuracy points.</p>"]
+    """The same content with real tables, figures embedded as data URIs: one file to mail."""
+    body = ["<h1>Compression analysis</h1>", md_to_html(_intro(a))]
     for key, title, figs in _sections(a):
         body.append(f"<h2>{html.escape(title)}</h2>")
         body += [_img_tag(f.paths, f.caption) for f in figs]
         if key in a.text:
-            body.append(f"<pre>{html.escape(a.text[key])}</pre>")
-    style = ("body{font-family:sans-serif;max-width:1250px;margin:auto}img{max-width:100%}"
-             "pre{font-size:12px;overflow-x:auto;background:#f6f6f6;padding:8px}")
+            body.append(f"<div class='section'>{md_to_html(a.text[key])}</div>")
+    style = ("body{font-family:sans-serif;max-width:1250px;margin:auto;padding:0 12px}"
+             "img{max-width:100%}table{border-collapse:collapse;font-size:13px;margin:8px 0}"
+             "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "th{background:#f0f0f0}td:first-child,td:nth-child(2),td:nth-child(3)"
+             "{text-align:left}.section{overflow-x:auto}figcaption{font-style:italic}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Compression analysis"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 

@@ -35,7 +35,7 @@ class RunTable:
     excluded: dict[str, int] = field(default_factory=dict)  # status -> count of left-out runs
     parent_run_id: str | None = None  # where a sweep's analysis artifacts are logged
     uri: str = ""
-    sweep_name: str | None = None  # the resolved sweep (study name, else parent run id)
+    sweep_name: str | None = None  # the resolved sweep: study name, else parent name + id
 
     @property
     def n_excluded(self) -> int:
@@ -137,7 +137,10 @@ def _resolve_sweep(client: MlflowClient, exp_ids: list[str], sweep: str
     except MlflowException:
         parent = None
     if parent is not None:
-        return f"tags.`{PARENT_TAG}` = '{sweep}'", sweep, parent.data.tags.get(STUDY_TAG, sweep)
+        # a study's name, else the parent run's (what it sweeps) with the id's start, since
+        # two multiruns over the same keys share their run name
+        name = parent.data.tags.get(STUDY_TAG) or f"{parent.info.run_name}-{sweep[:8]}"
+        return f"tags.`{PARENT_TAG}` = '{sweep}'", sweep, name
     # A study may span several sessions (each its own parent run): select by the study tag and
     # log the analysis to the most recent of its parents.
     quoted = sweep.replace("'", "\\'")

@@ -42,6 +42,7 @@ class Selection:
         if self.sweep:
             name = sweep or self.sweep
             raw = name if name.startswith("sweep-") else f"sweep-{name}"  # unnamed studies
+            raw = re.sub(r"[:,]\s*", "_", raw)  # `demo: a, b` -> `demo_a_b`
         elif self.experiment:
             raw = f"experiment-{self.experiment}"
         else:

@@ -10,20 +10,28 @@ from typing import Any
 import pandas as pd
 
 from compression import validation as v
-from compression.analysis.derive import SMALL_DENSE
+from compression.analysis.derive import SMALL_DENSE, relative_latency
 from compression.analysis.pareto import Objective, knee_index, pareto_mask
+from compression.analysis.tables import markdown as markdown_table
+from compression.analysis.tables import number, points
 
-# `--by` picks what "most compressed" means: the column to minimise.
+# `--by` picks what "most compressed" means: the column to minimise. Latency is ranked by the
+# run's latency relative to its own baseline, timed interleaved in the same process (1/speedup):
+# raw latencies of different runs were measured at different moments on a shared machine, and
+# their noise can make the uncompressed model look fastest.
 CRITERIA: dict[str, str] = {
     "size": "size_bytes",
-    "latency": "latency_ms",
+    "latency": "relative_latency",
     "flops": "effective_flops",
 }
+WHAT = {"size": "smallest file", "latency": "fastest relative to its own baseline (interleaved "
+        "speedup)", "flops": "fewest effective FLOPs"}
 # Accuracy fractions such as 0.9805 - 0.9705 are 0.010000000000000009 in floating point; a drop
 # equal to the tolerance up to this slack counts as within it.
 EPS = 1e-9
 SHOWN = ("accuracy", "accuracy_drop", "val_accuracy_drop", "size_bytes", "compression_ratio",
-         "latency_ms", "speedup", "sparsity", "effective_flops")
+         "latency_ms", "speedup", "relative_latency", "sparsity", "effective_flops")
+UNITS = {"size_bytes": "B", "latency_ms": "ms", "effective_flops": "FLOPs"}
 # `--select-on` picks the accuracy drop that qualifies a configuration. Choosing among many
 # configurations by their test accuracy would make the chosen one's test accuracy optimistic,
 # so the validation drop decides by default (as the Optuna sweeper's constraints do) and the
@@ -47,26 +55,43 @@ class SweetSpot:
         path.write_text(json.dumps(asdict(self), indent=2, default=float) + "\n")
         return path
 
+    @property
+    def filename(self) -> str:
+        """One file per criterion, so `sweet-spot --by latency` keeps the report's by-size one."""
+        return f"sweet_spot_{self.criterion}.json"
+
+    def headline(self) -> str:
+        return (f"sweet spot: {WHAT[self.criterion]} with {self.selected_on} accuracy drop <= "
+                f"{points(self.tolerance)} ({self.candidates} of {self.total} configurations "
+                "qualify)")
+
+    def _rows(self) -> list[tuple[str, dict[str, Any] | None]]:
+        return [("sweet spot", self.best), ("knee", self.knee)]
+
     def table(self) -> str:
         """A short plain-text table for the terminal."""
-        head = (f"sweet spot: smallest {CRITERIA[self.criterion]} with {self.selected_on} "
-                f"accuracy drop <= {self.tolerance * 100:g} points ({self.candidates} of "
-                f"{self.total} configurations qualify)")
-        lines = [head]
-        for name, row in (("sweet spot", self.best), ("knee", self.knee)):
+        lines = [self.headline()]
+        for name, row in self._rows():
             if row is None:
                 lines.append(f"  {name:<10}  -")
                 continue
-            metrics = "  ".join(f"{k}={_fmt(row[k])}" for k in SHOWN if k in row)
+            metrics = "  ".join(f"{k}={number(row[k], UNITS.get(k, ''))}"
+                                for k in SHOWN if k in row)
             seeds = f", mean of {row['seeds']} seeds" if row.get("seeds", 1) > 1 else ""
             lines.append(f"  {name:<10}  {row['label']}  (run {row['run_id']}{seeds})\n"
                          f"  {'':<10}  {metrics}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
-
-def _fmt(x: Any) -> str:
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
+    def markdown(self) -> str:
+        """The same as a Markdown table (one row per pick), for the report."""
+        shown = [k for k in SHOWN if any(r and k in r for _, r in self._rows())]
+        frame = pd.DataFrame([{"": name, "configuration": r["label"] if r else "-",
+                               "run": r["run_id"][:8] if r else "",
+                               **({k: r.get(k, float("nan")) for k in shown} if r else {})}
+                              for name, r in self._rows()])
+        text = f"{self.headline()}; `{self.filename}`.\n\n{markdown_table(frame)}"
+        return text + "".join(f"\n\n- note: {n}" for n in self.notes)
 
 
 def _row(units: pd.DataFrame, idx: Any) -> dict[str, Any]:
@@ -103,6 +128,8 @@ def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size",
     v.in_range("--tolerance", tolerance, 0, 1)
     v.one_of("--select-on", select_on, DROPS)
     col = CRITERIA[by]
+    if col == "relative_latency" and col not in frame and "speedup" in frame:
+        frame = frame.assign(relative_latency=relative_latency(frame))  # an underived table
     result = SweetSpot(by, tolerance, 0, len(frame), None, selected_on=select_on)
     if col not in frame or frame.empty:
         result.notes.append(f"no runs with {col}")

@@ -33,6 +33,7 @@ def study_parent(callbacks: Iterable[Any], study_name: str, tags: Mapping[str, s
         return None
     own = cb.run
     own.set_tags({**tags, "study_name": study_name})
+    own.client.update_run(own.id, name=study_name)  # the study names its parent run
     exp_id = own.client.get_run(own.id).info.experiment_id
     oldest = own.client.search_runs(
         [exp_id], f"tags.study_name = {_quote(study_name)} and tags.run_role = 'parent'",

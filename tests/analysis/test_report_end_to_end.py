@@ -78,7 +78,7 @@ def test_report_writes_every_file_and_logs_them_to_the_parent(sweep, tmp_path: P
         assert matplotlib.image.imread(out / "figures" / f"{stem}.png").shape[:2] == (
             height, width)
     for name in ("runs.csv", "pareto_size.csv", "pareto_latency.csv", "curve_sparsity.csv",
-                 "auc_sparsity.csv", "layers.csv", "layer_sensitivity.csv", "sweet_spot.json",
+                 "auc_sparsity.csv", "layers.csv", "layer_sensitivity.csv", "sweet_spot_size.json",
                  "report.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
@@ -91,6 +91,11 @@ def test_report_writes_every_file_and_logs_them_to_the_parent(sweep, tmp_path: P
     assert {Path(f.path).name for f in logged} >= {"report.md", "report.html", "figures"}
     figures = {Path(f.path).name for f in client.list_artifacts(parent, f"{ARTIFACT_DIR}/figures")}
     assert "curve_sparsity.png" in figures and "stale.png" not in figures
+    # the parent's report.md points its figures where the UI serves them (MLflow's viewer shows
+    # no image by relative path); the one on disk keeps relative paths
+    uploaded = Path(client.download_artifacts(parent, f"{ARTIFACT_DIR}/report.md", str(tmp_path)))
+    assert ("](http://127.0.0.1:5000/get-artifact?path=analysis%2Ffigures%2Fcurve_sparsity.png"
+            f"&run_uuid={parent})") in uploaded.read_text()
     assert len(a.written()) == len(figures) + len(a.tables)
 
 
@@ -105,7 +110,9 @@ def test_sweet_spot_and_study_selection(sweep, tmp_path: Path) -> None:
     assert len(by_study.frame) == 2 and by_study.parent_run_id == parent
     a = run_command("sweet-spot", runs, Options(out=tmp_path, log_to_mlflow=False))
     assert a.sweet is not None and a.sweet.total == len(RUNS)
-    assert (tmp_path / "sweet_spot.json").stat().st_size > 0
+    assert (tmp_path / "sweet_spot_size.json").stat().st_size > 0
+    run_command("sweet-spot", runs, Options(out=tmp_path, log_to_mlflow=False, by="latency"))
+    assert (tmp_path / "sweet_spot_latency.json").stat().st_size > 0  # beside, not over it
 
 
 @pytest.mark.slow

@@ -83,6 +83,7 @@ def test_constrained_multi_objective_sweep_with_a_failing_trial(tmp_path: Path) 
     children = {int(r.data.tags["trial_number"]): r for r in all_runs
                 if r.data.tags["run_role"] == "child"}
     assert parent.data.tags["study_name"] == "s" and parent.data.tags["sampler"] == "grid"
+    assert parent.info.run_name == "s"  # named by its study
     assert children[failed.number].info.status == "FAILED"
     assert "boom" in children[failed.number].data.tags["error"]
     assert {r.data.tags["study_name"] for r in children.values()} == {"s"}
