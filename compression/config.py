@@ -17,7 +17,7 @@ from compression import paths
 from compression import validation as v
 from compression.data import DataConfig
 from compression.errors import ConfigError
-from compression.metrics import MeasureConfig
+from compression.metrics import MeasureConfig, peak_rss_resettable
 from compression.models import ModelConfig
 from compression.pruning import PRUNERS, PruningConfig
 from compression.quantization import QUANTIZERS, QuantizationConfig
@@ -34,11 +34,13 @@ METRICS = (
     "sparsity", "params", "nonzero_params", "flops", "effective_flops", "theoretical_speedup",
     "size_bytes", "dense_size_bytes", "compression_ratio", "latency_ms", "latency_p90_ms",
     "batch_latency_ms", "batch_latency_p90_ms", "throughput", "speedup", "batch_speedup",
-    "baseline_latency_ms", "baseline_batch_latency_ms", "model_bytes", "peak_rss_mb",
+    "baseline_latency_ms", "baseline_batch_latency_ms", "model_bytes",
     "baseline_train_seconds", "finetune_seconds", "quantize_seconds", "measure_seconds",
     "total_seconds", "baseline_cache_hit", "threads", "train_threads", "quant_sqnr_db_min",
     "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
-    "sparse_kernel_layers", "dead_output_rows",
+    "sparse_kernel_layers", "dead_output_rows", "dead_internal_channels", "quant_zero_fraction",
+    # logged (and offered as an objective) only where it is measured per run
+    *(("peak_rss_mb",) if peak_rss_resettable() else ()),
 )
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -124,16 +123,16 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
     return rows
 
 
-def dead_output_rows(model: nn.Module) -> tuple[str, int, int] | None:
-    """(name, all-zero weight rows, rows) of the model's last Linear/Conv layer (registration
-    order: the classifier of the built-in models). A pruned-away row of the classifier leaves
-    its class to the bias alone; gradient criteria can do that to a converged model."""
-    layers = prunable_layers(model)
-    if not layers:
-        return None
-    name, layer = next(reversed(layers.items()))
-    w = layer.weight.detach()
-    return name, int((w.reshape(w.shape[0], -1) == 0).all(1).sum()), w.shape[0]
+def dead_rows(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Per Linear/Conv layer: (all-zero weight rows, rows). An all-zero row is an output channel
+    (neuron, filter) that unstructured pruning removed whole: it emits its bias alone, a
+    constant, so its consumers learn nothing from it. A depthwise conv (one 3x3 filter of 9
+    weights per channel) loses many at high sparsity."""
+    out = {}
+    for name, layer in prunable_layers(model).items():
+        w = layer.weight.detach()
+        out[name] = (int((w.reshape(w.shape[0], -1) == 0).all(1).sum()), w.shape[0])
+    return out
 
 
 def sparsity(rows: list[LayerStats]) -> float:
@@ -235,6 +234,44 @@ def latency_side_by_side(
     }
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+_CLEAR_REFS, _STATUS = "/proc/self/clear_refs", "/proc/self/status"
+
+
+@functools.cache
+def peak_rss_resettable() -> bool:
+    """Whether this process can reset its peak-RSS high-water mark (Linux: writing "5" to
+    /proc/self/clear_refs resets VmHWM to the current RSS), so a peak can be measured per run
+    rather than over the process's lifetime (which grows across a multirun's jobs)."""
+    return reset_peak_rss()
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window; False where the OS offers no reset."""
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")
+        return _vm_hwm_kib() is not None
+    except OSError:
+        return False
+
+
+def _vm_hwm_kib() -> int | None:
+    try:
+        with open(_STATUS) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory (MiB) since the last `reset_peak_rss()`; None where no reset is
+    possible (the lifetime peak, ru_maxrss, would mix earlier jobs' peaks into this run's).
+    Memory the process already held when the window began (a cached baseline, the allocator's
+    retained buffers, see retain_freed_memory) counts too: it is resident during the run."""
+    if not peak_rss_resettable():
+        return None
+    kib = _vm_hwm_kib()
+    return None if kib is None else kib / 1024

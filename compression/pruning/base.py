@@ -67,6 +67,11 @@ class PruningConfig:
                               "with unstructured, random, block, nm, mask, or structured with "
                               "pruning.physical=false")
 
+    def removes_channels(self) -> bool:
+        """True for methods whose point is all-zero (or removed) channels: no dead-channel
+        warning then."""
+        return False
+
     def no_zeros_because(self) -> str:
         """Why this method's result holds no zero weights for a sparse kernel ('' if it does)."""
         return ""

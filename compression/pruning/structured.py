@@ -58,6 +58,9 @@ class StructuredConfig(MaskPruningConfig):
         if not isinstance(self.physical, bool):
             raise ConfigError(f"pruning.physical={self.physical!r} must be true or false")
 
+    def removes_channels(self) -> bool:
+        return True
+
     def no_zeros_because(self) -> str:
         return "removes whole channels (with pruning.physical=false it zeroes them)" \
             if self.physical is True else ""
