@@ -78,8 +78,10 @@ class PruningConfig:
 
 
 class MaskSet:
-    """Per-layer boolean masks (True = keep) over `weight`; reapplied after every optimizer step
-    so fine-tuning cannot revive a pruned weight."""
+    """Boolean masks (True = keep) keyed by layer name (over its `weight`) or by a parameter's or
+    buffer's full name (`conv1.bias`, `bn1.running_mean`: structured pruning zeroes a channel's
+    bias and norm too); reapplied after every optimizer step so fine-tuning cannot revive a
+    pruned weight."""
 
     def __init__(self, masks: dict[str, torch.Tensor] | None = None) -> None:
         self.masks: dict[str, torch.Tensor] = dict(masks or {})
@@ -87,11 +89,23 @@ class MaskSet:
     def __len__(self) -> int:
         return len(self.masks)
 
+    @staticmethod
+    def target(modules: dict[str, nn.Module], key: str) -> torch.Tensor | None:
+        """The tensor `key` masks in a model whose modules are `modules` (None if absent)."""
+        if key in modules:
+            t = getattr(modules[key], "weight", None)
+        else:
+            owner, _, attr = key.rpartition(".")
+            t = getattr(modules.get(owner), attr, None)
+        return t if isinstance(t, torch.Tensor) else None
+
     @torch.no_grad()
     def apply(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
-        for name, mask in self.masks.items():
-            modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
+        for key, mask in self.masks.items():
+            t = self.target(modules, key)
+            assert t is not None, key  # masks are made for, and checked against, this model
+            t.mul_(mask.to(t.dtype))
 
     def after_step(self, model: nn.Module) -> Callable[[int], None]:
         return lambda step: self.apply(model)

@@ -45,10 +45,12 @@ class QatInt8Config(Int8Config):
 def masks_for(model: nn.Module, masks: MaskSet, mode: str) -> MaskSet:
     """The pruning masks, checked against the model QAT trains (fused layers keep their names
     and `.weight`), so a mask can never silently stop applying."""
+    from compression.pruning.base import MaskSet as Masks  # see the TYPE_CHECKING import
+
     modules = dict(model.named_modules())
     for name, mask in masks.masks.items():
-        w = getattr(modules.get(name), "weight", None)
-        if not isinstance(w, torch.Tensor) or w.shape != mask.shape:
+        w = Masks.target(modules, name)
+        if w is None or w.shape != mask.shape:
             raise ConfigError(f"quantization.mode={mode}: pruned layer {name!r} has no "
                               "matching weight in the QAT model; cannot keep its mask applied")
     return masks
