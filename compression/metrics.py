@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -15,14 +16,48 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from torch.utils.flop_counter import FlopCounterMode
 
 from compression import validation as v
-from compression.models import prunable_layers
+from compression.models import PRUNABLE_KINDS, prunable_layers
 
-PRUNABLE_TYPES = (
-    "Linear", "Conv1d", "Conv2d", "Conv3d",
-    # the same layers after quantization: fused with their ReLU (torch.ao), packed low-bit
-    "LinearReLU", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d", "LowBitLinear", "LowBitConv2d",
-    "SparseLinear",  # a Linear run by a CSR kernel (pruning.sparse_kernel)
-)
+# Modules that stand in for a prunable layer after a later stage (a packed low-bit layer, a Linear
+# run by a sparse kernel): each such class registers itself with @stands_in_for_prunable.
+STAND_INS: list[type[nn.Module]] = []
+M_ = TypeVar("M_", bound=type)
+
+
+def stands_in_for_prunable(cls: M_) -> M_:
+    """Class decorator: `cls` holds a pruned layer's weight (sparsity and FLOPs count it)."""
+    STAND_INS.append(cls)
+    return cls
+
+
+def prunable_classes() -> tuple[type, ...]:
+    """The prunable layer kinds (models.PRUNABLE_KINDS), their torch.ao quantized twins of the
+    same name, and the registered stand-ins; subclasses (fused Conv+ReLU, QAT, dynamic int8
+    Linear) are prunable with their base."""
+    import torch.ao.nn.quantized as nnq
+
+    twins = tuple(getattr(nnq, k.__name__) for k in PRUNABLE_KINDS if hasattr(nnq, k.__name__))
+    return (*PRUNABLE_KINDS, *twins, *STAND_INS)
+
+
+def prunable_type_names() -> frozenset[str]:
+    """Class names of every prunable class and subclass defined so far."""
+    names, todo = set(), list(prunable_classes())
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return frozenset(names)
+
+
+class _PrunableTypes:
+    """`name in PRUNABLE_TYPES`, for callers that only have a layer's class name."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in prunable_type_names()
+
+
+PRUNABLE_TYPES = _PrunableTypes()
 
 
 @dataclass
@@ -70,10 +105,7 @@ class LayerStats:
     nonzero_params: int
     bytes: int  # in-memory bytes of the layer's weight and bias at their storage width
     extra: dict[str, float] = field(default_factory=dict)  # e.g. artifact bytes, quant error
-
-    @property
-    def prunable(self) -> bool:
-        return self.type in PRUNABLE_TYPES
+    prunable: bool = False  # a Linear/Conv in any of its forms (prunable_classes)
 
 
 def _storage_bytes(value: object) -> int:
@@ -102,6 +134,7 @@ def _layer_bytes(m: nn.Module) -> int:
 def layer_stats(model: nn.Module) -> list[LayerStats]:
     """One row per module that owns a weight (Linear, Conv, BatchNorm, their quantized forms)."""
     rows = []
+    kinds = prunable_classes()
     for name, m in model.named_modules():
         w = _tensor(getattr(m, "weight", None))
         if w is None:
@@ -118,6 +151,7 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
                 weight_zeros=zeros,
                 nonzero_params=w.numel() - zeros + b_nz,
                 bytes=_layer_bytes(m),
+                prunable=isinstance(m, kinds),
             )
         )
     return rows

@@ -197,10 +197,12 @@ class ResNet(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
+PRUNABLE_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Layers whose `weight` pruning targets: every Linear and Conv (biases and norms excluded)."""
-    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+    return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_KINDS)}
 
 
 def example_user_model(in_channels: int = 1, num_classes: int = 10, hidden: int = 32) -> nn.Module:

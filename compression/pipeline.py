@@ -28,7 +28,7 @@ from compression.models import build_model, check_fits
 from compression.pruning import PRUNERS, MaskSet
 from compression.pruning import check as check_pruning
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
-from compression.quantization import QUANTIZERS
+from compression.quantization import QUANTIZERS, Quantized
 from compression.training import evaluate, load_optimizer_machinery, train
 
 log = logging.getLogger(__name__)
@@ -148,20 +148,19 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
 
     t0 = time.perf_counter()
     quantizer = QUANTIZERS.get(rc.quantization.mode).handler
-    quantized = quantizer.quantize(model, rc.quantization, session)
+    result = Quantized.of(quantizer.quantize(model, rc.quantization, session), rc.quantization)
+    quantized = result.model
     session.timings["quantize_seconds"] = time.perf_counter() - t0
-    engine = getattr(rc.quantization, "engine", None)
-    if getattr(rc.quantization, "backend", "torch_ao") != "torch_ao":
-        engine = None  # torchao picks its own kernels: no engine to name
-    if mlrun is not None and engine is not None:  # `auto` is resolved by now: show the pick
-        mlrun.set_tags({"quantization_engine": engine})
+    session.extra_metrics.update(result.metrics)
+    if mlrun is not None and result.tags:  # e.g. the engine `auto` picked
+        mlrun.set_tags(result.tags)
 
     # Untracked runs get a unique folder too: jobs of a multirun can start within one second.
     local_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     out_dir = rc.paths.artifacts_dir / (mlrun.id if mlrun else local_id)
     artifact = out_dir / "model.safetensors"
     stored = save_artifact(quantized, artifact, model_cfg=rc.model, spec=splits.spec,
-                           quant_cfg=rc.quantization, transforms=session.transforms)
+                           quant_cfg=result.config, transforms=session.transforms)
     dense_file = out_dir / "dense_fp32.safetensors"
     save_artifact(baseline.model, dense_file, model_cfg=rc.model, spec=splits.spec,
                   quant_cfg=QUANTIZERS.build_config({"mode": "none"}), sparse=False)

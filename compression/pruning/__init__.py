@@ -1,17 +1,7 @@
-"""Pruning methods. Importing this package registers every built-in method in PRUNERS:
-none, unstructured, random, block, nm, structured, lowrank, mask (and the sparse-kernel
-loader transform)."""
+"""Pruning methods. Importing this package registers every method in PRUNERS: each public
+module here is imported (registry.discover), and registers its own (none, unstructured, random,
+block, nm, structured, lowrank, mask, small_dense, and the sparse-kernel loader transform)."""
 
-from compression.pruning import (  # noqa: F401  (registers handlers)
-    block,
-    lowrank,
-    masks,
-    nm,
-    small_dense,
-    sparse_kernel,
-    structured,
-    unstructured,
-)
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -21,6 +11,9 @@ from compression.pruning.base import (
     layer_targets,
     select_layers,
 )
+from compression.registry import discover
+
+MODULES = discover(__name__, __path__)
 
 __all__ = ["PRUNERS", "MaskSet", "PruneSession", "PruningConfig", "check", "layer_targets",
            "select_layers"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -46,10 +46,17 @@ from compression.transforms import register_transform
 @dataclass
 class StructuredConfig(MaskPruningConfig):
     method: str = "structured"
-    sparsity: float = 0.5  # fraction of each group's channels removed
-    norm: str = "l1"  # channel ranking: l1 (sum |score|) or l2 over the channel's weights
-    physical: bool = True  # false: mask the channels only (same shapes, no speed-up)
-    round_to: int = 1  # kept channels per group rounded up to a multiple of this (1: no rounding)
+    sparsity: float = 0.5  # fraction of channels removed in each group of coupled channels
+    norm: str = "l1"  # channel ranking: l1 | l2 norm of the channel's weight scores
+    physical: bool = True  # false: only mask the channels (same shapes, NO speed-up)
+    round_to: int = 1  # kept channels per group rounded UP to a multiple (e.g. 8 for SIMD)
+    FIELD_NOTES: ClassVar[dict[str, str]] = {
+        "include": "the output layer's channels (classes) are never removed",
+        "exclude": "an excluded layer keeps its output channels (and its coupled group)",
+        "overrides": "per-layer fraction of channels, e.g. pruning.overrides={layer3.*:0.25}",
+        "sparse_kernel": "with physical: false only: masked Linear rows >= sparse_kernel_min "
+                         "run a CSR kernel",
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -213,7 +220,8 @@ def _weight_shapes(model: nn.Module) -> dict[str, torch.Size]:
     return {n: t.shape for n, t in [*model.named_parameters(), *model.named_buffers()]}
 
 
-@PRUNERS.register("structured", StructuredConfig)
+@PRUNERS.register("structured", StructuredConfig,
+                  metrics=("channels_removed_fraction", "param_reduction", "structured_physical"))
 def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSession) -> MaskSet:
     groups, active = _groups_for(model, cfg, session.data.spec.example_input(1))
     shapes = _weight_shapes(model)

@@ -18,7 +18,7 @@ from torch import nn
 from compression import validation as v
 from compression.errors import ConfigError
 from compression.quantization import _torch_ao as ao
-from compression.quantization.base import QUANTIZERS, QuantSession
+from compression.quantization.base import QUANTIZERS, SQNR, Quantized, QuantSession
 from compression.quantization.static import (
     Int8Config,
     check_graph_model,
@@ -65,7 +65,7 @@ class QatInt8:
         check_graph_model(model, cfg.mode)
 
     def quantize(self, model: nn.Module, cfg: QatInt8Config, session: QuantSession
-                 ) -> nn.Module:
+                 ) -> Quantized:
         batch = session.calibration_batches(1)[0]
         prepared = ao.prepare_qat(copy.deepcopy(model), self.qconfig(cfg), batch[:1], cfg.engine)
         masks = masks_for(prepared, session.masks, cfg.mode)
@@ -82,4 +82,4 @@ class QatInt8:
         return x
 
 
-QUANTIZERS.register("qat_int8", QatInt8Config)(QatInt8())
+QUANTIZERS.register("qat_int8", QatInt8Config, metrics=SQNR)(QatInt8())

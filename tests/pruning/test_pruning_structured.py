@@ -166,7 +166,7 @@ def test_artifact_reloads_the_smaller_model(prune, tmp_path, mode) -> None:
                               "pruning=structured")
     model.eval()
     qcfg = QUANTIZERS.build_config({"mode": mode})
-    final = QUANTIZERS.get(mode).handler.quantize(model, qcfg, session)
+    final = QUANTIZERS.get(mode).handler.quantize(model, qcfg, session).model
     path = tmp_path / "m.safetensors"
     save_artifact(final, path, model_cfg=session.rc.model, spec=SPEC, quant_cfg=qcfg,
                   transforms=session.transforms)
