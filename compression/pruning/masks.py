@@ -45,7 +45,7 @@ def read_masks(path: str | Path) -> dict[str, torch.Tensor]:
 class MaskFileConfig(PruningConfig):
     method: str = "mask"
     sparsity: float | None = None  # taken from the file; a different value is rejected
-    path: str | None = None  # safetensors file of masks, relative to the project root (required)
+    path: str | None = "masks.safetensors"  # relative to the project root; checked before training
     FIELD_NOTES: ClassVar[dict[str, str]] = {
         "include": "masks for layers outside include/exclude are ignored",
         "overrides": "unused by this method"}
