@@ -36,7 +36,7 @@ def test_sparsity_counts_exact_zeros_in_linear_and_conv_weights_only() -> None:
 
 def test_quantized_layers_are_counted_through_their_accessors() -> None:
     cfg = QUANTIZERS.build_config({"mode": "dynamic_int8"})
-    q = QUANTIZERS.get("dynamic_int8").handler.quantize(_net(), cfg, None)
+    q = QUANTIZERS.get("dynamic_int8").handler.quantize(_net(), cfg, None).model
     rows = layer_stats(q)
     assert [r.type for r in rows] == ["LinearReLU", "Linear"]  # fc1+ReLU run as one kernel
     assert rows[0].bytes == 8 * 4 * 1 + 4 * 4  # int8 weight, fp32 bias
