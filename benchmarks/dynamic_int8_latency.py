@@ -41,7 +41,7 @@ def main() -> None:
         torch.manual_seed(0)
         cfg = ModelConfig(name="mlp")
         fp32 = build_model(cfg, spec).eval()
-        q = QUANTIZERS.get("dynamic_int8").handler.quantize(fp32, int8, None)
+        q = QUANTIZERS.get("dynamic_int8").handler.quantize(fp32, int8, None).model
         for batch, repeats in ((1, args.repeats), (args.batch, max(20, args.repeats // 5))):
             x = torch.randn(batch, 1, spec.image_size, spec.image_size)
             lat = latency_side_by_side({"fp32": (fp32, x), "int8": (q, x)}, 10, repeats)

@@ -116,15 +116,16 @@ def quantized_rows(rc: RunConfig, splits: data_mod.Splits, fp32: nn.Module, tmp:
         handler.check(fp32, cfg)
         torch.manual_seed(rc.seed)
         session = Session(rc, splits)
-        quantized = handler.quantize(fp32, cfg, session)
+        result = handler.quantize(fp32, cfg, session)
         path = tmp / f"{len(rows)}.safetensors"
-        save_artifact(quantized, path, model_cfg=rc.model, spec=splits.spec, quant_cfg=cfg)
+        save_artifact(result.model, path, model_cfg=rc.model, spec=splits.spec,
+                      quant_cfg=result.config)
         model, meta = load_artifact(path)  # measure what was written
         acc = evaluate(model, splits.test_x, splits.test_y, cast=handler.cast_input)
         engine = meta["quantization"].get("engine")
         rows.append(Row(label, model, handler.cast_input, path.stat().st_size, acc, path, engine))
         auto = {k.removeprefix("quant_auto_").removesuffix("_ms"): v
-                for k, v in session.extra_metrics.items() if k.startswith("quant_auto_")}
+                for k, v in result.metrics.items() if k.startswith("quant_auto_")}
         chose = (f" (auto chose {engine}; timed ms, geometric mean of batch 1 and "
                  f"{rc.train.batch_size}: " + ", ".join(f"{e} {v:.3f}" for e, v in auto.items())
                  + ")") if values.get("engine") == "auto" else ""

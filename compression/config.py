@@ -18,7 +18,7 @@ from compression import paths
 from compression import validation as v
 from compression.data import DataConfig
 from compression.errors import ConfigError
-from compression.metrics import MeasureConfig
+from compression.metrics import MeasureConfig, peak_rss_resettable
 from compression.models import ModelConfig
 from compression.pruning import PRUNERS, PruningConfig
 from compression.quantization import QUANTIZERS, QuantizationConfig
@@ -28,20 +28,35 @@ from compression.training import FinetuneConfig, TrainConfig
 
 CONFIG_DIR = paths.PROJECT_ROOT / "conf"
 
-# Every metric a run logs; `objectives` may name any of them.
-METRICS = (
+# The metrics the pipeline itself logs. Pruning methods and quantization modes declare theirs
+# where they register (Registry.register(..., metrics=...)); any other stage that logs metrics
+# lists them in EXTRA_METRICS (one line each, easy to merge). `objectives` may name any of them.
+CORE_METRICS = (
     "accuracy", "val_accuracy", "baseline_accuracy", "baseline_val_accuracy", "accuracy_drop",
     "val_accuracy_drop", "accuracy_drop_rel", "val_accuracy_drop_rel", "pruned_at_epoch",
     "pruned_val_accuracy",
     "sparsity", "params", "nonzero_params", "flops", "effective_flops", "theoretical_speedup",
     "size_bytes", "dense_size_bytes", "compression_ratio", "latency_ms", "latency_p90_ms",
     "batch_latency_ms", "batch_latency_p90_ms", "throughput", "speedup", "batch_speedup",
-    "baseline_latency_ms", "baseline_batch_latency_ms", "model_bytes", "peak_rss_mb",
+    "baseline_latency_ms", "baseline_batch_latency_ms", "model_bytes",
     "baseline_train_seconds", "finetune_seconds", "quantize_seconds", "measure_seconds",
-    "total_seconds", "baseline_cache_hit", "threads", "train_threads", "quant_sqnr_db_min",
-    "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
-    "sparse_kernel_layers", "dead_output_rows",
+    "total_seconds", "baseline_cache_hit", "threads", "train_threads",
+    "dead_output_rows", "dead_internal_channels", "quant_zero_fraction",
 )
+EXTRA_METRICS: list[str] = [
+    "sparse_kernel_layers",  # pruning.sparse_kernel (an option of every method)
+]
+
+
+def metric_names() -> tuple[str, ...]:
+    """Every metric a run may log, as registered now (a method discovered later adds its own).
+    peak_rss_mb only where it is measured per run (reset per run, see metrics.peak_rss_mb)."""
+    per_run_rss = ("peak_rss_mb",) if peak_rss_resettable() else ()
+    return tuple(dict.fromkeys([*CORE_METRICS, *PRUNERS.metrics(), *QUANTIZERS.metrics(),
+                                *EXTRA_METRICS, *per_run_rss]))
+
+
+METRICS = metric_names()  # every built-in method and mode is registered by now
 
 
 @dataclass(frozen=True)
@@ -158,8 +173,9 @@ class RunConfig:
         v.number("seed", self.seed, integer=True)
         if not self.objectives:
             raise ConfigError("objectives is empty; name at least one metric, e.g. [val_accuracy]")
+        allowed = metric_names()
         for name in self.objectives:
-            v.one_of("objectives", name, METRICS)
+            v.one_of("objectives", name, allowed)
         check_produced(self.objectives, self.params())
         if self.pruning.sparse_kernel and self.quantization.mode != "none":
             raise ConfigError(f"pruning.sparse_kernel=true runs fp32 sparse kernels and cannot "

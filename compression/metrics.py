@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import resource
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -16,14 +16,48 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from torch.utils.flop_counter import FlopCounterMode
 
 from compression import validation as v
-from compression.models import prunable_layers
+from compression.models import PRUNABLE_KINDS, prunable_layers
 
-PRUNABLE_TYPES = (
-    "Linear", "Conv1d", "Conv2d", "Conv3d",
-    # the same layers after quantization: fused with their ReLU (torch.ao), packed low-bit
-    "LinearReLU", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d", "LowBitLinear", "LowBitConv2d",
-    "SparseLinear",  # a Linear run by a CSR kernel (pruning.sparse_kernel)
-)
+# Modules that stand in for a prunable layer after a later stage (a packed low-bit layer, a Linear
+# run by a sparse kernel): each such class registers itself with @stands_in_for_prunable.
+STAND_INS: list[type[nn.Module]] = []
+M_ = TypeVar("M_", bound=type)
+
+
+def stands_in_for_prunable(cls: M_) -> M_:
+    """Class decorator: `cls` holds a pruned layer's weight (sparsity and FLOPs count it)."""
+    STAND_INS.append(cls)
+    return cls
+
+
+def prunable_classes() -> tuple[type, ...]:
+    """The prunable layer kinds (models.PRUNABLE_KINDS), their torch.ao quantized twins of the
+    same name, and the registered stand-ins; subclasses (fused Conv+ReLU, QAT, dynamic int8
+    Linear) are prunable with their base."""
+    import torch.ao.nn.quantized as nnq
+
+    twins = tuple(getattr(nnq, k.__name__) for k in PRUNABLE_KINDS if hasattr(nnq, k.__name__))
+    return (*PRUNABLE_KINDS, *twins, *STAND_INS)
+
+
+def prunable_type_names() -> frozenset[str]:
+    """Class names of every prunable class and subclass defined so far."""
+    names, todo = set(), list(prunable_classes())
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return frozenset(names)
+
+
+class _PrunableTypes:
+    """`name in PRUNABLE_TYPES`, for callers that only have a layer's class name."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in prunable_type_names()
+
+
+PRUNABLE_TYPES = _PrunableTypes()
 
 
 @dataclass
@@ -71,10 +105,7 @@ class LayerStats:
     nonzero_params: int
     bytes: int  # in-memory bytes of the layer's weight and bias at their storage width
     extra: dict[str, float] = field(default_factory=dict)  # e.g. artifact bytes, quant error
-
-    @property
-    def prunable(self) -> bool:
-        return self.type in PRUNABLE_TYPES
+    prunable: bool = False  # a Linear/Conv in any of its forms (prunable_classes)
 
 
 def _storage_bytes(value: object) -> int:
@@ -103,6 +134,7 @@ def _layer_bytes(m: nn.Module) -> int:
 def layer_stats(model: nn.Module) -> list[LayerStats]:
     """One row per module that owns a weight (Linear, Conv, BatchNorm, their quantized forms)."""
     rows = []
+    kinds = prunable_classes()
     for name, m in model.named_modules():
         w = _tensor(getattr(m, "weight", None))
         if w is None:
@@ -119,21 +151,22 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
                 weight_zeros=zeros,
                 nonzero_params=w.numel() - zeros + b_nz,
                 bytes=_layer_bytes(m),
+                prunable=isinstance(m, kinds),
             )
         )
     return rows
 
 
-def dead_output_rows(model: nn.Module) -> tuple[str, int, int] | None:
-    """(name, all-zero weight rows, rows) of the model's last Linear/Conv layer (registration
-    order: the classifier of the built-in models). A pruned-away row of the classifier leaves
-    its class to the bias alone; gradient criteria can do that to a converged model."""
-    layers = prunable_layers(model)
-    if not layers:
-        return None
-    name, layer = next(reversed(layers.items()))
-    w = layer.weight.detach()
-    return name, int((w.reshape(w.shape[0], -1) == 0).all(1).sum()), w.shape[0]
+def dead_rows(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Per Linear/Conv layer: (all-zero weight rows, rows). An all-zero row is an output channel
+    (neuron, filter) that unstructured pruning removed whole: it emits its bias alone, a
+    constant, so its consumers learn nothing from it. A depthwise conv (one 3x3 filter of 9
+    weights per channel) loses many at high sparsity."""
+    out = {}
+    for name, layer in prunable_layers(model).items():
+        w = layer.weight.detach()
+        out[name] = (int((w.reshape(w.shape[0], -1) == 0).all(1).sum()), w.shape[0])
+    return out
 
 
 def sparsity(rows: list[LayerStats]) -> float:
@@ -235,6 +268,44 @@ def latency_side_by_side(
     }
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+_CLEAR_REFS, _STATUS = "/proc/self/clear_refs", "/proc/self/status"
+
+
+@functools.cache
+def peak_rss_resettable() -> bool:
+    """Whether this process can reset its peak-RSS high-water mark (Linux: writing "5" to
+    /proc/self/clear_refs resets VmHWM to the current RSS), so a peak can be measured per run
+    rather than over the process's lifetime (which grows across a multirun's jobs)."""
+    return reset_peak_rss()
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window; False where the OS offers no reset."""
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")
+        return _vm_hwm_kib() is not None
+    except OSError:
+        return False
+
+
+def _vm_hwm_kib() -> int | None:
+    try:
+        with open(_STATUS) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory (MiB) since the last `reset_peak_rss()`; None where no reset is
+    possible (the lifetime peak, ru_maxrss, would mix earlier jobs' peaks into this run's).
+    Memory the process already held when the window began (a cached baseline, the allocator's
+    retained buffers, see retain_freed_memory) counts too: it is resident during the run."""
+    if not peak_rss_resettable():
+        return None
+    kib = _vm_hwm_kib()
+    return None if kib is None else kib / 1024

@@ -204,10 +204,12 @@ def vit(spec: DataSpec, width: float = 1.0) -> nn.Module:
     return ViT(spec.in_channels, spec.image_size, spec.num_classes, width)
 
 
+PRUNABLE_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Layers whose `weight` pruning targets: every Linear and Conv (biases and norms excluded)."""
-    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
+    return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_KINDS)}
 
 
 def example_user_model(in_channels: int = 1, num_classes: int = 10, hidden: int = 32) -> nn.Module:

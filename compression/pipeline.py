@@ -30,7 +30,7 @@ from compression.pruning import PRUNERS, MaskSet, PruningConfig, layer_targets
 from compression.pruning import check as check_pruning
 from compression.pruning.allocation import allocated_config
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
-from compression.quantization import QUANTIZERS
+from compression.quantization import QUANTIZERS, Quantized
 from compression.sweep.pruners import TrialReporter
 from compression.training import evaluate, load_optimizer_machinery, train
 
@@ -152,6 +152,7 @@ def default_run_name(rc: RunConfig) -> str:
 
 def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) -> dict[str, float]:
     t_start = time.perf_counter()
+    M.reset_peak_rss()  # peak_rss_mb: this run's peak, not earlier jobs' of the same process
     session = Session(rc, splits, reporter=TrialReporter.from_env())
     if mlrun is not None:
         mlrun.log_params(tracking.flatten(rc.params()))
@@ -167,30 +168,26 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     pruning_cfg = allocate_layers(rc, splits, baseline, model, session, out_dir)
     session.masks = PRUNERS.get(rc.pruning.method).handler(model, pruning_cfg, session)
     model.eval()
-    pruned_fp32 = model  # FLOPs are counted on this fp32 graph (quantization keeps op counts)
-    dead = M.dead_output_rows(model)
-    if dead is not None:
-        session.extra_metrics["dead_output_rows"] = float(dead[1])
-        if dead[1]:
-            log.warning("%s: %d of %d output rows are all zero after pruning; their classes "
-                        "rest on the bias alone (keep the classifier dense: pruning.exclude=[%s]"
-                        " or pruning.keep_first_last=true)", *dead, dead[0])
+    # Sparsity, nonzero params and FLOPs are counted on this fp32 graph: what pruning removed.
+    # Quantization keeps op counts, and weights it rounds to zero are not pruning (they are
+    # reported apart, as quant_zero_fraction).
+    pruned_fp32 = model
+    report_dead_channels(model, rc, session)
     if rc.pruning.sparse_kernel:  # a copy: FLOPs are still counted on the dense-kernel graph
         model = to_sparse_kernels(copy.deepcopy(model), rc.pruning, session)
 
     t0 = time.perf_counter()
     quantizer = QUANTIZERS.get(rc.quantization.mode).handler
-    quantized = quantizer.quantize(model, rc.quantization, session)
+    result = Quantized.of(quantizer.quantize(model, rc.quantization, session), rc.quantization)
+    quantized = result.model
     session.timings["quantize_seconds"] = time.perf_counter() - t0
-    engine = getattr(rc.quantization, "engine", None)
-    if getattr(rc.quantization, "backend", "torch_ao") != "torch_ao":
-        engine = None  # torchao picks its own kernels: no engine to name
-    if mlrun is not None and engine is not None:  # `auto` is resolved by now: show the pick
-        mlrun.set_tags({"quantization_engine": engine})
+    session.extra_metrics.update(result.metrics)
+    if mlrun is not None and result.tags:  # e.g. the engine `auto` picked
+        mlrun.set_tags(result.tags)
 
     artifact = out_dir / "model.safetensors"
     stored = save_artifact(quantized, artifact, model_cfg=rc.model, spec=splits.spec,
-                           quant_cfg=rc.quantization, transforms=session.transforms)
+                           quant_cfg=result.config, transforms=session.transforms)
     dense_file = out_dir / "dense_fp32.safetensors"
     save_artifact(baseline.model, dense_file, model_cfg=rc.model, spec=splits.spec,
                   quant_cfg=QUANTIZERS.build_config({"mode": "none"}), sparse=False)
@@ -211,7 +208,9 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     results["baseline_cache_hit"] = float(baseline.cache_hit)
     results["threads"] = float(rc.latency_threads)
     results["train_threads"] = float(rc.threads)
-    results["peak_rss_mb"] = M.peak_rss_mb()
+    peak = M.peak_rss_mb()  # this run's peak (the window was reset when it began)
+    if peak is not None:
+        results["peak_rss_mb"] = peak
     results["total_seconds"] = time.perf_counter() - t_start
 
     layers_csv = write_layer_csv(out_dir / "layers.csv", rows, stored)
@@ -241,6 +240,33 @@ def allocate_layers(rc: RunConfig, splits: data_mod.Splits, baseline: Baseline,
     return cfg
 
 
+def report_dead_channels(model: nn.Module, rc: RunConfig, session: Session) -> None:
+    """All-zero weight rows per layer (CSV column `dead_rows`), the classifier's as
+    `dead_output_rows` and the others' as `dead_internal_channels`, with a warning for each kind
+    a method left by accident (a method that removes channels on purpose gets no warning)."""
+    dead = M.dead_rows(model)
+    if not dead:
+        return
+    for name, (n, _) in dead.items():
+        session.layer_extra.setdefault(name, {})["dead_rows"] = n
+    last = next(reversed(dead))
+    internal = {name: d for name, d in dead.items() if name != last and d[0]}
+    session.extra_metrics["dead_output_rows"] = float(dead[last][0])
+    session.extra_metrics["dead_internal_channels"] = float(sum(n for n, _ in internal.values()))
+    if rc.pruning.removes_channels():
+        return
+    if dead[last][0]:
+        log.warning("%s: %d of %d output rows are all zero after pruning; their classes "
+                    "rest on the bias alone (keep the classifier dense: pruning.exclude=[%s]"
+                    " or pruning.keep_first_last=true)", last, *dead[last], last)
+    if internal:
+        where = ", ".join(f"{name} {n}/{rows}" for name, (n, rows) in internal.items())
+        log.warning("pruning left %d internal channel(s) with all-zero weights (%s): each emits "
+                    "its bias alone, a constant its consumers cannot use; lower those layers' "
+                    "sparsity (pruning.overrides) or remove channels on purpose "
+                    "(pruning=structured)", sum(n for n, _ in internal.values()), where)
+
+
 def measure(
     rc: RunConfig,
     splits: data_mod.Splits,
@@ -261,17 +287,26 @@ def measure(
     r["accuracy_drop_rel"] = r["accuracy_drop"] / max(r["baseline_accuracy"], 1e-12)
     r["val_accuracy_drop_rel"] = r["val_accuracy_drop"] / max(r["baseline_val_accuracy"], 1e-12)
 
+    # What pruning removed, from the pruned fp32 model; what quantization rounded to zero on
+    # top of that (e.g. ~half of 2-bit weights), from the reloaded artifact, reported apart.
+    pruned = M.layer_stats(pruned_fp32)
     rows = M.layer_stats(final)
-    r["sparsity"] = M.sparsity(rows)
-    r["params"] = sum(x.params for x in rows)
-    r["nonzero_params"] = sum(x.nonzero_params for x in rows)
+    r["sparsity"] = M.sparsity(pruned)
+    r["params"] = sum(x.params for x in pruned)
+    r["nonzero_params"] = sum(x.nonzero_params for x in pruned)
+    r["quant_zero_fraction"] = M.sparsity(rows)
     example = splits.spec.example_input(1)
     base_flops, _ = M.flops_per_layer(baseline.model, example)
     flops, per_layer = M.flops_per_layer(pruned_fp32, example)
+    by_name = {x.name: x for x in pruned}
     for row in rows:
         row.extra["flops"] = per_layer.get(row.name, 0)
+        row.extra["quant_weight_zeros"] = row.weight_zeros
+        p = by_name.get(row.name)
+        if p is not None and p.weight_numel == row.weight_numel:  # the CSV's pruning columns
+            row.weight_zeros, row.nonzero_params = p.weight_zeros, p.nonzero_params
     r["flops"] = flops
-    r["effective_flops"] = M.effective_flops(flops, per_layer, rows)
+    r["effective_flops"] = M.effective_flops(flops, per_layer, pruned)
     r["theoretical_speedup"] = base_flops / max(1, r["effective_flops"])
     r["model_bytes"] = state_bytes(final)
 
@@ -319,13 +354,14 @@ def write_layer_csv(path: Path, rows: list[M.LayerStats], stored: dict[str, int]
         w = csv.writer(f)
         w.writerow(["layer", "type", "params", "weight_numel", "weight_zeros", "sparsity",
                     "nonzero_params", "bytes", "artifact_bytes", "flops", "quant_sqnr_db",
-                    "quant_mse"])
+                    "quant_mse", "quant_weight_zeros", "dead_rows"])
         for r in rows:
             w.writerow([r.name, r.type, r.params, r.weight_numel, r.weight_zeros,
                         f"{r.weight_zeros / max(1, r.weight_numel):.6f}", r.nonzero_params,
                         r.bytes, artifact_bytes(r.name), int(r.extra.get("flops", 0)),
-                        # blank when the layer was not quantized
-                        r.extra.get("quant_sqnr_db", ""), r.extra.get("quant_mse", "")])
+                        # blank when the layer was not quantized / is not a Linear or Conv
+                        r.extra.get("quant_sqnr_db", ""), r.extra.get("quant_mse", ""),
+                        r.extra.get("quant_weight_zeros", ""), r.extra.get("dead_rows", "")])
     return path
 
 

@@ -1,12 +1,18 @@
-"""A name -> (config dataclass, handler) registry shared by pruning methods and quantization modes.
+"""A name -> (config dataclass, handler, metrics) registry shared by pruning methods and
+quantization modes.
 
-Adding a method is: one config dataclass, one handler registered here, one YAML file in the
-matching config group. Dispatch never uses if/elif chains on names.
+Adding a method is: one module in compression/pruning/ (or quantization/) holding its config
+dataclass and its handler, registered here with the metrics it logs (`discover` imports every
+module of the package, so nothing else imports it; `config.METRICS` and therefore `objectives`
+take its metrics), and its YAML in the matching config group, generated from the dataclass
+(`python -m compression.confgen`). Dispatch never uses if/elif chains on names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +26,7 @@ class Entry(Generic[H]):
     name: str
     config_cls: type
     handler: H
+    metrics: tuple[str, ...] = ()  # run metrics this handler may log besides the pipeline's
 
 
 class Registry(Generic[H]):
@@ -29,17 +36,29 @@ class Registry(Generic[H]):
         self.key = key  # fully qualified config key, used in error messages
         self._entries: dict[str, Entry[H]] = {}
 
-    def register(self, name: str, config_cls: type) -> Callable[[H], H]:
+    def register(self, name: str, config_cls: type, metrics: Sequence[str] = ()
+                 ) -> Callable[[H], H]:
         def deco(handler: H) -> H:
             if name in self._entries:
                 raise ValueError(f"{self.key}: {name!r} is registered twice")
-            self._entries[name] = Entry(name, config_cls, handler)
+            self._entries[name] = Entry(name, config_cls, handler, tuple(metrics))
             return handler
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Forget `name` (a plug-in or test that registered a method temporarily)."""
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def entries(self) -> list[Entry[H]]:
+        return [self._entries[n] for n in self.names()]
+
+    def metrics(self) -> list[str]:
+        """Every metric a registered handler declares, in name order, without repeats."""
+        return list(dict.fromkeys(m for e in self.entries() for m in e.metrics))
 
     def get(self, name: str) -> Entry[H]:
         if name not in self._entries:
@@ -84,3 +103,16 @@ def registrar(table: dict[str, T]) -> Callable[[str], Callable[[T], T]]:
         return deco
 
     return register
+
+
+def discover(package: str, path: Iterable[str]) -> list[str]:
+    """Import every public module of `package` (whose `__path__` is `path`), so that each one's
+    registrations run: a new method or mode is picked up by adding its module, no import list
+    to edit. Modules named with a leading underscore are helpers, imported by whoever uses them.
+    Returns the modules' names."""
+    found = []
+    for info in pkgutil.iter_modules(list(path)):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+            found.append(info.name)
+    return found

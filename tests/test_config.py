@@ -53,8 +53,8 @@ def test_every_sweep_preset_composes(compose_cfg) -> None:
          "cannot be combined with quantization.mode=dynamic_int8"),
         (["pruning=structured", "pruning.sparse_kernel=true"],
          "pruning.method=structured removes whole channels"),
-        (["+pruning.sparse_kernel=true"], "pruning.method=none keeps the model dense"),
-        (["pruning=lowrank", "+pruning.sparse_kernel=true"], "factorizes layers"),
+        (["pruning.sparse_kernel=true"], "pruning.method=none keeps the model dense"),
+        (["pruning=lowrank", "pruning.sparse_kernel=true"], "factorizes layers"),
         (["pruning=random", "pruning.criterion=magnitude"],
          "pruning.method=random picks weights at random, so pruning.criterion=magnitude does "
          "not apply"),

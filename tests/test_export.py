@@ -36,7 +36,7 @@ def _save(tmp_path, model, name="m", quant=NONE, **kw):
 def test_roundtrip_gives_identical_outputs(tmp_path, name, quant) -> None:
     model = _model(name, sparsity=0.7)
     if quant.mode != "none":
-        model = QUANTIZERS.get(quant.mode).handler.quantize(model, quant, None)
+        model = QUANTIZERS.get(quant.mode).handler.quantize(model, quant, None).model
     path = _save(tmp_path, model, quant=quant, model_name=name)
     loaded, meta = load_artifact(path)
     x = torch.randn(4, 1, 8, 8)
@@ -53,14 +53,14 @@ def test_sparse_weights_cost_less_than_dense_fp32(tmp_path) -> None:
 
 def test_dynamic_int8_mlp_is_at_most_030_of_dense(tmp_path) -> None:
     dense = _save(tmp_path, _model(), "dense", sparse=False).stat().st_size
-    q = QUANTIZERS.get("dynamic_int8").handler.quantize(_model(), INT8, None)
+    q = QUANTIZERS.get("dynamic_int8").handler.quantize(_model(), INT8, None).model
     assert _save(tmp_path, q, "int8", quant=INT8).stat().st_size <= 0.3 * dense
 
 
 def test_zeros_stay_zeros_through_int8_and_both_savings_add_up(tmp_path) -> None:
     handler = QUANTIZERS.get("dynamic_int8").handler
-    q_dense = handler.quantize(_model(), INT8, None)
-    q_sparse = handler.quantize(_model(sparsity=0.9), INT8, None)
+    q_dense = handler.quantize(_model(), INT8, None).model
+    q_sparse = handler.quantize(_model(sparsity=0.9), INT8, None).model
     w = q_sparse.fc1.weight().int_repr()
     assert int((w == 0).sum()) >= round(0.9 * w.numel())
     dense_bytes = _save(tmp_path, q_dense, "a", quant=INT8).stat().st_size

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from compression.metrics import (
-    dead_output_rows,
+    dead_rows,
     effective_flops,
     flops_per_layer,
     latency_side_by_side,
@@ -36,7 +36,7 @@ def test_sparsity_counts_exact_zeros_in_linear_and_conv_weights_only() -> None:
 
 def test_quantized_layers_are_counted_through_their_accessors() -> None:
     cfg = QUANTIZERS.build_config({"mode": "dynamic_int8"})
-    q = QUANTIZERS.get("dynamic_int8").handler.quantize(_net(), cfg, None)
+    q = QUANTIZERS.get("dynamic_int8").handler.quantize(_net(), cfg, None).model
     rows = layer_stats(q)
     assert [r.type for r in rows] == ["LinearReLU", "Linear"]  # fc1+ReLU run as one kernel
     assert rows[0].bytes == 8 * 4 * 1 + 4 * 4  # int8 weight, fp32 bias
@@ -68,15 +68,38 @@ def test_latency_and_memory_are_measured() -> None:
     lat = latency_side_by_side({"a": (net, torch.zeros(1, 8)), "b": (net, torch.zeros(9, 8))},
                                warmup=2, repeats=7)
     assert lat["a"].samples == 7 and 0 < lat["a"].median_ms <= lat["a"].p90_ms
-    assert peak_rss_mb() > 10
+    assert (peak_rss_mb() or 0) > 10
 
 
-def test_dead_output_rows_counts_all_zero_rows_of_the_last_layer() -> None:
-    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
-    assert dead_output_rows(model) == ("2", 0, 3)
+def test_dead_rows_counts_all_zero_rows_of_every_layer() -> None:
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(4, 6), nn.ReLU(),
+                          nn.Linear(6, 3))
+    assert dead_rows(model) == {"0": (0, 4), "2": (0, 6), "4": (0, 3)}
     with torch.no_grad():
-        model[2].weight[1] = 0
-        model[2].weight[2, :5] = 0  # one weight left: not dead
-        model[0].weight[0] = 0  # hidden layers do not count
-    assert dead_output_rows(model) == ("2", 1, 3)
-    assert dead_output_rows(nn.Sequential(nn.ReLU())) is None
+        model[0].weight[1] = 0  # a depthwise channel (one 3x3 filter)
+        model[4].weight[1] = 0
+        model[4].weight[2, :5] = 0  # one weight left: not dead
+        model[2].weight[0] = 0
+        model[2].weight[3] = 0
+    assert dead_rows(model) == {"0": (1, 4), "2": (2, 6), "4": (1, 3)}
+    assert dead_rows(nn.Sequential(nn.ReLU())) == {}
+
+
+def test_peak_rss_is_measured_per_window() -> None:
+    """The peak is reset per run: a large allocation of an earlier window does not count."""
+    import mmap
+
+    from compression.metrics import peak_rss_resettable, reset_peak_rss
+
+    assert peak_rss_resettable()  # Linux: /proc/self/clear_refs
+    reset_peak_rss()
+    size = 256 << 20
+    buf = mmap.mmap(-1, size)  # mapped and touched, then unmapped: resident only meanwhile
+    for i in range(0, size, 4096):
+        buf[i] = 1
+    buf.close()
+    first = peak_rss_mb()
+    assert reset_peak_rss()
+    second = peak_rss_mb()
+    assert first is not None and second is not None
+    assert first - second > 200  # the earlier window's 256 MiB is gone from the new peak

@@ -105,3 +105,65 @@ def test_untracked_run_returns_objectives(compose_cfg, tracking_uri) -> None:
     acc = pipeline.run(compose_cfg("tracking=off"))
     assert 0.5 < acc <= 1.0
     assert _runs(tracking_uri) == []
+
+
+def test_quantization_rounding_is_not_counted_as_pruning(compose_cfg, tracking_uri) -> None:
+    """A dense model quantized to 2 bits: about half its weights round to zero, but nothing was
+    pruned: sparsity 0 and no theoretical speed-up; the rounding is reported apart."""
+    import csv
+
+    pipeline.run(compose_cfg("quantization=lowbit", "quantization.bits=2",
+                             "measure.latency=false"))
+    [run] = _runs(tracking_uri)
+    m = run.data.metrics
+    assert m["sparsity"] == 0.0
+    assert m["nonzero_params"] == m["params"]
+    assert m["effective_flops"] == m["flops"]
+    assert m["theoretical_speedup"] == pytest.approx(1.0)
+    assert m["quant_zero_fraction"] > 0.2  # 2-bit codes: many weights round to zero
+    client = MlflowClient(tracking_uri=tracking_uri)
+    text = Path(client.download_artifacts(run.info.run_id, "layers.csv")).read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    assert all(r["weight_zeros"] == "0" for r in rows)
+    assert sum(int(r["quant_weight_zeros"]) for r in rows) > 0
+
+
+def test_dead_internal_channels_are_reported_per_layer_and_warned(compose_cfg, tracking_uri,
+                                                                  caplog) -> None:
+    """Unstructured pruning at 99% on the first layer leaves whole neurons without a weight."""
+    import csv
+
+    pipeline.run(compose_cfg("pruning=unstructured", "pruning.sparsity=0.5",
+                             "pruning.overrides={fc1:0.995}", "measure.latency=false"))
+    [run] = _runs(tracking_uri)
+    m = run.data.metrics
+    client = MlflowClient(tracking_uri=tracking_uri)
+    text = Path(client.download_artifacts(run.info.run_id, "layers.csv")).read_text()
+    rows = {r["layer"]: r for r in csv.DictReader(text.splitlines())}
+    assert int(rows["fc1"]["dead_rows"]) > 0
+    internal = sum(int(r["dead_rows"]) for name, r in rows.items() if name != "fc3")
+    assert m["dead_internal_channels"] == internal
+    assert m["dead_output_rows"] == int(rows["fc3"]["dead_rows"])
+    assert any("internal channel(s) with all-zero weights (fc1 " in r.message
+               for r in caplog.records)
+
+
+def test_peak_rss_is_per_run(compose_cfg, tracking_uri) -> None:
+    """Memory an earlier job of the same process peaked at (here a touched 512 MiB mapping,
+    unmapped before the run) is not this run's peak, unlike the process-lifetime peak."""
+    import mmap
+    import resource
+
+    from compression.config import METRICS
+
+    size = 512 << 20
+    buf = mmap.mmap(-1, size)
+    for i in range(0, size, 4096):
+        buf[i] = 1
+    buf.close()
+    # ru_maxrss is the lifetime peak until something resets the window (the run will)
+    lifetime_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pipeline.run(compose_cfg("measure.latency=false"))
+    [run] = _runs(tracking_uri)
+    assert 0 < run.data.metrics["peak_rss_mb"] < lifetime_mb - 256
+    assert "peak_rss_mb" in METRICS  # offered as an objective: it is per run here

@@ -1,20 +1,8 @@
-"""Pruning methods. Importing this package registers every built-in method in PRUNERS:
-none, unstructured, random, block, nm, structured, lowrank, mask, sparsegpt (and the
-sparse-kernel loader transform), and the wanda criterion."""
+"""Pruning methods. Importing this package registers every method in PRUNERS: each public
+module here is imported (registry.discover), and registers its own (none, unstructured, random,
+block, nm, structured, lowrank, mask, small_dense, sparsegpt, the wanda criterion, and the
+sparse-kernel and head-removal loader transforms)."""
 
-from compression.pruning import (  # noqa: F401  (registers handlers)
-    block,
-    heads,
-    lowrank,
-    masks,
-    nm,
-    small_dense,
-    sparse_kernel,
-    sparsegpt,
-    structured,
-    unstructured,
-    wanda,
-)
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -24,6 +12,9 @@ from compression.pruning.base import (
     layer_targets,
     select_layers,
 )
+from compression.registry import discover
+
+MODULES = discover(__name__, __path__)
 
 __all__ = ["PRUNERS", "MaskSet", "PruneSession", "PruningConfig", "check", "layer_targets",
            "select_layers"]

@@ -34,13 +34,14 @@ class PruningConfig:
     """
 
     method: str = "none"
-    sparsity: float = 0.0
-    include: list[str] = field(default_factory=lambda: ["*"])
-    exclude: list[str] = field(default_factory=list)
-    overrides: dict[str, float] | None = field(default_factory=dict)
-    keep_first_last: bool = False
-    sparse_kernel: bool = False
-    sparse_kernel_min: float = 0.9
+    sparsity: float = 0.0  # fraction of weights set to zero, in [0, 1)
+    include: list[str] = field(default_factory=lambda: ["*"])  # fnmatch patterns, e.g. ["fc*"]
+    exclude: list[str] = field(default_factory=list)  # e.g. ["fc3"] keeps the classifier dense
+    # per-layer targets, first match wins: pruning.overrides={fc3:0,conv*:0.3}
+    overrides: dict[str, float] | None = None
+    keep_first_last: bool = False  # true: leave the first and last prunable layers dense
+    sparse_kernel: bool = False  # true: Linear layers >= sparse_kernel_min sparse run a CSR kernel
+    sparse_kernel_min: float = 0.9  # (fp32 only; the speed-up is measured, see README)
 
     def __post_init__(self) -> None:
         v.in_range("pruning.sparsity", self.sparsity, 0, 1, hi_open=True)
@@ -67,14 +68,21 @@ class PruningConfig:
                               "with unstructured, random, block, nm, mask, or structured with "
                               "pruning.physical=false")
 
+    def removes_channels(self) -> bool:
+        """True for methods whose point is all-zero (or removed) channels: no dead-channel
+        warning then."""
+        return False
+
     def no_zeros_because(self) -> str:
         """Why this method's result holds no zero weights for a sparse kernel ('' if it does)."""
         return ""
 
 
 class MaskSet:
-    """Per-layer boolean masks (True = keep) over `weight`; reapplied after every optimizer step
-    so fine-tuning cannot revive a pruned weight."""
+    """Boolean masks (True = keep) keyed by layer name (over its `weight`) or by a parameter's or
+    buffer's full name (`conv1.bias`, `bn1.running_mean`: structured pruning zeroes a channel's
+    bias and norm too); reapplied after every optimizer step so fine-tuning cannot revive a
+    pruned weight."""
 
     def __init__(self, masks: dict[str, torch.Tensor] | None = None) -> None:
         self.masks: dict[str, torch.Tensor] = dict(masks or {})
@@ -82,11 +90,23 @@ class MaskSet:
     def __len__(self) -> int:
         return len(self.masks)
 
+    @staticmethod
+    def target(modules: dict[str, nn.Module], key: str) -> torch.Tensor | None:
+        """The tensor `key` masks in a model whose modules are `modules` (None if absent)."""
+        if key in modules:
+            t = getattr(modules[key], "weight", None)
+        else:
+            owner, _, attr = key.rpartition(".")
+            t = getattr(modules.get(owner), attr, None)
+        return t if isinstance(t, torch.Tensor) else None
+
     @torch.no_grad()
     def apply(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
-        for name, mask in self.masks.items():
-            modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
+        for key, mask in self.masks.items():
+            t = self.target(modules, key)
+            assert t is not None, key  # masks are made for, and checked against, this model
+            t.mul_(mask.to(t.dtype))
 
     def after_step(self, model: nn.Module) -> Callable[[int], None]:
         return lambda step: self.apply(model)

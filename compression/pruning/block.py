@@ -24,9 +24,9 @@ from compression.pruning.schedules import (
 @dataclass
 class BlockConfig(MaskPruningConfig):
     method: str = "block"
-    sparsity: float = 0.5
+    sparsity: float = 0.5  # fraction of blocks (~ weights) set to zero, in [0, 1)
     block: list[int] = field(default_factory=lambda: [4, 4])  # rows x columns, e.g. [1, 4]
-    norm: str = "l1"  # how a block's scores are reduced: l1 (sum |s|) or l2
+    norm: str = "l1"  # block ranking: l1 (sum |score|) | l2
 
     def __post_init__(self) -> None:
         super().__post_init__()

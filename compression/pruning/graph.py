@@ -7,8 +7,16 @@ two tensors (the residual add) merges both operands' spaces into one - the coupl
 ResNet. Flatten of (B, C, H, W) keeps the space with a repeat of H*W: channel c becomes the
 columns c*H*W .. c*H*W + H*W - 1 of the next Linear.
 
+A depthwise conv (groups = in = out channels) computes output channel c from input channel c
+alone: its output is the input's space, and the conv a member of the group like a BatchNorm (its
+rows, bias and channel count shrink together). Other grouped convs keep their channels: their
+input and output spaces are frozen. torch.cat along the channels makes a tensor of several
+spaces, each at its offset in the index range; every op after it (BatchNorm, flatten, a
+consumer's columns) records the part of each space at that part's offset.
+
 A group is one merged space: its producers (whose weight rows are the channels), consumers (whose
-weight columns are), and BatchNorms (whose entries are). Spaces reaching the model input or
+weight columns are), BatchNorms (whose entries are) and depthwise convs. Spaces reaching the
+model input or
 output are `frozen` (their size is part of the model's interface). A space that reaches any op
 not listed here is `blocked`: removing its channels cannot be proven safe, and structured pruning
 refuses it, naming the layer and the op.
@@ -49,14 +57,27 @@ ELEMENTWISE_METHODS = {"add", "add_", "sub", "mul", "mul_"}
 SHAPE_METHODS = {"size", "dim"}  # return plain ints, no tensor flows through
 
 
+INTERFACE = ("the model input", "the model output")
+
+
 @dataclass
 class Group:
+    """Where a set of coupled channels sits. Channel c of the group occupies, in a consumer's
+    input columns or a BatchNorm's entries, indices offset + c * repeat + j for j < repeat
+    (repeat > 1 after a flatten, offset > 0 behind a torch.cat)."""
+
     channels: int
     producers: list[str] = field(default_factory=list)
-    consumers: list[tuple[str, int]] = field(default_factory=list)  # (layer, repeat)
-    norms: list[tuple[str, int]] = field(default_factory=list)  # (BatchNorm, repeat)
+    consumers: list[tuple[str, int, int]] = field(default_factory=list)  # (layer, repeat, offset)
+    norms: list[tuple[str, int, int]] = field(default_factory=list)  # (BatchNorm, repeat, offset)
+    depthwise: list[tuple[str, int]] = field(default_factory=list)  # (depthwise conv, offset)
     frozen: str | None = None  # benign: channels are part of the model's interface
     blocked: str | None = None  # unsafe: channels reach an op structured pruning cannot handle
+
+    @property
+    def interface(self) -> bool:
+        """The model's own input or output channels (not hidden ones)."""
+        return self.frozen in INTERFACE
 
     @property
     def maskable(self) -> bool:
@@ -95,19 +116,22 @@ def _union(a: _Space, b: _Space, where: str) -> _Space:
     ga.producers += gb.producers
     ga.consumers += gb.consumers
     ga.norms += gb.norms
+    ga.depthwise += gb.depthwise
     ga.frozen = ga.frozen or gb.frozen
     ga.blocked = ga.blocked or gb.blocked
     return a
 
 
-Ref = tuple[_Space, int]  # a tensor's channel space and repeat (after flatten)
+Part = tuple[_Space, int, int]  # a channel space, its repeat (after flatten) and offset
+Ref = tuple[Part, ...]  # a tensor's dim 1: one part, or several after torch.cat
+CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 
 
 class _Tracer:
     def __init__(self, gm: fx.GraphModule) -> None:
         self.modules = dict(gm.named_modules())
         self.refs: dict[fx.Node, Ref] = {}
-        self.called: dict[str, tuple[Ref, Ref]] = {}  # module -> (input ref, output ref)
+        self.called: dict[str, tuple[Part, Ref]] = {}  # module -> (input part, output ref)
         self.spaces: list[_Space] = []
 
     # -- helpers
@@ -115,7 +139,10 @@ class _Tracer:
         space = _Space(channels)
         space.group.frozen = frozen
         self.spaces.append(space)
-        return space, 1
+        return ((space, 1, 0),)
+
+    def groups_of(self, node: fx.Node) -> list[Group]:
+        return [space.root().group for space, _, _ in self.refs[node]]
 
     def shape(self, node: Any) -> tuple[int, ...] | None:
         meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
@@ -126,8 +153,8 @@ class _Tracer:
 
     def block(self, node: fx.Node, why: str) -> None:
         for arg in self.tensor_args(node):
-            group = self.refs[arg][0].root().group
-            group.blocked = group.blocked or why
+            for group in self.groups_of(arg):
+                group.blocked = group.blocked or why
         shape = self.shape(node)
         if shape is not None:
             self.refs[node] = self.new(shape[1] if len(shape) > 1 else 1, frozen=why)
@@ -146,7 +173,8 @@ class _Tracer:
                 self.refs[node] = self.new(shape[1] if len(shape) > 1 else 1, "a model constant")
         elif node.op == "output":
             for arg in self.tensor_args(node):
-                self.refs[arg][0].root().group.frozen = "the model output"
+                for group in self.groups_of(arg):
+                    group.frozen = "the model output"
         elif not self.tensor_args(node):
             if shape is not None:  # e.g. torch.zeros(...): a new constant tensor
                 self.refs[node] = self.new(shape[1] if len(shape) > 1 else 1, "a constant")
@@ -163,8 +191,8 @@ class _Tracer:
         if isinstance(m, PRODUCERS):
             self.visit_producer(node, name, m, where)
         elif isinstance(m, NORMS):
-            space, repeat = self.refs[node.args[0]]
-            space.root().group.norms.append((name, repeat))
+            for space, repeat, offset in self.refs[node.args[0]]:
+                space.root().group.norms.append((name, repeat, offset))
             self.passthrough(node)
         elif isinstance(m, CHANNELWISE_MODULES):
             self.passthrough(node)
@@ -176,23 +204,45 @@ class _Tracer:
     def visit_producer(self, node: fx.Node, name: str, m: nn.Module, where: str) -> None:
         x = node.args[0]
         in_shape = self.shape(x)
-        (space, repeat) = self.refs[x]
+        ref = self.refs[x]
         if isinstance(m, nn.Linear) and (in_shape is None or len(in_shape) != 2):
             return self.block(node, f"{where} applied to a rank-{len(in_shape or ())} tensor")
-        if not isinstance(m, nn.Linear) and (m.groups != 1 or repeat != 1):
-            return self.block(node, f"{where} with groups={m.groups}")
+        if not isinstance(m, nn.Linear) and m.groups != 1:
+            return self.grouped(node, name, m, ref, where)
         if name in self.called:  # a shared layer: both inputs and both outputs are coupled
-            (prev_in, prev_rep), out = self.called[name]
-            if prev_rep != repeat:
-                return self.block(node, f"{where} called on differently flattened inputs")
-            _union(prev_in, space, where)
+            prev, out = self.called[name]
+            if len(ref) != 1 or prev[1:] != ref[0][1:]:
+                return self.block(node, f"{where} called on differently shaped inputs")
+            _union(prev[0], ref[0][0], where)
             self.refs[node] = out
             return None
-        space.root().group.consumers.append((name, repeat))
+        for space, repeat, offset in ref:
+            space.root().group.consumers.append((name, repeat, offset))
         out = self.new(m.weight.shape[0])
-        out[0].group.producers.append(name)
+        out[0][0].group.producers.append(name)
         self.refs[node] = out
-        self.called[name] = ((space, repeat), out)
+        self.called[name] = (ref[0] if len(ref) == 1 else (ref[0][0], -1, -1), out)
+        return None
+
+    def grouped(self, node: fx.Node, name: str, m: nn.Module, ref: Ref, where: str) -> None:
+        """A depthwise conv passes its input's channels through (and joins their group); other
+        grouped convs (each output channel reads a block of inputs) keep their channels."""
+        depthwise = m.groups == m.in_channels == m.out_channels
+        if depthwise and name not in self.called and all(r == 1 for _, r, _ in ref):
+            for space, _, offset in ref:
+                space.root().group.depthwise.append((name, offset))
+            self.refs[node] = ref
+            self.called[name] = (ref[0], ref)
+            return None
+        if name in self.called:
+            return self.block(node, f"{where} with groups={m.groups} called twice")
+        why = f"{where} with groups={m.groups}"
+        for group in self.groups_of(node.args[0]):
+            group.frozen = group.frozen or why
+        out = self.new(m.weight.shape[0], frozen=why)
+        out[0][0].group.producers.append(name)
+        self.refs[node] = out
+        self.called[name] = (ref[0], out)
         return None
 
     def visit_function(self, node: fx.Node) -> None:
@@ -201,6 +251,8 @@ class _Tracer:
             self.passthrough(node)
         elif fn in ELEMENTWISE_FUNCTIONS:
             self.elementwise(node, getattr(fn, "__name__", str(fn)))
+        elif fn in CAT_FUNCTIONS:
+            self.cat(node)
         elif fn is torch.flatten:
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
@@ -231,13 +283,31 @@ class _Tracer:
             self.refs[node] = self.refs[tensors[0]]
             return
         shapes = {self.shape(t) for t in tensors}
-        repeats = {self.refs[t][1] for t in tensors}
-        if len(shapes) != 1 or len(repeats) != 1:
+        layouts = {tuple((r, o) for _, r, o in self.refs[t]) for t in tensors}
+        if len(shapes) != 1:
             return self.block(node, f"{op} with broadcasting (node {node.name})")
-        space = self.refs[tensors[0]][0]
+        if len(layouts) != 1:
+            return self.block(node, f"{op} of differently concatenated tensors (node {node.name})")
+        parts = list(self.refs[tensors[0]])
         for t in tensors[1:]:
-            space = _union(space, self.refs[t][0], f"{op} (node {node.name})")
-        self.refs[node] = (space, repeats.pop())
+            parts = [(_union(a[0], b[0], f"{op} (node {node.name})"), a[1], a[2])
+                     for a, b in zip(parts, self.refs[t], strict=True)]
+        self.refs[node] = tuple(parts)
+        return None
+
+    def cat(self, node: fx.Node) -> None:
+        """torch.cat along dim 1: the parts of each input, shifted past the inputs before it."""
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        shape = self.shape(node)
+        if not isinstance(tensors, list | tuple) or shape is None or dim % len(shape) != 1 \
+                or not all(isinstance(t, fx.Node) and t in self.refs for t in tensors):
+            return self.block(node, f"function cat other than along dim 1 (node {node.name})")
+        parts, start = [], 0
+        for t in tensors:
+            parts += [(space, r, o + start) for space, r, o in self.refs[t]]
+            start += self.shape(t)[1]  # type: ignore[index]
+        self.refs[node] = tuple(parts)
         return None
 
     def flatten(self, node: fx.Node, start: int, end: int, where: str) -> None:
@@ -245,8 +315,8 @@ class _Tracer:
         shape = self.shape(x)
         if shape is None or start != 1 or end not in (-1, len(shape) - 1):
             return self.block(node, f"{where} other than flatten(start_dim=1) (node {node.name})")
-        space, repeat = self.refs[x]
-        self.refs[node] = (space, repeat * math.prod(shape[2:]))
+        k = math.prod(shape[2:])
+        self.refs[node] = tuple((space, r * k, o * k) for space, r, o in self.refs[x])
         return None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,8 +35,10 @@ KIND = "lowrank"
 @dataclass
 class LowRankConfig(PruningConfig):
     method: str = "lowrank"
-    sparsity: float = 0.5
+    sparsity: float = 0.5  # what is dropped: the fraction of each layer's rank (ratio) or energy
     rank_by: str = "ratio"  # ratio: drop `sparsity` of the rank; energy: of sum(sigma^2)
+    FIELD_NOTES: ClassVar[dict[str, str]] = {
+        "overrides": "per-layer values, e.g. pruning.overrides={fc3:0}"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -98,7 +100,7 @@ def check_lowrank(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -
                               f"(groups={m.groups}); exclude it (pruning.exclude=[{name}])")
 
 
-@PRUNERS.register("lowrank", LowRankConfig)
+@PRUNERS.register("lowrank", LowRankConfig, metrics=("lowrank_layers", "param_reduction"))
 def prune_lowrank(model: nn.Module, cfg: LowRankConfig, session: PruneSession) -> MaskSet:
     before = sum(p.numel() for p in model.parameters())
     ranks = {}

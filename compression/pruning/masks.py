@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -43,8 +44,11 @@ def read_masks(path: str | Path) -> dict[str, torch.Tensor]:
 @dataclass
 class MaskFileConfig(PruningConfig):
     method: str = "mask"
-    sparsity: float | None = None  # null: taken from the file
-    path: str | None = None  # safetensors file of masks; relative to the project root
+    sparsity: float | None = None  # taken from the file; a different value is rejected
+    path: str | None = "masks.safetensors"  # relative to the project root; checked before training
+    FIELD_NOTES: ClassVar[dict[str, str]] = {
+        "include": "masks for layers outside include/exclude are ignored",
+        "overrides": "unused by this method"}
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path:

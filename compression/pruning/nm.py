@@ -11,6 +11,7 @@ must equal it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,11 @@ from compression.pruning.schedules import MaskPruningConfig, PerLayerPattern, no
 @dataclass
 class NMConfig(MaskPruningConfig):
     method: str = "nm"
-    sparsity: float | None = None  # null: 1 - n/m; any other value must equal it
+    sparsity: float | None = None  # implied: 1 - n/m; a different value is rejected
+    FIELD_NOTES: ClassVar[dict[str, str]] = {
+        "overrides": "per-layer sparsity k/m, e.g. {fc3: 0} keeps fc3 dense, {fc1: 0.75} is 1:4",
+        "schedule": "only oneshot (an N:M pattern has no intermediate steps)",
+    }
     n: int = 2
     m: int = 4
 

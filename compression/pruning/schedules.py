@@ -34,14 +34,14 @@ Level = Callable[[float], float]  # final per-layer target -> target at this poi
 class MaskPruningConfig(PruningConfig):
     """Fields of the mask-based methods (unstructured, random, block, nm, structured)."""
 
-    criterion: str = "magnitude"
-    schedule: str = "oneshot"
-    rounds: int = 3  # iterative
-    round_epochs: int | None = None  # iterative: fine-tuning epochs per round (None: finetune.*)
+    criterion: str = "magnitude"  # magnitude (|w|) | random | taylor (|w*grad|) | movement | snip
+    schedule: str = "oneshot"  # oneshot | iterative (rounds x prune->finetune) | gradual (cubic)
+    rounds: int = 3  # iterative: number of prune -> fine-tune rounds
+    round_epochs: int | None = None  # iterative: fine-tuning epochs per round (null: finetune.*)
     gradual_steps: int = 10  # gradual: n, the number of mask updates
     gradual_end: float = 0.75  # gradual: share of fine-tuning steps by which s_f is reached
     initial_sparsity: float = 0.0  # gradual: s_i
-    score_batches: int = 8  # taylor / snip / movement: training batches used for scoring
+    score_batches: int = 8  # taylor / movement / snip: training batches used for scoring
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from compression.errors import ConfigError, first_line
+from compression.metrics import stands_in_for_prunable
 from compression.pruning.base import PruneSession, PruningConfig, select_layers
 from compression.transforms import register_transform
 
@@ -39,6 +40,7 @@ def _csr(weight: torch.Tensor) -> torch.Tensor:
                                        csr.values(), csr.shape)
 
 
+@stands_in_for_prunable
 class SparseLinear(nn.Module):
     """y = x W^T + b with W in CSR form. Its state dict holds the dense `weight` (and `bias`)
     like nn.Linear's, so it saves, loads and is measured like one; `weight()` returns the dense

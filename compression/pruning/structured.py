@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -47,10 +47,17 @@ from compression.transforms import register_transform
 @dataclass
 class StructuredConfig(MaskPruningConfig):
     method: str = "structured"
-    sparsity: float = 0.5  # fraction of each group's channels removed
-    norm: str = "l1"  # channel ranking: l1 (sum |score|) or l2 over the channel's weights
-    physical: bool = True  # false: mask the channels only (same shapes, no speed-up)
-    round_to: int = 1  # kept channels per group rounded up to a multiple of this (1: no rounding)
+    sparsity: float = 0.5  # fraction of channels removed in each group of coupled channels
+    norm: str = "l1"  # channel ranking: l1 | l2 norm of the channel's weight scores
+    physical: bool = True  # false: only mask the channels (same shapes, NO speed-up)
+    round_to: int = 1  # kept channels per group rounded UP to a multiple (e.g. 8 for SIMD)
+    FIELD_NOTES: ClassVar[dict[str, str]] = {
+        "include": "the output layer's channels (classes) are never removed",
+        "exclude": "an excluded layer keeps its output channels (and its coupled group)",
+        "overrides": "per-layer fraction of channels, e.g. pruning.overrides={layer3.*:0.25}",
+        "sparse_kernel": "with physical: false only: masked Linear rows >= sparse_kernel_min "
+                         "run a CSR kernel",
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +65,9 @@ class StructuredConfig(MaskPruningConfig):
         v.in_range("pruning.round_to", self.round_to, 1, None, integer=True)
         if not isinstance(self.physical, bool):
             raise ConfigError(f"pruning.physical={self.physical!r} must be true or false")
+
+    def removes_channels(self) -> bool:
+        return True
 
     def no_zeros_because(self) -> str:
         return "removes whole channels (with pruning.physical=false it zeroes them)" \
@@ -94,12 +104,19 @@ def removed_count(channels: int, target: float, round_to: int = 1) -> int:
 
 class Channels:
     """Pattern: per active group, drop the round(target * C) channels with the lowest norm (fewer
-    when `round_to` rounds the kept count up)."""
+    when `round_to` rounds the kept count up).
+
+    The masks zero everything a removed channel is made of, not only its producers' weight
+    rows: their bias, its BatchNorms' weight, bias and running mean (so the norm emits exactly
+    0, whatever its running variance became), its depthwise convs' rows and bias, and its
+    consumers' columns. A masked channel then outputs exactly zero, and the masked model
+    computes what the one with the channels removed does."""
 
     def __init__(self, groups: list[Group], active: list[int], norm: str, physical: bool,
                  shapes: dict[str, torch.Size], round_to: int = 1) -> None:
         self.groups, self.active, self.norm, self.physical = groups, active, norm, physical
-        self.shapes = shapes  # weight shape of every layer, for consumer masks
+        # shape of every parameter and buffer ("layer.weight", "bn.running_mean"), for masks
+        self.shapes = shapes
         self.round_to = round_to
 
     def _unit(self, s: torch.Tensor, signed: bool) -> torch.Tensor:
@@ -127,17 +144,36 @@ class Channels:
             for p in g.producers:
                 w = scores[p]
                 narrow(p, keep.view(-1, *[1] * (w.dim() - 1)).expand_as(w))
+                self._entries(narrow, f"{p}.bias", keep, 1, 0)
+            for name, repeat, offset in g.norms:
+                for param in ("weight", "bias", "running_mean"):
+                    self._entries(narrow, f"{name}.{param}", keep, repeat, offset)
+            for name, offset in g.depthwise:
+                w_shape = self.shapes[f"{name}.weight"]
+                rows = self._segment(keep, 1, offset, w_shape[0])
+                narrow(name, rows.view(-1, *[1] * (len(w_shape) - 1)).expand(w_shape))
+                self._entries(narrow, f"{name}.bias", keep, 1, offset)
             # A blocked group's consumers are not known for sure (channels reach an op the
-            # graph walk does not follow): only its producers' own weights are masked.
-            for name, repeat in g.consumers if g.blocked is None else ():
-                shape = current.masks[name].shape if name in current.masks else None
-                narrow(name, self._columns(keep.repeat_interleave(repeat), name, shape))
+            # graph walk does not follow): only its own members are masked.
+            for name, repeat, offset in g.consumers if g.blocked is None else ():
+                w_shape = self.shapes[f"{name}.weight"]
+                cols = self._segment(keep, repeat, offset, w_shape[1])
+                narrow(name, cols.view(1, -1, *[1] * (len(w_shape) - 2)).expand(w_shape))
         return MaskSet(out)
 
-    def _columns(self, keep: torch.Tensor, name: str, shape: torch.Size | None) -> torch.Tensor:
-        """Consumer mask zeroing the input columns of removed channels: (out, in, *k)."""
-        w_shape = shape if shape is not None else self.shapes[name]
-        return keep.view(1, -1, *[1] * (len(w_shape) - 2)).expand(w_shape)
+    @staticmethod
+    def _segment(keep: torch.Tensor, repeat: int, offset: int, width: int) -> torch.Tensor:
+        """A keep-mask over `width` indices: the group's channels at their place, all else kept
+        (the other parts of a concatenation are other groups')."""
+        full = torch.ones(width, dtype=torch.bool)
+        full[offset : offset + keep.numel() * repeat] = keep.repeat_interleave(repeat)
+        return full
+
+    def _entries(self, narrow: Any, key: str, keep: torch.Tensor, repeat: int, offset: int
+                 ) -> None:
+        """Mask a 1-d parameter or buffer (bias, BatchNorm entries) if the module has it."""
+        if key in self.shapes:
+            narrow(key, self._segment(keep, repeat, offset, self.shapes[key][0]))
 
     def kept(self, masks: MaskSet) -> dict[int, list[int]]:
         """Active group -> indices of its channels still present in `masks`."""
@@ -150,8 +186,9 @@ class Channels:
 
     def finalize(self, model: nn.Module, masks: MaskSet, session: PruneSession) -> MaskSet:
         kept = self.kept(masks)
-        hidden = [g for i, g in enumerate(self.groups)
-                  if i in kept or (g.frozen is None and g.blocked is None)]
+        # every hidden channel counts, pruned or not: blocked groups and groups a grouped conv
+        # freezes too (only the model's own inputs and outputs are not hidden)
+        hidden = [g for g in self.groups if not g.interface]
         removed = sum(self.groups[i].channels - len(k) for i, k in kept.items())
         session.extra_metrics["channels_removed_fraction"] = removed / max(
             1, sum(g.channels for g in hidden))
@@ -160,7 +197,7 @@ class Channels:
             session.extra_metrics["param_reduction"] = 0.0  # masked: every parameter is kept
             return masks
         before = sum(p.numel() for p in model.parameters())
-        record = channel_record(self.groups, kept)
+        record = channel_record(model, self.groups, kept)
         apply_channel_record(model, record)
         session.transforms.append(record)
         after = sum(p.numel() for p in model.parameters())
@@ -195,12 +232,12 @@ def check_structured(model: nn.Module, cfg: StructuredConfig, example: torch.Ten
 
 
 def _weight_shapes(model: nn.Module) -> dict[str, torch.Size]:
-    """Weight shape of every layer that has one, for the consumers' masks."""
-    return {n: m.weight.shape for n, m in model.named_modules()
-            if isinstance(getattr(m, "weight", None), torch.Tensor)}
+    """Shape of every parameter and buffer by its full name, for the masks."""
+    return {n: t.shape for n, t in [*model.named_parameters(), *model.named_buffers()]}
 
 
-@PRUNERS.register("structured", StructuredConfig)
+@PRUNERS.register("structured", StructuredConfig,
+                  metrics=("channels_removed_fraction", "param_reduction", "structured_physical"))
 def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSession) -> MaskSet:
     family = _family(model)
     if family is not None:
@@ -229,6 +266,6 @@ def remove_channels_(model: nn.Module, fraction: float, example: torch.Tensor,
     scores = {p: model.get_submodule(p).weight.detach().abs() for p in producers}
     pattern = Channels(groups, active, norm, True, shapes, round_to)
     masks = pattern.masks(scores, dict.fromkeys(producers, fraction), MaskSet(), signed=False)
-    record = channel_record(groups, pattern.kept(masks))
+    record = channel_record(model, groups, pattern.kept(masks))
     apply_channel_record(model, record)
     return record

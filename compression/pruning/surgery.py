@@ -25,7 +25,14 @@ def _param(t: torch.Tensor, idx: torch.Tensor, dim: int) -> nn.Parameter:
 
 
 def _slice_layer(m: nn.Module, cut: dict[str, list[int]]) -> None:
-    """Conv (out, in, *k) or Linear (out, in): rows = output channels, columns = inputs."""
+    """Conv (out, in, *k) or Linear (out, in): rows = output channels, columns = inputs; a
+    depthwise conv's "channels" are its rows, bias, inputs and groups at once."""
+    if "channels" in cut:
+        idx = torch.tensor(cut["channels"], dtype=torch.long)
+        m.weight = _param(m.weight, idx, 0)
+        if m.bias is not None:
+            m.bias = _param(m.bias, idx, 0)
+        m.in_channels = m.out_channels = m.groups = len(idx)
     if "out" in cut:
         idx = torch.tensor(cut["out"], dtype=torch.long)
         m.weight = _param(m.weight, idx, 0)
@@ -55,22 +62,38 @@ SLICERS: dict[type, Callable[[nn.Module, dict[str, list[int]]], None]] = {
 }
 
 
-def _expand(kept: list[int], repeat: int) -> list[int]:
-    """Kept channels -> kept columns of a Linear after flatten (channel c -> c*r .. c*r+r-1)."""
-    return [c * repeat + j for c in kept for j in range(repeat)]
+def _expand(channels: list[int], repeat: int, offset: int = 0) -> list[int]:
+    """Channels -> their indices in a consumer's columns or a norm's entries: channel c ->
+    offset + c*r .. offset + c*r + r-1 (r > 1 after flatten, offset > 0 behind a cat)."""
+    return [offset + c * repeat + j for c in channels for j in range(repeat)]
 
 
-def channel_record(groups: list[Group], kept: dict[int, list[int]]) -> dict[str, Any]:
-    """The transform removing every channel of `groups[i]` not in `kept[i]`."""
+def _width(m: nn.Module, key: str) -> int:
+    if key == "features":
+        return int(m.num_features)
+    return int(m.weight.shape[1] if key == "in" else m.weight.shape[0])
+
+
+def channel_record(model: nn.Module, groups: list[Group], kept: dict[int, list[int]]
+                   ) -> dict[str, Any]:
+    """The transform removing every channel of `groups[i]` not in `kept[i]`. A consumer or
+    norm behind a torch.cat takes channels of several groups: its kept indices are all of its
+    indices but those any group drops."""
     layers: dict[str, dict[str, list[int]]] = {}
+    dropped: dict[tuple[str, str], set[int]] = {}
     for i, keep in kept.items():
         g = groups[i]
+        drop = sorted(set(range(g.channels)) - set(keep))
         for name in g.producers:
             layers.setdefault(name, {})["out"] = keep
-        for name, repeat in g.consumers:
-            layers.setdefault(name, {})["in"] = _expand(keep, repeat)
-        for name, repeat in g.norms:
-            layers.setdefault(name, {})["features"] = _expand(keep, repeat)
+        members = [("in", name, r, o) for name, r, o in g.consumers]
+        members += [("features", name, r, o) for name, r, o in g.norms]
+        members += [("channels", name, 1, o) for name, o in g.depthwise]
+        for key, name, repeat, offset in members:
+            dropped.setdefault((name, key), set()).update(_expand(drop, repeat, offset))
+    for (name, key), gone in dropped.items():
+        width = _width(model.get_submodule(name), key)
+        layers.setdefault(name, {})[key] = [j for j in range(width) if j not in gone]
     return {"kind": KIND, "layers": layers}
 
 

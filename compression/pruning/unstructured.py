@@ -27,7 +27,7 @@ class DenseConfig(PruningConfig):
     """`none`: keep the dense baseline (no pruning, no fine-tuning). `match_nonzero` records the
     target of a small-dense run (pruning=small_dense sets model.width from it)."""
 
-    match_nonzero: int | None = None
+    match_nonzero: int | None = None  # pruning=small_dense: a pruned run's nonzero_params
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -44,9 +44,9 @@ class DenseConfig(PruningConfig):
 class UnstructuredConfig(MaskPruningConfig):
     method: str = "unstructured"
     sparsity: float = 0.5
-    scope: str = "layer"  # "layer": each layer to its target; "global": one threshold for all
-    # "uniform": every layer at `sparsity`; "sensitivity": per-layer targets from a sensitivity
-    # pass, same total zeros (pruning/allocation.py)
+    scope: str = "layer"  # layer: each layer to `sparsity`; global: one threshold across layers
+    # uniform: every layer at `sparsity`; sensitivity: per-layer targets from a sensitivity
+    # pass, the same total zeros (pruning/allocation.py)
     allocation: str = "uniform"
 
     def __post_init__(self) -> None:
@@ -67,7 +67,7 @@ class RandomConfig(UnstructuredConfig):
     """`random`: unstructured pruning of uniformly random weights, the baseline of any study."""
 
     method: str = "random"
-    criterion: str = "random"
+    criterion: str = "random"  # fixed: random is the unstructured baseline
 
     def __post_init__(self) -> None:
         super().__post_init__()

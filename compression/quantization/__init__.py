@@ -1,8 +1,17 @@
-"""Quantization modes. Importing this package registers every built-in mode in QUANTIZERS:
-none, fp16, bf16 (cast), dynamic_int8, static_int8, qat_int8 (torch.ao int8 kernels) and
-lowbit (packed 2..8-bit / ternary weights)."""
+"""Quantization modes. Importing this package registers every mode in QUANTIZERS: each public
+module here is imported (registry.discover), and registers its own (none, fp16, bf16 (cast),
+dynamic_int8, static_int8, qat_int8 (torch.ao int8 kernels), lowbit (packed 2..8-bit / ternary
+weights))."""
 
-from compression.quantization import cast, dynamic, lowbit, qat, static  # noqa: F401  (register)
-from compression.quantization.base import QUANTIZERS, QuantizationConfig, Quantizer, QuantSession
+from compression.quantization.base import (
+    QUANTIZERS,
+    QuantizationConfig,
+    Quantized,
+    Quantizer,
+    QuantSession,
+)
+from compression.registry import discover
 
-__all__ = ["QUANTIZERS", "QuantSession", "QuantizationConfig", "Quantizer"]
+MODULES = discover(__name__, __path__)
+
+__all__ = ["QUANTIZERS", "QuantSession", "QuantizationConfig", "Quantized", "Quantizer"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -21,6 +22,25 @@ class QuantizationConfig:
 
     def __post_init__(self) -> None:
         pass
+
+
+@dataclass
+class Quantized:
+    """What `quantize` returns: the quantized model, the config as it was carried out (e.g.
+    `engine: auto` resolved to the engine picked; the artifact records this one, so the model
+    reloads with the same kernels), tags for the run (e.g. quantization_engine) and metrics
+    (e.g. each auto candidate's timing). The config the run was asked for, logged as params,
+    is never changed."""
+
+    model: nn.Module
+    config: QuantizationConfig
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, out: nn.Module | Quantized, cfg: QuantizationConfig) -> Quantized:
+        """A handler's result; a handler returning a bare model did nothing to resolve."""
+        return out if isinstance(out, Quantized) else cls(out, cfg)
 
 
 class QuantSession(Protocol):
@@ -46,8 +66,9 @@ class Quantizer(Protocol):
         ...
 
     def quantize(self, model: nn.Module, cfg: QuantizationConfig, session: QuantSession
-                 ) -> nn.Module:
-        """Return the quantized model; the fp32 `model` is left unchanged."""
+                 ) -> Quantized:
+        """Return the quantized model with the config as carried out, tags and metrics; the
+        fp32 `model` and `cfg` are left unchanged."""
         ...
 
     def skeleton(self, model: nn.Module, cfg: QuantizationConfig, example: torch.Tensor
@@ -72,6 +93,7 @@ class Passthrough:
 
 
 QUANTIZERS: Registry[Quantizer] = Registry("quantization.mode")
+SQNR = ("quant_sqnr_db_min",)  # the metric of modes that call record_weight_error
 
 
 def record_weight_error(session: QuantSession | None, layer: str, ref: torch.Tensor,
@@ -91,13 +113,12 @@ def record_weight_error(session: QuantSession | None, layer: str, ref: torch.Ten
         session.extra_metrics["quant_sqnr_db_min"] = min(worst, error["quant_sqnr_db"])
 
 
-def record_engine_choice(session: QuantSession | None, cfg: QuantizationConfig, engine: str,
-                         scores: dict[str, float]) -> None:
-    """`engine=auto` resolved: the config takes the chosen engine (the artifact records it, so
-    the model reloads with the same kernels), and each timed candidate's score (geometric mean
-    over batch 1 and a calibration batch of its median latency) becomes the metric
-    `quant_auto_<engine>_ms`."""
-    cfg.engine = engine  # type: ignore[attr-defined]
-    if session is not None:
-        for name, ms in scores.items():
-            session.extra_metrics[f"quant_auto_{name}_ms"] = ms
+def engine_result(model: nn.Module, cfg: Any, engine: str, scores: dict[str, float]
+                  ) -> Quantized:
+    """A torch.ao int8 result: the config with the engine that ran (`auto` resolved; the
+    artifact records it, so the model reloads with the same kernels), the engine as the tag
+    `quantization_engine`, and for `auto` each timed candidate's score (geometric mean over
+    batch 1 and a calibration batch of its median latency) as `quant_auto_<engine>_ms`."""
+    return Quantized(model, dataclasses.replace(cfg, engine=engine),
+                     {"quantization_engine": engine},
+                     {f"quant_auto_{name}_ms": ms for name, ms in scores.items()})

@@ -16,8 +16,10 @@ from torch import nn
 from compression.models import prunable_layers
 from compression.quantization.base import (
     QUANTIZERS,
+    SQNR,
     Passthrough,
     QuantizationConfig,
+    Quantized,
     QuantSession,
     record_weight_error,
 )
@@ -25,8 +27,8 @@ from compression.quantization.base import (
 
 class NoQuantization(Passthrough):
     def quantize(self, model: nn.Module, cfg: QuantizationConfig, session: QuantSession
-                 ) -> nn.Module:
-        return model
+                 ) -> Quantized:
+        return Quantized(model, cfg)
 
     def skeleton(self, model: nn.Module, cfg: QuantizationConfig, example: torch.Tensor
                  ) -> nn.Module:
@@ -56,12 +58,12 @@ class FloatCast:
         return None
 
     def quantize(self, model: nn.Module, cfg: QuantizationConfig, session: QuantSession
-                 ) -> nn.Module:
+                 ) -> Quantized:
         out = copy.deepcopy(model).to(self.dtype)
         low = prunable_layers(out)
         for name, layer in prunable_layers(model).items():
             record_weight_error(session, name, layer.weight.detach(), low[name].weight.detach())
-        return out
+        return Quantized(out, cfg)
 
     def skeleton(self, model: nn.Module, cfg: QuantizationConfig, example: torch.Tensor
                  ) -> nn.Module:
@@ -71,5 +73,5 @@ class FloatCast:
         return x.to(self.dtype)
 
 
-QUANTIZERS.register("fp16", Fp16Config)(FloatCast(torch.float16))
-QUANTIZERS.register("bf16", Bf16Config)(FloatCast(torch.bfloat16))
+QUANTIZERS.register("fp16", Fp16Config, metrics=SQNR)(FloatCast(torch.float16))
+QUANTIZERS.register("bf16", Bf16Config, metrics=SQNR)(FloatCast(torch.bfloat16))

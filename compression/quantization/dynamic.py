@@ -21,10 +21,12 @@ from compression.quantization import _torch_ao as ao
 from compression.quantization import _torchao
 from compression.quantization.base import (
     QUANTIZERS,
+    SQNR,
     Passthrough,
     QuantizationConfig,
+    Quantized,
     QuantSession,
-    record_engine_choice,
+    engine_result,
     record_weight_error,
 )
 
@@ -36,8 +38,9 @@ BACKEND_LAYERS: dict[str, list[str]] = {"torch_ao": list(ao.DYNAMIC_LAYER_TYPES)
 @dataclass
 class DynamicInt8Config(QuantizationConfig):
     mode: str = "dynamic_int8"
-    backend: str = "torch_ao"
-    engine: str = "x86"
+    backend: str = "torch_ao"  # torch_ao (fbgemm/oneDNN/QNNPACK) | torchao (optional; Linear)
+    engine: str = "x86"  # x86 | fbgemm | onednn | qnnpack | auto (fastest, timed)
+    # layer kinds to quantize: linear | lstm | gru (no dynamic conv kernel)
     layers: list[str] = field(default_factory=lambda: ["linear"])
 
     def __post_init__(self) -> None:
@@ -78,25 +81,25 @@ class DynamicInt8(Passthrough):
 
     @staticmethod
     def _fastest(model: nn.Module, cfg: DynamicInt8Config, session: QuantSession | None
-                 ) -> nn.Module:
+                 ) -> tuple[str, nn.Module, dict[str, float]]:
         """engine=auto: time each candidate engine on batch 1 and one training batch."""
         batches = session.calibration_batches(1) if session is not None else []
         if not batches:
-            record_engine_choice(session, cfg, ao.DEFAULT_ENGINE, {})
-            return ao.quantize_dynamic_int8(copy.deepcopy(model), cfg.layers, cfg.engine)
-        engine, out, scores = ao.pick_engine(
+            engine = ao.DEFAULT_ENGINE
+            return engine, ao.quantize_dynamic_int8(copy.deepcopy(model), cfg.layers, engine), {}
+        return ao.pick_engine(
             lambda e: ao.quantize_dynamic_int8(copy.deepcopy(model), cfg.layers, e),
             ao.auto_candidates(), [batches[0][:1], batches[0]])
-        record_engine_choice(session, cfg, engine, scores)
-        return out
 
     def quantize(self, model: nn.Module, cfg: DynamicInt8Config, session: QuantSession
-                 ) -> nn.Module:
-        if cfg.backend == "torch_ao" and cfg.engine == ao.AUTO:
-            out = self._fastest(model, cfg, session)
-        else:
-            out = self._apply(copy.deepcopy(model), cfg)
-        quantized = dict(out.named_modules())
+                 ) -> Quantized:
+        if cfg.backend == "torch_ao":  # kernels of the engine named (or picked): a tag
+            engine, out, scores = (self._fastest(model, cfg, session) if cfg.engine == ao.AUTO
+                                   else (cfg.engine, self._apply(copy.deepcopy(model), cfg), {}))
+            result = engine_result(out, cfg, engine, scores)
+        else:  # torchao picks its own kernels: no engine to name
+            result = Quantized(self._apply(copy.deepcopy(model), cfg), cfg)
+        quantized = dict(result.model.named_modules())
         for name, layer in model.named_modules():
             w = getattr(quantized.get(name), "weight", None)
             w = w() if callable(w) and not isinstance(w, torch.Tensor) else w
@@ -104,11 +107,11 @@ class DynamicInt8(Passthrough):
             if isinstance(layer, nn.Linear) and isinstance(w, torch.Tensor) and (
                     w.is_quantized or type(w) not in (torch.Tensor, nn.Parameter)):
                 record_weight_error(session, name, layer.weight.detach(), w.dequantize())
-        return out
+        return result
 
     def skeleton(self, model: nn.Module, cfg: DynamicInt8Config, example: torch.Tensor
                  ) -> nn.Module:
         return self._apply(model, cfg)
 
 
-QUANTIZERS.register("dynamic_int8", DynamicInt8Config)(DynamicInt8())
+QUANTIZERS.register("dynamic_int8", DynamicInt8Config, metrics=SQNR)(DynamicInt8())

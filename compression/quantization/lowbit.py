@@ -17,8 +17,10 @@ from compression import validation as v
 from compression.errors import ConfigError
 from compression.quantization.base import (
     QUANTIZERS,
+    SQNR,
     Passthrough,
     QuantizationConfig,
+    Quantized,
     QuantSession,
     record_weight_error,
 )
@@ -36,11 +38,11 @@ class LowBitConfig(QuantizationConfig):
     backend: str = "native"  # our packed layers; torch has no low-bit CPU kernel to pick
     bits: int | str = 4  # 2..8, or "ternary" ({-1, 0, +1} x absmean scale, BitNet b1.58)
     granularity: str = "group"  # one scale per output channel, or per `group_size` weights
-    group_size: int = 32
+    group_size: int = 32  # weights per scale with granularity=group
     qat: bool = False  # fine-tune with fake-quantized weights before packing
     epochs: int = 3  # qat only
     lr: float = 1.0e-4  # qat only
-    layers: list[str] = field(default_factory=lambda: ["linear", "conv"])
+    layers: list[str] = field(default_factory=lambda: ["linear", "conv"])  # linear | conv
 
     def __post_init__(self) -> None:
         v.one_of("quantization.backend (for mode lowbit)", self.backend, ["native"])
@@ -75,7 +77,7 @@ class LowBit(Passthrough):
                               f"{'/'.join(cfg.layers)} layer to quantize")
 
     def quantize(self, model: nn.Module, cfg: LowBitConfig, session: QuantSession
-                 ) -> nn.Module:
+                 ) -> Quantized:
         model = copy.deepcopy(model)
         names = list(_targets(model, cfg))
         if cfg.qat:
@@ -89,7 +91,7 @@ class LowBit(Passthrough):
             approx = packed.load_float(layer.weight, layer.bias)
             record_weight_error(session, name, layer.weight.detach(), approx)
             model.set_submodule(name, packed)
-        return model.eval()
+        return Quantized(model.eval(), cfg)
 
     def skeleton(self, model: nn.Module, cfg: LowBitConfig, example: torch.Tensor
                  ) -> nn.Module:
@@ -98,4 +100,4 @@ class LowBit(Passthrough):
         return model
 
 
-QUANTIZERS.register("lowbit", LowBitConfig)(LowBit())
+QUANTIZERS.register("lowbit", LowBitConfig, metrics=SQNR)(LowBit())

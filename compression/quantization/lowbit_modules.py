@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression.metrics import stands_in_for_prunable
 from compression.quantization import affine, packing
 
 
@@ -76,6 +77,7 @@ def storage_bits(bits: int | str) -> int:
     return 2 if bits == "ternary" else int(bits)
 
 
+@stands_in_for_prunable
 class LowBitLayer(nn.Module):
     """Packed low-bit weight + fp16 group scales + fp32 bias; subclasses supply the op."""
 

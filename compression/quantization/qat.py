@@ -18,7 +18,7 @@ from torch import nn
 from compression import validation as v
 from compression.errors import ConfigError
 from compression.quantization import _torch_ao as ao
-from compression.quantization.base import QUANTIZERS, QuantSession
+from compression.quantization.base import QUANTIZERS, SQNR, Quantized, QuantSession
 from compression.quantization.static import (
     Int8Config,
     check_graph_model,
@@ -45,10 +45,12 @@ class QatInt8Config(Int8Config):
 def masks_for(model: nn.Module, masks: MaskSet, mode: str) -> MaskSet:
     """The pruning masks, checked against the model QAT trains (fused layers keep their names
     and `.weight`), so a mask can never silently stop applying."""
+    from compression.pruning.base import MaskSet as Masks  # see the TYPE_CHECKING import
+
     modules = dict(model.named_modules())
     for name, mask in masks.masks.items():
-        w = getattr(modules.get(name), "weight", None)
-        if not isinstance(w, torch.Tensor) or w.shape != mask.shape:
+        w = Masks.target(modules, name)
+        if w is None or w.shape != mask.shape:
             raise ConfigError(f"quantization.mode={mode}: pruned layer {name!r} has no "
                               "matching weight in the QAT model; cannot keep its mask applied")
     return masks
@@ -63,7 +65,7 @@ class QatInt8:
         check_graph_model(model, cfg.mode)
 
     def quantize(self, model: nn.Module, cfg: QatInt8Config, session: QuantSession
-                 ) -> nn.Module:
+                 ) -> Quantized:
         batch = session.calibration_batches(1)[0]
         prepared = ao.prepare_qat(copy.deepcopy(model), self.qconfig(cfg), batch[:1], cfg.engine)
         masks = masks_for(prepared, session.masks, cfg.mode)
@@ -80,4 +82,4 @@ class QatInt8:
         return x
 
 
-QUANTIZERS.register("qat_int8", QatInt8Config)(QatInt8())
+QUANTIZERS.register("qat_int8", QatInt8Config, metrics=SQNR)(QatInt8())

@@ -21,9 +21,11 @@ from compression.models import prunable_layers
 from compression.quantization import _torch_ao as ao
 from compression.quantization.base import (
     QUANTIZERS,
+    SQNR,
     QuantizationConfig,
+    Quantized,
     QuantSession,
-    record_engine_choice,
+    engine_result,
     record_weight_error,
 )
 
@@ -40,7 +42,7 @@ class Int8Config(QuantizationConfig):
     """What static and QAT int8 share: kernels (engine) and how weights are mapped."""
 
     backend: str = "torch_ao"
-    engine: str = "x86"
+    engine: str = "x86"  # x86 | fbgemm | onednn | qnnpack | auto (fastest, timed)
     granularity: str = "channel"  # weights: one scale per output channel, or per tensor
     scheme: str = "symmetric"  # weights: symmetric (zero_point 0) or affine
 
@@ -84,24 +86,22 @@ def check_graph_model(model: nn.Module, mode: str) -> None:
         ) from None
 
 
-def convert(prepared: nn.Module, cfg: Int8Config, session: QuantSession,
-            batches: list[torch.Tensor]) -> nn.Module:
+def convert(prepared: nn.Module, cfg: Int8Config, batches: list[torch.Tensor]) -> Quantized:
     """The int8 model for cfg.engine; for `auto`, the fastest candidate on `batches`."""
     if cfg.engine != ao.AUTO:
-        return ao.convert(prepared, cfg.engine)
+        return engine_result(ao.convert(prepared, cfg.engine), cfg, cfg.engine, {})
     engine, out, scores = ao.convert_fastest(
         prepared, ao.auto_candidates(cfg.scheme == "symmetric"), batches)
-    record_engine_choice(session, cfg, engine, scores)
-    return out
+    return engine_result(out, cfg, engine, scores)
 
 
 def convert_measured(prepared: nn.Module, cfg: Int8Config, session: QuantSession,
-                     batch: torch.Tensor) -> nn.Module:
+                     batch: torch.Tensor) -> Quantized:
     """Calibrated / QAT-trained graph -> int8 model (engine auto: timed on batch 1 and `batch`),
     each layer's weight error against the float weights recorded."""
     ref = ao.float_weights(prepared)
-    out = convert(prepared, cfg, session, [batch[:1], batch])
-    record_errors(session, ref, out)
+    out = convert(prepared, cfg, [batch[:1], batch])
+    record_errors(session, ref, out.model)
     return out
 
 
@@ -129,7 +129,7 @@ class StaticInt8:
         check_graph_model(model, cfg.mode)
 
     def quantize(self, model: nn.Module, cfg: StaticInt8Config, session: QuantSession
-                 ) -> nn.Module:
+                 ) -> Quantized:
         batches = session.calibration_batches(cfg.calibration_batches)
         prepared = ao.prepare_static(copy.deepcopy(model), self.qconfig(cfg), batches[0][:1],
                                      cfg.engine)
@@ -147,4 +147,4 @@ class StaticInt8:
         return x  # the model quantizes its own input
 
 
-QUANTIZERS.register("static_int8", StaticInt8Config)(StaticInt8())
+QUANTIZERS.register("static_int8", StaticInt8Config, metrics=SQNR)(StaticInt8())

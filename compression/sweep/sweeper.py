@@ -272,6 +272,9 @@ class OptunaSweep:
         out = [f"{env}{tracking.TAG_ENV_PREFIX}study_name={_quote(study.study_name)}",
                f"{env}{tracking.TAG_ENV_PREFIX}trial_number={trial.number}",
                f"{env}COMPRESSION_WORKERS={self.workers}"]
+        parent = os.environ.get(tracking.PARENT_ENV)  # per job: a fork-server worker's own
+        if parent:  # environment is the server's, copied before the study's parent was known
+            out.append(f"{env}{tracking.PARENT_ENV}={parent}")
         if self.returned != self.objectives:
             out.append(f"objectives=[{','.join(self.returned)}]")
         return out

@@ -22,7 +22,7 @@ def test_weights_of_quantized_layers_are_read_dequantized(cfg: dict) -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="mlp"), SPEC).eval()
     qcfg = QUANTIZERS.build_config(cfg)
-    quantized = QUANTIZERS.get(qcfg.mode).handler.quantize(model, qcfg, None)
+    quantized = QUANTIZERS.get(qcfg.mode).handler.quantize(model, qcfg, None).model
     weights = layer_weights(quantized)
     assert {k: v.shape for k, v in weights.items()} == {
         "fc1": (300 * 64,), "fc2": (100 * 300,), "fc3": (10 * 100,)}

@@ -39,7 +39,7 @@ def test_structured_dynamic_int8_exports_reloads_and_logs_its_extras(compose_cfg
 
 def test_structured_refusal_happens_before_the_baseline_is_trained(compose_cfg,
                                                                    tracking_uri) -> None:
-    with pytest.raises(ConfigError, match="layer 'conv1'"):
+    with pytest.raises(ConfigError, match="layer 'conv2'"):
         pipeline.run(compose_cfg("~model", "+model._target_=test_pruning_structured.UserNet",
-                                 "+model.joint=cat", "pruning=structured"))
+                                 "+model.joint=roll", "pruning=structured"))
     assert MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name("compression") is None

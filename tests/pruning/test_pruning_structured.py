@@ -33,14 +33,19 @@ class UserNet(nn.Module):
         self.conv2 = nn.Conv2d(12, 12, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(12)
         self.pool = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(12 * 16 if joint == "add" else 24 * 16, 20)
+        self.fc1 = nn.Linear(12 * 16 if joint == "add" else 24 * 16, 20)  # cat: 24 channels
         self.fc2 = nn.Linear(20, 10)
         self.joint = joint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = F.relu(self.bn1(self.conv1(x)))
         b = self.bn2(self.conv2(a))
-        y = a + b if self.joint == "add" else torch.cat([a, b], 1)
+        if self.joint == "add":
+            y = a + b
+        elif self.joint == "cat":
+            y = torch.cat([a, b], 1)
+        else:  # an op the graph walk does not follow
+            y = torch.cat([a, b.roll(1, 1)], 1)
         y = torch.flatten(self.pool(torch.relu(y)), 1)  # (B, C*4*4)
         return self.fc2(F.relu(self.fc1(y)))
 
@@ -54,8 +59,9 @@ def test_residual_adds_couple_channels_with_their_batchnorms() -> None:
     by_producer = {p: g for g in groups for p in g.producers}
     stem = by_producer["stem.0"]
     assert set(stem.producers) == {"stem.0", "layer1.conv2"}  # identity shortcut
-    assert {n for n, _ in stem.norms} == {"stem.1", "layer1.bn2"}
-    assert {n for n, _ in stem.consumers} == {"layer1.conv1", "layer2.conv1", "layer2.shortcut.0"}
+    assert {n for n, _, _ in stem.norms} == {"stem.1", "layer1.bn2"}
+    assert {n for n, _, _ in stem.consumers} == {"layer1.conv1", "layer2.conv1",
+                                                 "layer2.shortcut.0"}
     assert set(by_producer["layer3.conv2"].producers) == {"layer3.conv2", "layer3.shortcut.0"}
     assert by_producer["fc"].frozen == "the model output"
 
@@ -63,7 +69,7 @@ def test_residual_adds_couple_channels_with_their_batchnorms() -> None:
 def test_flatten_into_linear_repeats_each_channel_over_its_positions() -> None:
     groups = channel_groups(build_model(ModelConfig(name="lenet5"), SPEC), SPEC.example_input())
     conv2 = next(g for g in groups if g.producers == ["conv2"])
-    assert conv2.consumers == [("fc1", 4)]  # (16, 2, 2) -> 64 features
+    assert conv2.consumers == [("fc1", 4, 0)]  # (16, 2, 2) -> 64 features
 
 
 def _removed_and_masked(prune, *overrides: str, model: nn.Module | None = None):
@@ -121,20 +127,20 @@ def test_user_model_with_functional_ops_and_residual_add(prune) -> None:
 
 def test_unsupported_op_is_refused_naming_the_layer_before_training(make_session) -> None:
     cfg = make_session("pruning=structured").rc.pruning
-    with pytest.raises(ConfigError, match=r"channels of layer 'conv1' safe: they reach function "
-                                          r"cat"):
-        check(UserNet("cat"), cfg, SPEC.example_input())
-    excluded = make_session("pruning=structured", "pruning.exclude=[conv1,conv2]").rc.pruning
-    check(UserNet("cat"), excluded, SPEC.example_input())  # fc1 alone is fine
+    with pytest.raises(ConfigError, match=r"channels of layer 'conv2' safe: they reach method "
+                                          r"\.roll\(\)"):
+        check(UserNet("roll"), cfg, SPEC.example_input())
+    excluded = make_session("pruning=structured", "pruning.exclude=[conv2]").rc.pruning
+    check(UserNet("roll"), excluded, SPEC.example_input())  # conv1 and fc1 are fine
 
 
 def test_masking_channels_is_allowed_where_removing_them_is_not(prune) -> None:
     """Zeroing a layer's own channels is safe whatever they reach; only its rows are masked
-    (the consumers behind the cat are not known for sure)."""
+    (the consumers behind the roll are not known for sure)."""
     model, masks, session = prune("pruning=structured", "pruning.physical=false",
-                                  model=UserNet("cat"))
-    conv1_rows = (model.conv1.weight != 0).flatten(1).any(1)
-    assert model.conv1.weight.shape == (12, 1, 3, 3) and int(conv1_rows.sum()) == 6
+                                  model=UserNet("roll"))
+    conv2_rows = (model.conv2.weight != 0).flatten(1).any(1)
+    assert model.conv2.weight.shape == (12, 12, 3, 3) and int(conv2_rows.sum()) == 6
     assert "conv1" in masks.masks and "conv2" in masks.masks
     assert session.extra_metrics["structured_physical"] == 0.0
     assert session.extra_metrics["channels_removed_fraction"] == pytest.approx(0.5, abs=0.05)
@@ -160,7 +166,7 @@ def test_artifact_reloads_the_smaller_model(prune, tmp_path, mode) -> None:
                               "pruning=structured")
     model.eval()
     qcfg = QUANTIZERS.build_config({"mode": mode})
-    final = QUANTIZERS.get(mode).handler.quantize(model, qcfg, session)
+    final = QUANTIZERS.get(mode).handler.quantize(model, qcfg, session).model
     path = tmp_path / "m.safetensors"
     save_artifact(final, path, model_cfg=session.rc.model, spec=SPEC, quant_cfg=qcfg,
                   transforms=session.transforms)
@@ -247,3 +253,135 @@ def test_batchnorm_after_a_shared_or_reused_output_is_not_folded() -> None:
             return self.bn(y) + y  # conv output also used unnormalized: folding would be wrong
 
     assert conv_bn_pairs(Branch(), SPEC.example_input()) == []
+
+
+class MobileNetish(nn.Module):
+    """MobileNet-style: conv-bn-relu6, depthwise separable blocks, and an Inception-style
+    torch.cat of two branches (one through a depthwise conv) before the classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def cbr(cin: int, cout: int, k: int, groups: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups,
+                                           bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
+
+        self.stem = cbr(1, 16, 3)
+        self.dw1, self.pw1 = cbr(16, 16, 3, groups=16), cbr(16, 32, 1)
+        self.a = cbr(32, 16, 1)
+        self.b_dw, self.b_pw = cbr(32, 32, 3, groups=32), cbr(32, 16, 1)
+        self.bn = nn.BatchNorm2d(32)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pw1(self.dw1(self.stem(x)))
+        y = torch.relu(self.bn(torch.cat([self.a(x), self.b_pw(self.b_dw(x))], 1)))
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def mobilenetish() -> nn.Module:
+    """Random BatchNorm statistics and affine terms: a masked channel whose norm were left
+    alone would emit a clear offset."""
+    torch.manual_seed(0)
+    model = MobileNetish()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.01, 2)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -1, 1)
+    return model
+
+
+def test_depthwise_convs_join_their_input_group_and_cat_splits_the_range() -> None:
+    groups = channel_groups(mobilenetish(), SPEC.example_input())
+    by_producer = {p: g for g in groups for p in g.producers}
+    stem = by_producer["stem.0"]
+    assert stem.depthwise == [("dw1.0", 0)] and stem.blocked is None
+    assert {n for n, _, _ in stem.norms} == {"stem.1", "dw1.1"}
+    assert [d for d, _ in by_producer["pw1.0"].depthwise] == ["b_dw.0"]
+    # the two branches: their halves of the cat, at offsets 0 and 16, in the norm and the fc
+    assert ("bn", 1, 0) in by_producer["a.0"].norms and ("fc", 1, 0) in by_producer["a.0"].consumers
+    assert ("bn", 1, 16) in by_producer["b_pw.0"].norms
+    assert ("fc", 1, 16) in by_producer["b_pw.0"].consumers
+
+
+def test_masked_mobilenet_with_batchnorm_computes_what_the_removed_one_does(prune) -> None:
+    """Masking zeroes a channel's bias, BatchNorm and depthwise filter too: masked channels
+    output exactly zero, so masked and removed models agree."""
+    removed, masked, _, session = _removed_and_masked(prune, model=mobilenetish())
+    x = session.data.test_x[:32]
+    with torch.no_grad():
+        assert torch.allclose(removed(x), masked(x), atol=1e-4)
+        out = masked.dw1(masked.stem(x))  # after the depthwise conv's BatchNorm and ReLU6
+    kept = session.transforms[0]["layers"]["dw1.0"]["channels"]
+    dropped = sorted(set(range(16)) - set(kept))
+    assert len(dropped) == 8 and out[:, dropped].abs().max() == 0
+
+
+def test_masked_channels_stay_exactly_zero_through_fine_tuning(prune) -> None:
+    """Fine-tuning in train mode moves BatchNorm statistics (a masked channel's variance
+    collapses); its zeroed affine terms keep the output at zero anyway."""
+    model, masks, session = prune("pruning=structured", "pruning.physical=false",
+                                  "finetune.epochs=1", model=mobilenetish())
+    assert {"stem.1.weight", "stem.1.bias", "stem.1.running_mean", "dw1.0"} <= set(masks.masks)
+    model.eval()
+    with torch.no_grad():
+        out = model.pw1(model.dw1(model.stem(session.data.test_x[:32])))
+    dead = (model.pw1[0].weight == 0).flatten(1).all(1)
+    assert int(dead.sum()) == 16 and out[:, dead].abs().max() == 0
+
+
+def test_mobilenet_block_shrinks_with_its_depthwise_convs_and_concatenation(prune) -> None:
+    removed, _, _, session = _removed_and_masked(prune, model=mobilenetish())
+    assert removed.dw1[0].weight.shape == (8, 1, 3, 3) and removed.dw1[0].groups == 8
+    assert removed.pw1[0].weight.shape == (16, 8, 1, 1)
+    assert removed.b_dw[0].weight.shape == (16, 1, 3, 3) and removed.b_dw[1].num_features == 16
+    assert removed.a[0].weight.shape == (8, 16, 1, 1) and removed.b_pw[0].weight.shape[0] == 8
+    assert removed.bn.num_features == 16 and removed.fc.weight.shape == (10, 16)
+    # all 16 + 32 + 16 + 16 hidden channels can be pruned; half are
+    assert session.extra_metrics["channels_removed_fraction"] == pytest.approx(0.5)
+    x = session.data.test_x[:4]
+    assert removed(x).shape == (4, 10)
+
+
+def test_mobilenet_block_shrinks_as_torch_pruning_does() -> None:
+    """The same channel counts per layer as Torch-Pruning at the same ratio (benchmarks/
+    requirements.txt; which channels go may differ: its importance spans the whole group)."""
+    tp = pytest.importorskip("torch_pruning")
+    from compression.pruning.structured import remove_channels_
+
+    ours, theirs = mobilenetish().eval(), mobilenetish().eval()
+    example = SPEC.example_input(1)
+    remove_channels_(ours, 0.5, example)
+    tp.pruner.MagnitudePruner(theirs, example, importance=tp.importance.MagnitudeImportance(p=1),
+                              pruning_ratio=0.5, ignored_layers=[theirs.fc]).step()
+    shapes = {n: tuple(m.weight.shape) for n, m in ours.named_modules()
+              if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d)}
+    assert shapes == {n: tuple(m.weight.shape) for n, m in theirs.named_modules()
+                      if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d)}
+
+
+def test_blocked_and_grouped_channels_count_in_the_removed_fraction(prune) -> None:
+    """conv2's channels reach an op not followed (kept, but hidden channels all the same):
+    6 of conv1's 12 and 10 of fc1's 20 removed out of 12 + 12 + 20."""
+    _, _, session = prune("pruning=structured", "pruning.exclude=[conv2]", model=UserNet("roll"))
+    assert session.extra_metrics["channels_removed_fraction"] == pytest.approx(16 / 44)
+
+
+def test_grouped_conv_keeps_its_channels_and_the_rest_is_pruned(prune) -> None:
+    class Grouped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+            self.conv2 = nn.Conv2d(8, 8, 3, padding=1, groups=2)  # blocks of 4 channels
+            self.conv3 = nn.Conv2d(8, 8, 1)
+            self.fc = nn.Linear(8 * 64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.flatten(torch.relu(self.conv3(self.conv2(self.conv1(x)))), 1))
+
+    model, _, _ = prune("pruning=structured", model=Grouped())
+    assert model.conv1.weight.shape[0] == 8 and model.conv2.weight.shape == (8, 4, 3, 3)
+    assert model.conv3.weight.shape[0] == 4 and model.fc.weight.shape == (10, 4 * 64)

@@ -19,7 +19,8 @@ from compression.training import evaluate
 
 def _quantize(values: dict, model: nn.Module, session) -> tuple[nn.Module, object]:
     cfg = QUANTIZERS.build_config(values)
-    return QUANTIZERS.get(cfg.mode).handler.quantize(model, cfg, session), cfg
+    result = QUANTIZERS.get(cfg.mode).handler.quantize(model, cfg, session)
+    return result.model, result.config
 
 
 def _kinds(model: nn.Module) -> dict[str, str]:
@@ -105,13 +106,15 @@ def test_per_shape_packing_switches_shapes_without_changing_results(engine, trai
 def test_engine_auto_is_chosen_recorded_and_reloaded(model_name, values, trained, session,
                                                      tmp_path) -> None:
     model = trained(model_name)
-    q, cfg = _quantize({**values, "engine": "auto"}, model, session)
+    result = QUANTIZERS.get(values["mode"]).handler.quantize(
+        model, QUANTIZERS.build_config({**values, "engine": "auto"}), session)
+    q, cfg, metrics = result.model, result.config, result.metrics
     candidates = ao.auto_candidates(values.get("scheme", "symmetric") == "symmetric")
     assert cfg.engine in candidates  # `auto` resolved to what was fastest here
     timed = {k.removeprefix("quant_auto_").removesuffix("_ms")
-             for k in session.extra_metrics if k.startswith("quant_auto_")}
+             for k in metrics if k.startswith("quant_auto_")}
     assert timed == set(candidates)
-    assert all(session.extra_metrics[f"quant_auto_{e}_ms"] > 0 for e in candidates)
+    assert all(metrics[f"quant_auto_{e}_ms"] > 0 for e in candidates)
     if values.get("scheme") == "affine":
         assert "onednn" not in timed  # oneDNN refuses affine weights
 
@@ -128,8 +131,10 @@ def test_engine_auto_is_chosen_recorded_and_reloaded(model_name, values, trained
 
 def test_engine_auto_without_data_means_x86(trained) -> None:
     cfg = QUANTIZERS.build_config({"mode": "dynamic_int8", "engine": "auto"})
-    QUANTIZERS.get("dynamic_int8").handler.quantize(trained("mlp"), cfg, None)
-    assert cfg.engine == ao.DEFAULT_ENGINE
+    result = QUANTIZERS.get("dynamic_int8").handler.quantize(trained("mlp"), cfg, None)
+    assert result.config.engine == ao.DEFAULT_ENGINE
+    assert result.tags == {"quantization_engine": ao.DEFAULT_ENGINE}
+    assert cfg.engine == "auto"  # the config asked for is left as it was (logged as params)
 
 
 def test_pick_engine_keeps_the_fastest() -> None:

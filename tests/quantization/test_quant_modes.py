@@ -50,9 +50,10 @@ def quantize_and_reload(model_name: str, values: dict[str, Any], model: torch.nn
     cfg = QUANTIZERS.build_config(values)
     handler = QUANTIZERS.get(cfg.mode).handler
     handler.check(model, cfg)
-    quantized = handler.quantize(model, cfg, session)
+    result = handler.quantize(model, cfg, session)
+    quantized = result.model
     stored = save_artifact(quantized, path, model_cfg=ModelConfig(name=model_name),
-                           spec=session.data.spec, quant_cfg=cfg)
+                           spec=session.data.spec, quant_cfg=result.config)
     path.with_suffix(".payload").write_text(str(sum(stored.values())))  # tensor bytes, no header
     reloaded, _ = load_artifact(path)
     return quantized, reloaded, handler
