@@ -1,4 +1,5 @@
-"""The dense baseline: trained once per (model, data, training config, seed), cached on disk.
+"""The dense baseline: the user's checkpoint as it is, or trained once per (model, data,
+training config, seed, code) and cached on disk.
 
 Every trial of a sweep starts from the same cached weights instead of retraining. Entries are
 safetensors files (no pickle, nothing executable on load) written atomically, so parallel workers
@@ -22,13 +23,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from compression import checkpoint as ckpt
+from compression import fingerprint
 from compression.data import DataConfig, Splits
-from compression.models import ModelConfig, build_model
+from compression.models import ModelConfig, build_model, factory_of
 from compression.training import TrainConfig, evaluate, load_optimizer_machinery, train
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when model definitions or training change in a way keys cannot see
+CACHE_VERSION = 2  # bump when baselines change in a way the key's content hashes cannot see
 
 
 @dataclass
@@ -41,16 +44,34 @@ class Baseline:
     # every trial reports them, and re-evaluating per trial costs seconds on fashion_mnist.
     accuracy: float
     val_accuracy: float
+    source: str = "trained"  # trained | cache | checkpoint
+    checkpoint_sha256: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags saying where the baseline came from."""
+        tags = {"baseline_source": self.source, "baseline_path": str(self.path),
+                "baseline_cache": "hit" if self.cache_hit else "miss"}
+        if self.checkpoint_sha256:
+            tags["checkpoint_sha256"] = self.checkpoint_sha256
+        return tags
 
 
-def cache_key(model: ModelConfig, data: DataConfig, train_cfg: TrainConfig, seed: int) -> str:
-    data_part = {k: val for k, val in asdict(data).items()}
+def cache_key(model: ModelConfig, data: DataConfig, train_cfg: TrainConfig, seed: int, *,
+              data_digest: str = "", built: nn.Module | None = None) -> str:
+    """Configs plus content hashes: the checkpoint file, the model's source (the factory's
+    file and, given the `built` model, every non-torch module class's file), the training and
+    data code, the data's own digest and the torch version. Editing any of them is a miss."""
     payload = {
         "version": CACHE_VERSION,
         "model": model.to_dict(),
-        "data": data_part,
+        "data": asdict(data),
         "train": asdict(train_cfg),
         "seed": seed,
+        "checkpoint": ckpt.sha256(model.checkpoint) if model.checkpoint else None,
+        "model_code": fingerprint.model_code_hash(factory_of(model), built),
+        "training_code": fingerprint.training_code_hash(),
+        "data_digest": data_digest,
+        "torch": torch.__version__,
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
@@ -96,11 +117,13 @@ def get_baseline(
     data: Splits,
     cache_dir: Path,
 ) -> Baseline:
-    """Return the trained dense baseline, from the cache when possible."""
-    key = cache_key(model_cfg, data_cfg, train_cfg, seed)
-    path = cache_dir / f"{model_cfg.name}-{data_cfg.name}-{key}.safetensors"
+    """Return the dense baseline: the checkpoint as it is, else trained, cached when possible."""
     torch.manual_seed(seed)
     model = build_model(model_cfg, data.spec)
+    if model_cfg.checkpoint:
+        return from_checkpoint(model, model_cfg.checkpoint, data)
+    key = cache_key(model_cfg, data_cfg, train_cfg, seed, data_digest=data.digest, built=model)
+    path = cache_dir / f"{model_cfg.name}-{data_cfg.name}-{key}.safetensors"
     meta = _try_load(path, model)
     if meta is None:
         with _training_lock(path):
@@ -110,7 +133,19 @@ def get_baseline(
                                         seed, data)
     log.info("baseline cache hit: %s (no training)", path)
     model.eval()
-    return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta))
+    return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta), source="cache")
+
+
+def from_checkpoint(model: nn.Module, path: str, data: Splits) -> Baseline:
+    """The user's trained weights, evaluated as they are on val and test: never retrained."""
+    ckpt.load_into(model, path)
+    model.eval()
+    sha = ckpt.sha256(path)
+    acc, val_acc = _accuracies(model, data, {})
+    log.info("baseline from checkpoint %s (sha256 %s…): test %.4f, no training", path, sha[:12],
+             acc)
+    return Baseline(model, Path(path), False, 0.0, acc, val_acc, source="checkpoint",
+                    checkpoint_sha256=sha)
 
 
 @contextlib.contextmanager

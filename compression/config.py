@@ -119,7 +119,7 @@ class RunConfig:
         if isinstance(objectives, str):
             objectives = [objectives]
         return cls(
-            data=build_dataclass(DataConfig, section("data"), "data"),
+            data=DataConfig.from_dict(section("data")),
             model=ModelConfig.from_dict(section("model")),
             train=build_dataclass(TrainConfig, section("train"), "train"),
             finetune=build_dataclass(FinetuneConfig, section("finetune"), "finetune"),

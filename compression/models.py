@@ -31,15 +31,22 @@ def _w(channels: int, width: float) -> int:
 
 @dataclass
 class ModelConfig:
-    """`name` picks a built-in model; `target` (`_target_` in YAML) a user factory instead."""
+    """`name` picks a built-in model; `target` (`_target_` in YAML) a user factory instead.
+
+    `width` is the framework's multiplier for built-in models only: a user factory's own
+    arguments (a `width` of its own included) go to it untouched, in `kwargs`."""
 
     name: str = "mlp"
     width: float = 1.0
     target: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments for a user factory
+    checkpoint: str | None = None  # pretrained weights (safetensors / .pt state_dict)
 
     def __post_init__(self) -> None:
         v.in_range("model.width", self.width, 0, None, lo_open=True)
+        if self.checkpoint is not None and (not isinstance(self.checkpoint, str)
+                                            or not self.checkpoint):
+            raise ConfigError(f"model.checkpoint={self.checkpoint!r} must be a file path or null")
         if self.target is None:
             v.one_of("model.name", self.name, sorted(MODELS))
         elif not isinstance(self.target, str) or "." not in self.target:
@@ -49,22 +56,24 @@ class ModelConfig:
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         values = dict(values)
         target = values.pop("_target_", None)
+        checkpoint = values.pop("checkpoint", None)
         if target is None:
             unknown = sorted(set(values) - {"name", "width"})
             if unknown:
                 raise ConfigError(
                     f"model.{unknown[0]} is not a valid key for a built-in model; "
-                    "allowed: name, width (or give _target_ for a user model)"
+                    "allowed: name, width, checkpoint (or give _target_ for a user model)"
                 )
-            return cls(**values)
+            return cls(**values, checkpoint=checkpoint)
         name = values.pop("name", target.rsplit(".", 1)[-1])
-        width = values.pop("width", 1.0)
-        return cls(name=name, width=width, target=target, kwargs=values)
+        # everything else, `width` included, is the factory's own argument
+        return cls(name=name, target=target, kwargs=values, checkpoint=checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.checkpoint is None else {"checkpoint": self.checkpoint}
         if self.target is None:
-            return {"name": self.name, "width": self.width}
-        return {"_target_": self.target, "name": self.name, "width": self.width, **self.kwargs}
+            return {"name": self.name, "width": self.width, **extra}
+        return {"_target_": self.target, "name": self.name, **self.kwargs, **extra}
 
 
 def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
@@ -87,15 +96,22 @@ def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
                           f"(1, {spec.num_classes}): one score per class")
 
 
+def factory_of(cfg: ModelConfig) -> ModelFactory:
+    """The callable that builds `cfg`'s model: a built-in class or the user's `_target_`."""
+    if cfg.target is None:
+        return MODELS[cfg.name]
+    from hydra.utils import get_method
+
+    try:
+        return get_method(cfg.target)
+    except Exception as e:  # hydra wraps import errors; keep the message to one line
+        raise ConfigError(f"model._target_={cfg.target!r} cannot be imported: {e}") from None
+
+
 def build_model(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
     """Build a fresh fp32 model for inputs described by `spec`."""
     if cfg.target is not None:
-        from hydra.utils import get_method
-
-        try:
-            factory = get_method(cfg.target)
-        except Exception as e:  # hydra wraps import errors; keep the message to one line
-            raise ConfigError(f"model._target_={cfg.target!r} cannot be imported: {e}") from None
+        factory = factory_of(cfg)
         try:
             model = factory(**cfg.kwargs)
         except (TypeError, ValueError) as e:  # wrong or missing keyword arguments, bad values
@@ -116,7 +132,7 @@ class MLP(nn.Module):
         super().__init__()
         h1, h2 = _w(300, width), _w(100, width)
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(spec.in_channels * spec.image_size**2, h1)
+        self.fc1 = nn.Linear(spec.features, h1)
         self.fc2 = nn.Linear(h1, h2)
         self.fc3 = nn.Linear(h2, spec.num_classes)
         self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()

@@ -18,11 +18,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from compression import checkpoint as ckpt
 from compression import data as data_mod
 from compression import metrics as M
 from compression import tracking
 from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
+from compression.data.mlflow_input import log_dataset
 from compression.export import load_artifact, save_artifact, state_bytes
 from compression.models import build_model, check_fits
 from compression.pruning import PRUNERS, MaskSet
@@ -92,6 +94,8 @@ def check(cfg: DictConfig | dict[str, Any]) -> tuple[RunConfig, data_mod.Splits]
     # so does a pruning method that cannot handle the model (e.g. structured on an untraceable
     # op). Both checks only inspect the fresh model, so one instance serves them.
     fresh = build_model(rc.model, splits.spec)
+    if rc.model.checkpoint:  # missing / unexpected / misshaped keys fail here, in one line
+        ckpt.load_into(fresh, rc.model.checkpoint)
     check_fits(fresh, splits.spec, rc.model)
     QUANTIZERS.get(rc.quantization.mode).handler.check(fresh, rc.quantization)
     check_pruning(fresh, rc.pruning, splits.spec.example_input(1))
@@ -131,6 +135,7 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     if mlrun is not None:
         mlrun.log_params(tracking.flatten(rc.params()))
         mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})
+        log_dataset(mlrun.client, mlrun.id, rc.data, splits)
 
     baseline = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir)
     torch.manual_seed(rc.seed)  # pruning / fine-tuning randomness independent of cache state
@@ -289,8 +294,7 @@ def log_run(
     baseline: Baseline,
 ) -> None:
     mlrun.log_metrics(results)
-    mlrun.set_tags({"baseline_cache": "hit" if baseline.cache_hit else "miss",
-                    "baseline_path": str(baseline.path)})
+    mlrun.set_tags(baseline.tags())
     config_file = out_dir / "config.yaml"
     config_file.write_text(OmegaConf.to_yaml(OmegaConf.create(rc.params())))
     mlrun.log_artifact(config_file)
