@@ -80,7 +80,7 @@ def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
     """Refuse, in one line and before any training, a model that cannot take the data's input
     or does not give one score per class (a user factory built for other data, say)."""
     what = f"model._target_={cfg.target!r}" if cfg.target else f"model.name={cfg.name}"
-    shape = (1, spec.in_channels, spec.image_size, spec.image_size)
+    shape = (1, *spec.input_shape)
     was_training = model.training
     try:
         with torch.no_grad():

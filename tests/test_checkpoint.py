@@ -80,7 +80,7 @@ def test_unreadable_or_absent_file_is_one_line(tmp_path, content) -> None:
     path = tmp_path / "x.pt"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="model.checkpoint="):
+    with pytest.raises(CheckpointError, match=r"model\.checkpoint="):
         read(path)
 
 
