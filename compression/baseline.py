@@ -27,6 +27,7 @@ from compression import checkpoint as ckpt
 from compression import fingerprint
 from compression.data import DataConfig, Splits
 from compression.models import ModelConfig, build_model, factory_of
+from compression.quality import MetricConfig
 from compression.training import TrainConfig, evaluate, load_optimizer_machinery, train
 
 log = logging.getLogger(__name__)
@@ -93,12 +94,26 @@ def _try_load(path: Path, model: nn.Module) -> dict[str, str] | None:
         return None
 
 
-def _accuracies(model: nn.Module, data: Splits, meta: dict[str, str]) -> tuple[float, float]:
-    """From the entry's metadata; evaluated here for entries written before it held them."""
-    if "accuracy" in meta and "val_accuracy" in meta:
-        return float(meta["accuracy"]), float(meta["val_accuracy"])
-    return (evaluate(model, data.test_x, data.test_y),
-            evaluate(model, data.val_x, data.val_y))
+def _meta_keys(metric: MetricConfig) -> tuple[str, str] | None:
+    """Where an entry keeps a built-in metric's test and val values; a user metric's are
+    never read back (its code may have changed since)."""
+    if metric.target is not None:
+        return None
+    name = "accuracy" if metric.is_default else metric.name
+    return name, f"val_{name}"
+
+
+def _accuracies(model: nn.Module, data: Splits, meta: dict[str, str],
+                metric: MetricConfig | None = None) -> tuple[float, float]:
+    """From the entry's metadata; evaluated here for entries written before it held them (or
+    for another metric than the one they hold)."""
+    metric = metric or MetricConfig()
+    keys = _meta_keys(metric)
+    if keys and keys[0] in meta and keys[1] in meta:
+        return float(meta[keys[0]]), float(meta[keys[1]])
+    fn = None if metric.is_default else metric.fn()
+    return (evaluate(model, data.test_x, data.test_y, metric=fn),
+            evaluate(model, data.val_x, data.val_y, metric=fn))
 
 
 def _save_atomic(path: Path, model: nn.Module, meta: dict[str, str]) -> None:
@@ -116,12 +131,13 @@ def get_baseline(
     seed: int,
     data: Splits,
     cache_dir: Path,
+    metric: MetricConfig | None = None,
 ) -> Baseline:
     """Return the dense baseline: the checkpoint as it is, else trained, cached when possible."""
     torch.manual_seed(seed)
     model = build_model(model_cfg, data.spec)
     if model_cfg.checkpoint:
-        return from_checkpoint(model, model_cfg.checkpoint, data)
+        return from_checkpoint(model, model_cfg.checkpoint, data, metric)
     key = cache_key(model_cfg, data_cfg, train_cfg, seed, data_digest=data.digest, built=model)
     path = cache_dir / f"{model_cfg.name}-{data_cfg.name}-{key}.safetensors"
     meta = _try_load(path, model)
@@ -130,18 +146,20 @@ def get_baseline(
             meta = _try_load(path, model)  # another process may have trained it meanwhile
             if meta is None:
                 return _train_and_cache(model, key, path, model_cfg, data_cfg, train_cfg,
-                                        seed, data)
+                                        seed, data, metric)
     log.info("baseline cache hit: %s (no training)", path)
     model.eval()
-    return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta), source="cache")
+    return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta, metric),
+                    source="cache")
 
 
-def from_checkpoint(model: nn.Module, path: str, data: Splits) -> Baseline:
+def from_checkpoint(model: nn.Module, path: str, data: Splits,
+                    metric: MetricConfig | None = None) -> Baseline:
     """The user's trained weights, evaluated as they are on val and test: never retrained."""
     ckpt.load_into(model, path)
     model.eval()
     sha = ckpt.sha256(path)
-    acc, val_acc = _accuracies(model, data, {})
+    acc, val_acc = _accuracies(model, data, {}, metric)
     log.info("baseline from checkpoint %s (sha256 %s…): test %.4f, no training", path, sha[:12],
              acc)
     return Baseline(model, Path(path), False, 0.0, acc, val_acc, source="checkpoint",
@@ -173,8 +191,8 @@ def _training_lock(path: Path) -> Iterator[None]:
 
 
 def _train_and_cache(model: nn.Module, key: str, path: Path, model_cfg: ModelConfig,
-                     data_cfg: DataConfig, train_cfg: TrainConfig, seed: int, data: Splits
-                     ) -> Baseline:
+                     data_cfg: DataConfig, train_cfg: TrainConfig, seed: int, data: Splits,
+                     metric: MetricConfig | None = None) -> Baseline:
     log.info("baseline cache miss: training %s on %s for %d epochs", model_cfg.name,
              data_cfg.name, train_cfg.epochs)
     load_optimizer_machinery()
@@ -182,9 +200,12 @@ def _train_and_cache(model: nn.Module, key: str, path: Path, model_cfg: ModelCon
     train(model, data, train_cfg, seed=seed, desc="baseline")
     seconds = time.perf_counter() - t0
     model.eval()
-    acc, val_acc = _accuracies(model, data, {})
-    # repr keeps every digit: the float read back is the one evaluated
-    _save_atomic(path, model, {"key": key, "train_seconds": f"{seconds:.3f}",
-                               "accuracy": repr(acc), "val_accuracy": repr(val_acc)})
+    metric = metric or MetricConfig()
+    acc, val_acc = _accuracies(model, data, {}, metric)
+    meta = {"key": key, "train_seconds": f"{seconds:.3f}"}
+    keys = _meta_keys(metric)
+    if keys:  # repr keeps every digit: the float read back is the one evaluated
+        meta.update({keys[0]: repr(acc), keys[1]: repr(val_acc)})
+    _save_atomic(path, model, meta)
     log.info("baseline trained in %.1fs (test accuracy %.4f), cached at %s", seconds, acc, path)
     return Baseline(model, path, False, seconds, acc, val_acc)

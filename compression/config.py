@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from compression.errors import ConfigError
 from compression.metrics import MeasureConfig
 from compression.models import ModelConfig
 from compression.pruning import PRUNERS, PruningConfig
+from compression.quality import MetricConfig
 from compression.quantization import QUANTIZERS, QuantizationConfig
 from compression.registry import build_dataclass
 from compression.tracking import TrackingConfig
@@ -42,7 +43,7 @@ METRICS = (
 )
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
-             "tracking", "seed", "objectives", "paths", "hydra"}
+             "tracking", "seed", "objectives", "paths", "hydra", "metric"}
 
 if not OmegaConf.has_resolver("project_root"):
     # Lets conf/ anchor Hydra's output folders at the repository, whatever the cwd.
@@ -76,6 +77,7 @@ class RunConfig:
     paths: PathsConfig
     seed: int = 0
     objectives: tuple[str, ...] = ("val_accuracy",)
+    metric: MetricConfig = field(default_factory=MetricConfig)  # what `accuracy` measures
 
     def __post_init__(self) -> None:
         v.number("seed", self.seed, integer=True)
@@ -130,6 +132,7 @@ class RunConfig:
             paths=build_dataclass(PathsConfig, section("paths"), "paths"),
             seed=raw.get("seed", 0),
             objectives=tuple(objectives),
+            metric=MetricConfig.from_dict(section("metric")),
         )
 
     def params(self) -> dict[str, Any]:
@@ -141,4 +144,5 @@ class RunConfig:
             "finetune": asdict(self.finetune), "pruning": asdict(self.pruning),
             "quantization": asdict(self.quantization), "measure": asdict(self.measure),
             "seed": self.seed, "objectives": list(self.objectives),
+            "metric": self.metric.to_dict(),
         }

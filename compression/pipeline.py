@@ -30,6 +30,7 @@ from compression.models import build_model, check_fits
 from compression.pruning import PRUNERS, MaskSet
 from compression.pruning import check as check_pruning
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
+from compression.quality import named_metric
 from compression.quantization import QUANTIZERS
 from compression.training import evaluate, load_optimizer_machinery, train
 
@@ -137,7 +138,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
         mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})
         log_dataset(mlrun.client, mlrun.id, rc.data, splits)
 
-    baseline = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir)
+    baseline = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir,
+                            rc.metric)
     torch.manual_seed(rc.seed)  # pruning / fine-tuning randomness independent of cache state
     model = copy.deepcopy(baseline.model)
     session.masks = PRUNERS.get(rc.pruning.method).handler(model, rc.pruning, session)
@@ -208,13 +210,15 @@ def measure(
     cast: Any,
 ) -> tuple[dict[str, float], list[M.LayerStats]]:
     r: dict[str, float] = {}
-    r["accuracy"] = evaluate(final, splits.test_x, splits.test_y, cast=cast)
-    r["val_accuracy"] = evaluate(final, splits.val_x, splits.val_y, cast=cast)
+    fn = None if rc.metric.is_default else rc.metric.fn()  # None: top-1, counted exactly
+    r["accuracy"] = evaluate(final, splits.test_x, splits.test_y, cast=cast, metric=fn)
+    r["val_accuracy"] = evaluate(final, splits.val_x, splits.val_y, cast=cast, metric=fn)
     r["baseline_accuracy"] = baseline.accuracy
     r["baseline_val_accuracy"] = baseline.val_accuracy
     r["accuracy_drop"] = r["baseline_accuracy"] - r["accuracy"]
     # what a sweep may constrain on without ever tuning against the test set
     r["val_accuracy_drop"] = r["baseline_val_accuracy"] - r["val_accuracy"]
+    r.update(named_metric(rc.metric, r))
 
     rows = M.layer_stats(final)
     r["sparsity"] = M.sparsity(rows)
@@ -310,7 +314,8 @@ def summary_line(rc: RunConfig, r: dict[str, float]) -> str:
     quant = q.mode + (f"/{q.bits}" if q.mode == "lowbit" else "")  # lowbit/4, lowbit/ternary
     return (
         f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:.4g} "
-        f"quant={quant}: acc {r['accuracy']:.4f} "
+        f"quant={quant}: {'acc' if rc.metric.is_default else rc.metric.name} "
+        f"{r['accuracy']:.4f} "
         f"(baseline {r['baseline_accuracy']:.4f}, val {r['val_accuracy']:.4f}) "
         f"sparsity {r['sparsity']:.3f} size {int(r['size_bytes'])}B "
         f"(dense {int(r['dense_size_bytes'])}B, {r['compression_ratio']:.2f}x){lat} "

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from compression import quality
 from compression import validation as v
 from compression.analysis import layers as L
 from compression.analysis import plots, tables
@@ -75,8 +76,14 @@ class Analysis:
         return self.opts.out / "figures"
 
     def figure(self, fig: plots.Figure, stem: str, caption: str, section: str) -> None:
+        quality.relabel_figure(fig, self.metric)  # no "accuracy" on an F1 axis
         paths = plots.save_figure(fig, self.fig_dir, stem, self.opts.formats)
-        self.figures[stem] = Figure(stem, caption, section, paths)
+        self.figures[stem] = Figure(stem, quality.relabel(caption, self.metric), section, paths)
+
+    @property
+    def metric(self) -> str | None:
+        """The runs' quality metric when it is not top-1 (`metric.name`), else None."""
+        return quality.name_of(self.frame)
 
     def table(self, frame: pd.DataFrame, stem: str) -> Path:
         path = self.opts.out / f"{stem}.csv"
@@ -155,7 +162,7 @@ def pareto(a: Analysis) -> None:
 def sweet(a: Analysis) -> None:
     a.sweet = sweet_spot(a.frame, a.opts.tolerance, a.opts.by, a.opts.select_on)
     a.tables["sweet_spot"] = a.sweet.to_json(a.opts.out / "sweet_spot.json")
-    print(a.sweet.table())
+    print(quality.relabel(a.sweet.table(), a.metric))
     a.text["sweet_spot"] = f"```\n{a.sweet.table()}\n```"
 
 
@@ -263,8 +270,9 @@ def _sections(a: Analysis) -> Iterator[tuple[str, str, list[Figure]]]:
 
 
 def render_markdown(a: Analysis) -> str:
-    out = ["# Compression analysis", f"Selection: `{a.opts.out.name}`; tolerance "
-           f"{a.opts.tolerance * 100:g} accuracy points; sweet spot by {a.opts.by}."]
+    out = ["# Compression analysis", quality.relabel(
+        f"Selection: `{a.opts.out.name}`; tolerance {a.opts.tolerance * 100:g} accuracy "
+        f"points; sweet spot by {a.opts.by}.", a.metric)]
     for key, title, figs in _sections(a):
         out.append(f"## {title}")
         for f in figs:
@@ -273,7 +281,7 @@ def render_markdown(a: Analysis) -> str:
             img = rel.get("png") or next(iter(rel.values()))
             out.append(f"![{f.caption}]({img})\n\n*{f.caption}* ({links})")
         if key in a.text:
-            out.append(a.text[key])
+            out.append(quality.relabel(a.text[key], a.metric))
     return "\n\n".join(out) + "\n"
 
 
@@ -289,12 +297,13 @@ def _img_tag(paths: list[Path], caption: str) -> str:
 def render_html(a: Analysis) -> str:
     """The same content, figures embedded as data URIs: one file to mail or attach."""
     body = [f"<h1>Compression analysis</h1><p>Selection <code>{html.escape(a.opts.out.name)}"
-            f"</code>; tolerance {a.opts.tolerance * 100:g} accuracy points.</p>"]
+            f"</code>; tolerance {a.opts.tolerance * 100:g} "
+            f"{quality.title(a.metric)} points.</p>"]
     for key, title, figs in _sections(a):
         body.append(f"<h2>{html.escape(title)}</h2>")
         body += [_img_tag(f.paths, f.caption) for f in figs]
         if key in a.text:
-            body.append(f"<pre>{html.escape(a.text[key])}</pre>")
+            body.append(f"<pre>{html.escape(quality.relabel(a.text[key], a.metric))}</pre>")
     style = ("body{font-family:sans-serif;max-width:1250px;margin:auto}img{max-width:100%}"
              "pre{font-size:12px;overflow-x:auto;background:#f6f6f6;padding:8px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Compression analysis"
