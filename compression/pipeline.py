@@ -105,17 +105,19 @@ def check(cfg: DictConfig | dict[str, Any]) -> tuple[RunConfig, data_mod.Splits]
     return rc, splits
 
 
-def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
-    """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives."""
+def run(cfg: DictConfig | dict[str, Any], sink: dict[str, Any] | None = None
+        ) -> float | tuple[float, ...]:
+    """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives.
+    `sink` (the Python API's) receives the config, metrics, artifact, run id and final model."""
     M.retain_freed_memory()  # from the start, so every trial of a process trains alike too
     rc, splits = check(cfg)
     with _threads(rc.threads):
         if not rc.tracking.enabled:
-            results = execute(rc, splits, None)
+            results = execute(rc, splits, None, sink)
         else:
             mlrun = tracking.start_run(rc.tracking, run_name=default_run_name(rc))
             with tracking.run_status(mlrun):
-                results = execute(rc, splits, mlrun)
+                results = execute(rc, splits, mlrun, sink)
     values = tuple(float(results[name]) for name in rc.objectives)
     return values[0] if len(values) == 1 else values
 
@@ -130,7 +132,8 @@ def default_run_name(rc: RunConfig) -> str:
     return f"{rc.model.name}{width}-{rc.data.name}-{prune}-{rc.quantization.mode}"
 
 
-def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) -> dict[str, float]:
+def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
+            sink: dict[str, Any] | None = None) -> dict[str, float]:
     t_start = time.perf_counter()
     session = Session(rc, splits)
     if mlrun is not None:
@@ -198,6 +201,9 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
     if mlrun is not None:
         log_run(mlrun, rc, results, out_dir, artifact, layers_csv, baseline)
     log.info(summary_line(rc, results))
+    if sink is not None:
+        sink.update(config=rc, metrics=results, artifact=artifact, model=final,
+                    run_id=mlrun.id if mlrun else None)
     return results
 
 
