@@ -28,6 +28,7 @@ class DataConfig:
     image_size: int | None = None  # image_folder: resize to this side (None: the first image's)
     channels: int | None = None  # image_folder: 1 or 3 (None: from the first image)
     num_classes: int | None = None  # None: inferred (labels 0..max, or the class folders)
+    normalize: bool = True  # standardize with train statistics; false: inputs as stored
     num_workers: int = 0  # DataLoader workers when the data stream from disk
     stream: bool | None = None  # None: stream when the decoded data exceed max_memory_mb
     max_memory_mb: float = 1024.0
@@ -56,6 +57,7 @@ class DataConfig:
             v.in_range("data.num_classes", self.num_classes, 2, None, integer=True)
         v.in_range("data.num_workers", self.num_workers, 0, None, integer=True)
         v.one_of("data.stream", self.stream, [None, True, False])
+        v.one_of("data.normalize", self.normalize, [True, False])
         v.in_range("data.max_memory_mb", self.max_memory_mb, 0, None, lo_open=True)
         if not isinstance(self.label, str) or not self.label:
             raise ConfigError(f"data.label={self.label!r} must be a column name")

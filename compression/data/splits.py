@@ -143,7 +143,7 @@ def build(cfg: DataConfig, raw: Raw) -> Splits:
     else:
         # Standardize with training statistics only, so val/test never leak into preprocessing.
         train_x = pool_x[train_idx]
-        mean, std = _stats(train_x)
+        mean, std = _stats(train_x) if cfg.normalize else (0.0, 1.0)
         norm = lambda a: torch.from_numpy((a - mean) / std)  # noqa: E731
         val_x = raw.val[0] if raw.val else pool_x[val_idx]
         test_x = raw.test[0] if raw.test else pool_x[test_idx]
@@ -163,8 +163,8 @@ def build(cfg: DataConfig, raw: Raw) -> Splits:
 def _lazy(cfg: DataConfig, raw: Raw, train_idx: np.ndarray, val_idx: np.ndarray,
           test_idx: np.ndarray | None, classes: int) -> Splits:
     pool: Lazy = raw.train[0]
-    mean, std = train_statistics(pool.dataset, pool.indices[train_idx], cfg.num_workers,
-                                 f"data {cfg.name} train")
+    mean, std = (train_statistics(pool.dataset, pool.indices[train_idx], cfg.num_workers,
+                                  f"data {cfg.name} train") if cfg.normalize else (0.0, 1.0))
 
     def view(lazy: Lazy, idx: np.ndarray | None, where: str) -> Lazy:
         picked = lazy.indices if idx is None else lazy.indices[idx]
