@@ -6,6 +6,7 @@ Every built-in model takes a width multiplier so that a smaller dense model can 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,14 +109,37 @@ def factory_of(cfg: ModelConfig) -> ModelFactory:
         raise ConfigError(f"model._target_={cfg.target!r} cannot be imported: {e}") from None
 
 
+def factory_kwargs(factory: ModelFactory, cfg: ModelConfig) -> dict[str, Any]:
+    """The factory's arguments: `width` goes to a factory that names a `width` parameter,
+    untouched. One that does not gets none: a `width` of 1 is the built-in models' default
+    carried over from their config (`+model._target_=...` on top of model=mlp) and is dropped;
+    any other value is refused, rather than labelling and caching a run with a width that
+    built nothing."""
+    kwargs = dict(cfg.kwargs)
+    if "width" not in kwargs:
+        return kwargs
+    try:
+        takes_width = "width" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): pass everything
+        return kwargs
+    if takes_width:
+        return kwargs
+    if kwargs["width"] != 1:
+        raise ConfigError(f"model.width={kwargs['width']!r}: model._target_={cfg.target!r} takes "
+                          "no width argument (model.width scales the built-in models only)")
+    del kwargs["width"]
+    return kwargs
+
+
 def build_model(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
     """Build a fresh fp32 model for inputs described by `spec`."""
     if cfg.target is not None:
         factory = factory_of(cfg)
+        kwargs = factory_kwargs(factory, cfg)
         try:
-            model = factory(**cfg.kwargs)
+            model = factory(**kwargs)
         except (TypeError, ValueError) as e:  # wrong or missing keyword arguments, bad values
-            raise ConfigError(f"model._target_={cfg.target!r} with {cfg.kwargs} cannot build a "
+            raise ConfigError(f"model._target_={cfg.target!r} with {kwargs} cannot build a "
                               f"model: {type(e).__name__}: {e}") from None
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model._target_={cfg.target!r} returned {type(model).__name__}, "

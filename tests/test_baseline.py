@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -183,3 +184,14 @@ def test_a_user_factorys_own_width_is_passed_through(tmp_path, monkeypatch) -> N
     assert build_model(wide, load(DATA).spec).body[1].out_features == 8
     assert build_model(cfg, load(DATA).spec).body[1].out_features == 4
     assert cache_key(wide, DATA, TRAIN, 0) != cache_key(cfg, DATA, TRAIN, 0)
+
+
+def test_a_width_the_factory_does_not_take_is_dropped_at_1_and_refused_otherwise() -> None:
+    from compression.errors import ConfigError
+    from compression.models import build_model
+
+    spec = load(DATA).spec
+    carried = ModelConfig.from_dict({"_target_": "factories.tiny_mlp", "width": 1.0})
+    assert build_model(carried, spec)[1].out_features == 16  # mlp.yaml's width=1: dropped
+    with pytest.raises(ConfigError, match=r"model.width=8: .*takes no width argument"):
+        build_model(ModelConfig.from_dict({"_target_": "factories.tiny_mlp", "width": 8}), spec)
