@@ -1,4 +1,5 @@
-"""The dense baseline: trained once per (model, data, training config, seed), cached on disk.
+"""The dense baseline: the user's checkpoint as it is, or trained once per (model, data,
+training config, seed, code) and cached on disk.
 
 Every trial of a sweep starts from the same cached weights instead of retraining. Entries are
 safetensors files (no pickle, nothing executable on load) written atomically, so parallel workers
@@ -22,8 +23,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from compression.data import DataConfig, DataSpec, Splits
-from compression.models import ModelConfig, build_model
+from compression import checkpoint as ckpt
+from compression import fingerprint
+from compression.data import DataConfig, Splits
+from compression.models import ModelConfig, build_model, factory_of
+from compression.quality import MetricConfig
 from compression.training import (
     DivergedError,
     TrainConfig,
@@ -34,7 +38,7 @@ from compression.training import (
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when model definitions or training change in a way keys cannot see
+CACHE_VERSION = 2  # bump when baselines change in a way the key's content hashes cannot see
 
 
 @dataclass
@@ -47,16 +51,34 @@ class Baseline:
     # every trial reports them, and re-evaluating per trial costs seconds on fashion_mnist.
     accuracy: float
     val_accuracy: float
+    source: str = "trained"  # trained | cache | checkpoint
+    checkpoint_sha256: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags saying where the baseline came from."""
+        tags = {"baseline_source": self.source, "baseline_path": str(self.path),
+                "baseline_cache": "hit" if self.cache_hit else "miss"}
+        if self.checkpoint_sha256:
+            tags["checkpoint_sha256"] = self.checkpoint_sha256
+        return tags
 
 
-def cache_key(model: ModelConfig, data: DataConfig, train_cfg: TrainConfig, seed: int) -> str:
-    data_part = {k: val for k, val in asdict(data).items()}
+def cache_key(model: ModelConfig, data: DataConfig, train_cfg: TrainConfig, seed: int, *,
+              data_digest: str = "", built: nn.Module | None = None) -> str:
+    """Configs plus content hashes: the checkpoint file, the model's source (the factory's
+    file and, given the `built` model, every non-torch module class's file), the training and
+    data code, the data's own digest and the torch version. Editing any of them is a miss."""
     payload = {
         "version": CACHE_VERSION,
         "model": model.to_dict(),
-        "data": data_part,
+        "data": asdict(data),
         "train": asdict(train_cfg),
         "seed": seed,
+        "checkpoint": ckpt.sha256(model.checkpoint) if model.checkpoint else None,
+        "model_code": fingerprint.model_code_hash(factory_of(model), built),
+        "training_code": fingerprint.training_code_hash(),
+        "data_digest": data_digest,
+        "torch": torch.__version__,
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
@@ -78,12 +100,26 @@ def _try_load(path: Path, model: nn.Module) -> dict[str, str] | None:
         return None
 
 
-def _accuracies(model: nn.Module, data: Splits, meta: dict[str, str]) -> tuple[float, float]:
-    """From the entry's metadata; evaluated here for entries written before it held them."""
-    if "accuracy" in meta and "val_accuracy" in meta:
-        return float(meta["accuracy"]), float(meta["val_accuracy"])
-    return (evaluate(model, data.test_x, data.test_y),
-            evaluate(model, data.val_x, data.val_y))
+def _meta_keys(metric: MetricConfig) -> tuple[str, str] | None:
+    """Where an entry keeps a built-in metric's test and val values; a user metric's are
+    never read back (its code may have changed since)."""
+    if metric.target is not None:
+        return None
+    name = "accuracy" if metric.is_default else metric.name
+    return name, f"val_{name}"
+
+
+def _accuracies(model: nn.Module, data: Splits, meta: dict[str, str],
+                metric: MetricConfig | None = None) -> tuple[float, float]:
+    """From the entry's metadata; evaluated here for entries written before it held them (or
+    for another metric than the one they hold)."""
+    metric = metric or MetricConfig()
+    keys = _meta_keys(metric)
+    if keys and keys[0] in meta and keys[1] in meta:
+        return float(meta[keys[0]]), float(meta[keys[1]])
+    fn = None if metric.is_default else metric.fn()
+    return (evaluate(model, data.test_x, data.test_y, metric=fn),
+            evaluate(model, data.val_x, data.val_y, metric=fn))
 
 
 def _save_atomic(path: Path, model: nn.Module, meta: dict[str, str]) -> None:
@@ -95,20 +131,28 @@ def _save_atomic(path: Path, model: nn.Module, meta: dict[str, str]) -> None:
 
 
 def cache_path(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig, seed: int,
-               cache_dir: Path) -> Path:
-    """Where get_baseline keeps (or would keep) this baseline."""
-    key = cache_key(model_cfg, data_cfg, train_cfg, seed)
+               cache_dir: Path, data: Splits, built: nn.Module) -> Path:
+    """Where get_baseline keeps (or would keep) this baseline (`built`: a fresh model)."""
+    key = cache_key(model_cfg, data_cfg, train_cfg, seed, data_digest=data.digest, built=built)
+    return _entry(cache_dir, model_cfg, data_cfg, key)
+
+
+def _entry(cache_dir: Path, model_cfg: ModelConfig, data_cfg: DataConfig, key: str) -> Path:
     return cache_dir / f"{model_cfg.name}-{data_cfg.name}-{key}.safetensors"
 
 
 def cached_baseline(model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
-                    seed: int, spec: DataSpec, cache_dir: Path) -> tuple[nn.Module, Path] | None:
-    """The trained baseline get_baseline cached for this config, read only: (model, its file),
-    or None when there is none (nothing is trained, written or deleted here)."""
-    path = cache_path(model_cfg, data_cfg, train_cfg, seed, cache_dir)
+                    seed: int, data: Splits, cache_dir: Path) -> tuple[nn.Module, Path] | None:
+    """The baseline get_baseline would use for this config, read only: (model, its file) from
+    the checkpoint or the cache, or None when none is cached (nothing is trained, written or
+    deleted here)."""
+    model = build_model(model_cfg, data.spec)
+    if model_cfg.checkpoint:
+        ckpt.load_into(model, model_cfg.checkpoint)
+        return model.eval(), Path(model_cfg.checkpoint)
+    path = cache_path(model_cfg, data_cfg, train_cfg, seed, cache_dir, data, model)
     if not path.exists():
         return None
-    model = build_model(model_cfg, spec)
     try:
         with safe_open(str(path), "pt") as f:
             model.load_state_dict({k: f.get_tensor(k) for k in f.keys()}, strict=True)  # noqa: SIM118
@@ -125,22 +169,39 @@ def get_baseline(
     seed: int,
     data: Splits,
     cache_dir: Path,
+    metric: MetricConfig | None = None,
 ) -> Baseline:
-    """Return the trained dense baseline, from the cache when possible."""
-    key = cache_key(model_cfg, data_cfg, train_cfg, seed)
-    path = cache_path(model_cfg, data_cfg, train_cfg, seed, cache_dir)
+    """Return the dense baseline: the checkpoint as it is, else trained, cached when possible."""
     torch.manual_seed(seed)
     model = build_model(model_cfg, data.spec)
+    if model_cfg.checkpoint:
+        return from_checkpoint(model, model_cfg.checkpoint, data, metric)
+    key = cache_key(model_cfg, data_cfg, train_cfg, seed, data_digest=data.digest, built=model)
+    path = _entry(cache_dir, model_cfg, data_cfg, key)
     meta = _try_load(path, model)
     if meta is None:
         with _training_lock(path):
             meta = _try_load(path, model)  # another process may have trained it meanwhile
             if meta is None:
                 return _train_and_cache(model, key, path, model_cfg, data_cfg, train_cfg,
-                                        seed, data)
+                                        seed, data, metric)
     log.info("baseline cache hit: %s (no training)", path)
     model.eval()
-    return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta))
+    return Baseline(model, path, True, 0.0, *_accuracies(model, data, meta, metric),
+                    source="cache")
+
+
+def from_checkpoint(model: nn.Module, path: str, data: Splits,
+                    metric: MetricConfig | None = None) -> Baseline:
+    """The user's trained weights, evaluated as they are on val and test: never retrained."""
+    ckpt.load_into(model, path)
+    model.eval()
+    sha = ckpt.sha256(path)
+    acc, val_acc = _accuracies(model, data, {}, metric)
+    log.info("baseline from checkpoint %s (sha256 %s…): test %.4f, no training", path, sha[:12],
+             acc)
+    return Baseline(model, Path(path), False, 0.0, acc, val_acc, source="checkpoint",
+                    checkpoint_sha256=sha)
 
 
 @contextlib.contextmanager
@@ -168,8 +229,8 @@ def _training_lock(path: Path) -> Iterator[None]:
 
 
 def _train_and_cache(model: nn.Module, key: str, path: Path, model_cfg: ModelConfig,
-                     data_cfg: DataConfig, train_cfg: TrainConfig, seed: int, data: Splits
-                     ) -> Baseline:
+                     data_cfg: DataConfig, train_cfg: TrainConfig, seed: int, data: Splits,
+                     metric: MetricConfig | None = None) -> Baseline:
     log.info("baseline cache miss: training %s on %s for %d epochs", model_cfg.name,
              data_cfg.name, train_cfg.epochs)
     load_optimizer_machinery()
@@ -181,9 +242,12 @@ def _train_and_cache(model: nn.Module, key: str, path: Path, model_cfg: ModelCon
         raise DivergedError(f"baseline: training left non-finite weights (optimizer "
                             f"{train_cfg.optimizer}, lr {train_cfg.lr:g}); not cached; lower "
                             "train.lr")
-    acc, val_acc = _accuracies(model, data, {})
-    # repr keeps every digit: the float read back is the one evaluated
-    _save_atomic(path, model, {"key": key, "train_seconds": f"{seconds:.3f}",
-                               "accuracy": repr(acc), "val_accuracy": repr(val_acc)})
+    metric = metric or MetricConfig()
+    acc, val_acc = _accuracies(model, data, {}, metric)
+    meta = {"key": key, "train_seconds": f"{seconds:.3f}"}
+    keys = _meta_keys(metric)
+    if keys:  # repr keeps every digit: the float read back is the one evaluated
+        meta.update({keys[0]: repr(acc), keys[1]: repr(val_acc)})
+    _save_atomic(path, model, meta)
     log.info("baseline trained in %.1fs (test accuracy %.4f), cached at %s", seconds, acc, path)
     return Baseline(model, path, False, seconds, acc, val_acc)

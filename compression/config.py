@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from compression.errors import ConfigError
 from compression.metrics import MeasureConfig, peak_rss_resettable
 from compression.models import ModelConfig
 from compression.pruning import PRUNERS, PruningConfig
+from compression.quality import MetricConfig
 from compression.quantization import QUANTIZERS, QuantizationConfig
 from compression.registry import build_dataclass
 from compression.tracking import TrackingConfig
@@ -133,7 +134,7 @@ def check_produced(names: Iterable[str], cfg: Mapping[str, Any], key: str = "obj
 
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
-             "tracking", "seed", "objectives", "paths", "hydra",
+             "tracking", "seed", "objectives", "paths", "hydra", "metric",
              "target"}  # sweep=autotune's target: read by the sweeper, not by a job
 
 if not OmegaConf.has_resolver("project_root"):
@@ -168,6 +169,7 @@ class RunConfig:
     paths: PathsConfig
     seed: int = 0
     objectives: tuple[str, ...] = ("val_accuracy",)
+    metric: MetricConfig = field(default_factory=MetricConfig)  # what `accuracy` measures
 
     def __post_init__(self) -> None:
         v.number("seed", self.seed, integer=True)
@@ -216,7 +218,7 @@ class RunConfig:
         if isinstance(objectives, str):
             objectives = [objectives]
         return cls(
-            data=build_dataclass(DataConfig, section("data"), "data"),
+            data=DataConfig.from_dict(section("data")),
             model=ModelConfig.from_dict(section("model")),
             train=build_dataclass(TrainConfig, section("train"), "train"),
             finetune=build_dataclass(FinetuneConfig, section("finetune"), "finetune"),
@@ -227,6 +229,7 @@ class RunConfig:
             paths=build_dataclass(PathsConfig, section("paths"), "paths"),
             seed=raw.get("seed", 0),
             objectives=tuple(objectives),
+            metric=MetricConfig.from_dict(section("metric")),
         )
 
     def params(self) -> dict[str, Any]:
@@ -238,4 +241,5 @@ class RunConfig:
             "finetune": asdict(self.finetune), "pruning": asdict(self.pruning),
             "quantization": asdict(self.quantization), "measure": asdict(self.measure),
             "seed": self.seed, "objectives": list(self.objectives),
+            "metric": self.metric.to_dict(),
         }

@@ -6,6 +6,7 @@ Every built-in model takes a width multiplier so that a smaller dense model can 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,15 +33,22 @@ def _w(channels: int, width: float) -> int:
 
 @dataclass
 class ModelConfig:
-    """`name` picks a built-in model; `target` (`_target_` in YAML) a user factory instead."""
+    """`name` picks a built-in model; `target` (`_target_` in YAML) a user factory instead.
+
+    `width` is the framework's multiplier for built-in models only: a user factory's own
+    arguments (a `width` of its own included) go to it untouched, in `kwargs`."""
 
     name: str = "mlp"
     width: float = 1.0
     target: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments for a user factory
+    checkpoint: str | None = None  # pretrained weights (safetensors / .pt state_dict)
 
     def __post_init__(self) -> None:
         v.in_range("model.width", self.width, 0, None, lo_open=True)
+        if self.checkpoint is not None and (not isinstance(self.checkpoint, str)
+                                            or not self.checkpoint):
+            raise ConfigError(f"model.checkpoint={self.checkpoint!r} must be a file path or null")
         if self.target is None:
             v.one_of("model.name", self.name, sorted(MODELS))
         elif not isinstance(self.target, str) or "." not in self.target:
@@ -50,29 +58,31 @@ class ModelConfig:
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         values = dict(values)
         target = values.pop("_target_", None)
+        checkpoint = values.pop("checkpoint", None)
         if target is None:
             unknown = sorted(set(values) - {"name", "width"})
             if unknown:
                 raise ConfigError(
                     f"model.{unknown[0]} is not a valid key for a built-in model; "
-                    "allowed: name, width (or give _target_ for a user model)"
+                    "allowed: name, width, checkpoint (or give _target_ for a user model)"
                 )
-            return cls(**values)
+            return cls(**values, checkpoint=checkpoint)
         name = values.pop("name", target.rsplit(".", 1)[-1])
-        width = values.pop("width", 1.0)
-        return cls(name=name, width=width, target=target, kwargs=values)
+        # everything else, `width` included, is the factory's own argument
+        return cls(name=name, target=target, kwargs=values, checkpoint=checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.checkpoint is None else {"checkpoint": self.checkpoint}
         if self.target is None:
-            return {"name": self.name, "width": self.width}
-        return {"_target_": self.target, "name": self.name, "width": self.width, **self.kwargs}
+            return {"name": self.name, "width": self.width, **extra}
+        return {"_target_": self.target, "name": self.name, **self.kwargs, **extra}
 
 
 def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
     """Refuse, in one line and before any training, a model that cannot take the data's input
     or does not give one score per class (a user factory built for other data, say)."""
     what = f"model._target_={cfg.target!r}" if cfg.target else f"model.name={cfg.name}"
-    shape = (1, spec.in_channels, spec.image_size, spec.image_size)
+    shape = (1, *spec.input_shape)
     was_training = model.training
     try:
         with torch.no_grad():
@@ -88,19 +98,49 @@ def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
                           f"(1, {spec.num_classes}): one score per class")
 
 
+def factory_of(cfg: ModelConfig) -> ModelFactory:
+    """The callable that builds `cfg`'s model: a built-in class or the user's `_target_`."""
+    if cfg.target is None:
+        return MODELS[cfg.name]
+    from hydra.utils import get_method
+
+    try:
+        return get_method(cfg.target)
+    except Exception as e:  # hydra wraps import errors; keep the message to one line
+        raise ConfigError(f"model._target_={cfg.target!r} cannot be imported: {e}") from None
+
+
+def factory_kwargs(factory: ModelFactory, cfg: ModelConfig) -> dict[str, Any]:
+    """The factory's arguments: `width` goes to a factory that names a `width` parameter,
+    untouched. One that does not gets none: a `width` of 1 is the built-in models' default
+    carried over from their config (`+model._target_=...` on top of model=mlp) and is dropped;
+    any other value is refused, rather than labelling and caching a run with a width that
+    built nothing."""
+    kwargs = dict(cfg.kwargs)
+    if "width" not in kwargs:
+        return kwargs
+    try:
+        takes_width = "width" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): pass everything
+        return kwargs
+    if takes_width:
+        return kwargs
+    if kwargs["width"] != 1:
+        raise ConfigError(f"model.width={kwargs['width']!r}: model._target_={cfg.target!r} takes "
+                          "no width argument (model.width scales the built-in models only)")
+    del kwargs["width"]
+    return kwargs
+
+
 def build_model(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
     """Build a fresh fp32 model for inputs described by `spec`."""
     if cfg.target is not None:
-        from hydra.utils import get_method
-
+        factory = factory_of(cfg)
+        kwargs = factory_kwargs(factory, cfg)
         try:
-            factory = get_method(cfg.target)
-        except Exception as e:  # hydra wraps import errors; keep the message to one line
-            raise ConfigError(f"model._target_={cfg.target!r} cannot be imported: {e}") from None
-        try:
-            model = factory(**cfg.kwargs)
+            model = factory(**kwargs)
         except (TypeError, ValueError) as e:  # wrong or missing keyword arguments, bad values
-            raise ConfigError(f"model._target_={cfg.target!r} with {cfg.kwargs} cannot build a "
+            raise ConfigError(f"model._target_={cfg.target!r} with {kwargs} cannot build a "
                               f"model: {type(e).__name__}: {e}") from None
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model._target_={cfg.target!r} returned {type(model).__name__}, "
@@ -117,7 +157,7 @@ class MLP(nn.Module):
         super().__init__()
         h1, h2 = _w(300, width), _w(100, width)
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(spec.in_channels * spec.image_size**2, h1)
+        self.fc1 = nn.Linear(spec.features, h1)
         self.fc2 = nn.Linear(h1, h2)
         self.fc3 = nn.Linear(h2, spec.num_classes)
         self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()

@@ -18,11 +18,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from compression import checkpoint as ckpt
 from compression import data as data_mod
 from compression import metrics as M
 from compression import tracking
 from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
+from compression.data.mlflow_input import log_dataset
 from compression.errors import ConfigError
 from compression.export import load_artifact, save_artifact, state_bytes
 from compression.models import build_model, check_fits, prunable_layers
@@ -30,6 +32,7 @@ from compression.pruning import PRUNERS, MaskSet, PruningConfig, layer_targets
 from compression.pruning import check as check_pruning
 from compression.pruning.allocation import allocated_config
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
+from compression.quality import named_metric
 from compression.quantization import QUANTIZERS, Quantized
 from compression.sweep.pruners import TrialReporter
 from compression.training import evaluate, load_optimizer_machinery, train
@@ -109,6 +112,8 @@ def check(cfg: DictConfig | dict[str, Any]) -> tuple[RunConfig, data_mod.Splits]
     # so does a pruning method that cannot handle the model (e.g. structured on an untraceable
     # op). Both checks only inspect the fresh model, so one instance serves them.
     fresh = build_model(rc.model, splits.spec)
+    if rc.model.checkpoint:  # missing / unexpected / misshaped keys fail here, in one line
+        ckpt.load_into(fresh, rc.model.checkpoint)
     check_fits(fresh, splits.spec, rc.model)
     QUANTIZERS.get(rc.quantization.mode).handler.check(fresh, rc.quantization)
     check_pruning(fresh, rc.pruning, splits.spec.example_input(1))
@@ -117,17 +122,19 @@ def check(cfg: DictConfig | dict[str, Any]) -> tuple[RunConfig, data_mod.Splits]
     return rc, splits
 
 
-def run(cfg: DictConfig | dict[str, Any]) -> float | tuple[float, ...]:
-    """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives."""
+def run(cfg: DictConfig | dict[str, Any], sink: dict[str, Any] | None = None
+        ) -> float | tuple[float, ...]:
+    """Validate, then execute one run, tracked in MLflow when enabled; returns the objectives.
+    `sink` (the Python API's) receives the config, metrics, artifact, run id and final model."""
     M.retain_freed_memory()  # from the start, so every trial of a process trains alike too
     rc, splits = check(cfg)
     with _threads(rc.threads):
         if not rc.tracking.enabled:
-            values = objectives(rc, execute(rc, splits, None))
+            values = objectives(rc, execute(rc, splits, None, sink))
         else:
             mlrun = tracking.start_run(rc.tracking, run_name=default_run_name(rc))
             with tracking.run_status(mlrun):  # a missing objective ends the run FAILED too
-                values = objectives(rc, execute(rc, splits, mlrun))
+                values = objectives(rc, execute(rc, splits, mlrun, sink))
     return values[0] if len(values) == 1 else values
 
 
@@ -150,18 +157,21 @@ def default_run_name(rc: RunConfig) -> str:
     return f"{rc.model.name}{width}-{rc.data.name}-{prune}-{rc.quantization.mode}"
 
 
-def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) -> dict[str, float]:
+def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
+            sink: dict[str, Any] | None = None) -> dict[str, float]:
     t_start = time.perf_counter()
     M.reset_peak_rss()  # peak_rss_mb: this run's peak, not earlier jobs' of the same process
     session = Session(rc, splits, reporter=TrialReporter.from_env())
     if mlrun is not None:
         mlrun.log_params(tracking.flatten(rc.params()))
         mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})
+        log_dataset(mlrun.client, mlrun.id, rc.data, splits)
 
     # Untracked runs get a unique folder too: jobs of a multirun can start within one second.
     local_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     out_dir = rc.paths.artifacts_dir / (mlrun.id if mlrun else local_id)
-    baseline = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir)
+    baseline = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir,
+                            rc.metric)
     torch.manual_seed(rc.seed)  # pruning / fine-tuning randomness independent of cache state
     session.teacher = baseline.model.eval()  # never trained further: a deep copy is pruned
     model = copy.deepcopy(baseline.model)
@@ -218,6 +228,9 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None) 
         log_run(mlrun, rc, results, out_dir, artifact, layers_csv, baseline,
                 session.extra_params)
     log.info(summary_line(rc, results, what_was_pruned(baseline.model, rc)))
+    if sink is not None:
+        sink.update(config=rc, metrics=results, artifact=artifact, model=final,
+                    run_id=mlrun.id if mlrun else None)
     return results
 
 
@@ -276,8 +289,9 @@ def measure(
     cast: Any,
 ) -> tuple[dict[str, float], list[M.LayerStats]]:
     r: dict[str, float] = {}
-    r["accuracy"] = evaluate(final, splits.test_x, splits.test_y, cast=cast)
-    r["val_accuracy"] = evaluate(final, splits.val_x, splits.val_y, cast=cast)
+    fn = None if rc.metric.is_default else rc.metric.fn()  # None: top-1, counted exactly
+    r["accuracy"] = evaluate(final, splits.test_x, splits.test_y, cast=cast, metric=fn)
+    r["val_accuracy"] = evaluate(final, splits.val_x, splits.val_y, cast=cast, metric=fn)
     r["baseline_accuracy"] = baseline.accuracy
     r["baseline_val_accuracy"] = baseline.val_accuracy
     r["accuracy_drop"] = r["baseline_accuracy"] - r["accuracy"]
@@ -286,6 +300,7 @@ def measure(
     # relative to the baseline (what INC / NNCF tolerances mean): sweep=autotune's target.relative
     r["accuracy_drop_rel"] = r["accuracy_drop"] / max(r["baseline_accuracy"], 1e-12)
     r["val_accuracy_drop_rel"] = r["val_accuracy_drop"] / max(r["baseline_val_accuracy"], 1e-12)
+    r.update(named_metric(rc.metric, r))
 
     # What pruning removed, from the pruned fp32 model; what quantization rounded to zero on
     # top of that (e.g. ~half of 2-bit weights), from the reloaded artifact, reported apart.
@@ -380,8 +395,7 @@ def log_run(
         mlrun.log_params(session_params)
     if (out_dir / "allocation.csv").exists():
         mlrun.log_artifact(out_dir / "allocation.csv")
-    mlrun.set_tags({"baseline_cache": "hit" if baseline.cache_hit else "miss",
-                    "baseline_path": str(baseline.path)})
+    mlrun.set_tags(baseline.tags())
     config_file = out_dir / "config.yaml"
     config_file.write_text(OmegaConf.to_yaml(OmegaConf.create(rc.params())))
     mlrun.log_artifact(config_file)
@@ -414,7 +428,8 @@ def summary_line(rc: RunConfig, r: dict[str, float], pruned: str = "") -> str:
     quant = q.mode + (f"/{q.bits}" if q.mode == "lowbit" else "")  # lowbit/4, lowbit/ternary
     return (
         f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:.4g} "
-        f"{pruned + ' ' if pruned else ''}quant={quant}: acc {r['accuracy']:.4f} "
+        f"{pruned + ' ' if pruned else ''}quant={quant}: "
+        f"{'acc' if rc.metric.is_default else rc.metric.name} {r['accuracy']:.4f} "
         f"(baseline {r['baseline_accuracy']:.4f}, val {r['val_accuracy']:.4f}) "
         f"sparsity {r['sparsity']:.3f} size {int(r['size_bytes'])}B "
         f"(dense {int(r['dense_size_bytes'])}B, {r['compression_ratio']:.2f}x){lat} "

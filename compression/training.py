@@ -179,12 +179,22 @@ def evaluate(
     y: torch.Tensor,
     batch_size: int = 512,
     cast: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    metric: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
 ) -> float:
-    """Top-1 accuracy in [0, 1]. `cast` converts inputs (e.g. to fp16 for a half model)."""
+    """Top-1 accuracy in [0, 1], or `metric(logits, labels)` over the whole split (its logits
+    gathered: F1 and user metrics are not means of per-batch values). `cast` converts inputs
+    (e.g. to fp16 for a half model)."""
     model.eval()
     correct = 0
+    logits = []
     for xb, yb in batches(x, y, batch_size):
         if cast is not None:
             xb = cast(xb)
-        correct += int((model(xb).argmax(dim=1) == yb).sum())
+        out = model(xb)
+        if metric is None:
+            correct += int((out.argmax(dim=1) == yb).sum())
+        else:
+            logits.append(out.float())
+    if metric is not None:
+        return metric(torch.cat(logits), y)
     return correct / max(1, len(y))

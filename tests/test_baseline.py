@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -101,3 +102,96 @@ def test_a_process_waits_for_the_one_training_the_entry_then_loads_it(tmp_path, 
     for a, b in zip(trained_elsewhere.model.state_dict().values(),
                     result["b"].model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+USER_MODEL = '''
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(),
+                                  nn.Linear(width, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def make(width=4):
+    return Net(width)
+'''
+
+
+def _user_module(tmp_path, monkeypatch, name: str):
+    path = tmp_path / f"{name}.py"
+    path.write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return path, ModelConfig.from_dict({"_target_": f"{name}.make"})
+
+
+def test_editing_the_user_model_source_changes_the_key(tmp_path, monkeypatch) -> None:
+    path, cfg = _user_module(tmp_path, monkeypatch, "user_model_edit")
+    before = cache_key(cfg, DATA, TRAIN, 0)
+    assert before == cache_key(cfg, DATA, TRAIN, 0)
+    path.write_text(USER_MODEL.replace("nn.ReLU()", "nn.GELU()"))
+    assert cache_key(cfg, DATA, TRAIN, 0) != before
+
+
+def test_a_model_class_in_another_file_is_hashed_too(tmp_path, monkeypatch) -> None:
+    """The factory may live in one file and the class it builds in another."""
+    classes, _ = _user_module(tmp_path, monkeypatch, "user_model_classes")
+    (tmp_path / "user_model_factory.py").write_text(
+        "from user_model_classes import Net\n\ndef make():\n    return Net()\n")
+    cfg = ModelConfig.from_dict({"_target_": "user_model_factory.make"})
+    from compression.models import build_model
+
+    built = build_model(cfg, load(DATA).spec)
+    before = cache_key(cfg, DATA, TRAIN, 0, built=built)
+    classes.write_text(USER_MODEL + "\n# edited\n")
+    assert cache_key(cfg, DATA, TRAIN, 0, built=built) != before
+
+
+def test_key_covers_training_code_torch_version_data_digest_and_checkpoint(
+        tmp_path, monkeypatch) -> None:
+    from compression import fingerprint
+
+    base = cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="a")
+    assert base != cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="b")
+    ckpt = tmp_path / "w.pt"
+    torch.save({"x": torch.zeros(1)}, ckpt)
+    with_ckpt = cache_key(ModelConfig(name="mlp", checkpoint=str(ckpt)), DATA, TRAIN, 0)
+    torch.save({"x": torch.ones(1)}, ckpt)
+    assert with_ckpt != cache_key(ModelConfig(name="mlp", checkpoint=str(ckpt)), DATA, TRAIN, 0)
+    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    assert base != cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="a")
+    monkeypatch.undo()
+    copy = tmp_path / "pkg"
+    shutil.copytree(fingerprint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
+    assert base == cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="a")
+    with (copy / "training.py").open("a") as f:
+        f.write("\n# an edited training loop\n")
+    assert base != cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="a")
+
+
+def test_a_user_factorys_own_width_is_passed_through(tmp_path, monkeypatch) -> None:
+    from compression.models import build_model
+
+    _, cfg = _user_module(tmp_path, monkeypatch, "user_model_width")
+    wide = ModelConfig.from_dict({"_target_": "user_model_width.make", "width": 8})
+    assert wide.kwargs == {"width": 8} and wide.width == 1.0  # the framework's stays 1
+    assert build_model(wide, load(DATA).spec).body[1].out_features == 8
+    assert build_model(cfg, load(DATA).spec).body[1].out_features == 4
+    assert cache_key(wide, DATA, TRAIN, 0) != cache_key(cfg, DATA, TRAIN, 0)
+
+
+def test_a_width_the_factory_does_not_take_is_dropped_at_1_and_refused_otherwise() -> None:
+    from compression.errors import ConfigError
+    from compression.models import build_model
+
+    spec = load(DATA).spec
+    carried = ModelConfig.from_dict({"_target_": "factories.tiny_mlp", "width": 1.0})
+    assert build_model(carried, spec)[1].out_features == 16  # mlp.yaml's width=1: dropped
+    with pytest.raises(ConfigError, match=r"model.width=8: .*takes no width argument"):
+        build_model(ModelConfig.from_dict({"_target_": "factories.tiny_mlp", "width": 8}), spec)

@@ -32,7 +32,7 @@ def test_split_seed_changes_the_split_and_limit_caps_training() -> None:
 def test_digits_file_read_directly_equals_scikit_learns_loader() -> None:
     from sklearn.datasets import load_digits
 
-    x, y, _, _ = data.DATASETS["digits"](DataConfig())
+    x, y = data.DATASETS["digits"](DataConfig()).train
     ref = load_digits()
     assert data._digits_file() is not None  # the fast path is the one taken here
     assert np.array_equal(x[:, 0] * 16.0, ref.images) and np.array_equal(y, ref.target)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from compression import data as data_mod
 from compression import paths
 from compression.analysis import layers as L
-from compression.analysis.profile import compose_run_config, profile_overrides, spec_for
+from compression.analysis.profile import compose_run_config, profile_overrides
 from compression.analysis.report import Analysis, Options, layer_views, run_command
 from compression.analysis.runs import RunTable, load_runs
 from compression.analysis.selection import Selection
@@ -89,8 +90,9 @@ def model_layers(args: argparse.Namespace) -> list[Path]:
     name = _overrides_name(args.overrides)
     args.out = args.out or paths.output_dir() / "analysis" / f"layers-{name}"
     rc = compose_run_config(args.overrides)
-    spec = spec_for(rc.data)
-    cached = cached_baseline(rc.model, rc.data, rc.train, rc.seed, spec, rc.paths.cache_dir)
+    splits = data_mod.load(rc.data)  # its digest is part of the baseline's cache key
+    spec = splits.spec
+    cached = cached_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir)
     if cached is None:
         model, which = build_model(rc.model, spec), "initial weights: no cached baseline"
         print(f"{rc.model.name} on {spec.name}: no trained baseline cached for this config in "

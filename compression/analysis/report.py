@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from compression import quality
 from compression import validation as v
 from compression.analysis import layers as L
 from compression.analysis import plots, tables
@@ -86,8 +87,14 @@ class Analysis:
         return self.opts.out / "figures"
 
     def figure(self, fig: plots.Figure, stem: str, caption: str, section: str) -> None:
+        quality.relabel_figure(fig, self.metric)  # no "accuracy" on an F1 axis
         paths = plots.save_figure(fig, self.fig_dir, stem, self.opts.formats)
-        self.figures[stem] = Figure(stem, caption, section, paths)
+        self.figures[stem] = Figure(stem, quality.relabel(caption, self.metric), section, paths)
+
+    @property
+    def metric(self) -> str | None:
+        """The runs' quality metric when it is not top-1 (`metric.name`), else None."""
+        return quality.name_of(self.frame)
 
     def table(self, frame: pd.DataFrame, stem: str) -> Path:
         path = self.opts.out / f"{stem}.csv"
@@ -183,7 +190,7 @@ def pareto(a: Analysis) -> None:
 def sweet(a: Analysis) -> None:
     a.sweet = sweet_spot(a.frame, a.opts.tolerance, a.opts.by, a.opts.select_on)
     a.tables[f"sweet_spot_{a.opts.by}"] = a.sweet.to_json(a.opts.out / a.sweet.filename)
-    print(a.sweet.table())
+    print(quality.relabel(a.sweet.table(), a.metric))
     pairs = len(_pairs(a.frame))
     note = (f"\n\n- note: the selection holds {pairs} (model, data) pairs and this sweet spot "
             "is chosen among all of them; the Pareto fronts below have one panel each"
@@ -335,8 +342,9 @@ def _sections(a: Analysis) -> Iterator[tuple[str, str, list[Figure]]]:
 
 
 def _intro(a: Analysis) -> str:
-    return (f"Selection: `{a.opts.out.name}`; tolerance {tables.points(a.opts.tolerance)}; "
-            f"sweet spot by {a.opts.by}.")
+    return quality.relabel(f"Selection: `{a.opts.out.name}`; tolerance "
+                           f"{tables.points(a.opts.tolerance)}; sweet spot by {a.opts.by}.",
+                           a.metric)
 
 
 def render_markdown(a: Analysis, url: Callable[[str], str] = str) -> str:
@@ -351,7 +359,7 @@ def render_markdown(a: Analysis, url: Callable[[str], str] = str) -> str:
             img = rel.get("png") or next(iter(rel.values()))
             out.append(f"![{f.caption}]({img})\n\n*{f.caption}* ({links})")
         if key in a.text:
-            out.append(a.text[key])
+            out.append(quality.relabel(a.text[key], a.metric))
     return "\n\n".join(out) + "\n"
 
 
@@ -386,7 +394,8 @@ def render_html(a: Analysis) -> str:
         body.append(f"<h2>{html.escape(title)}</h2>")
         body += [_img_tag(f.paths, f.caption) for f in figs]
         if key in a.text:
-            body.append(f"<div class='section'>{md_to_html(a.text[key])}</div>")
+            text = quality.relabel(a.text[key], a.metric)
+            body.append(f"<div class='section'>{md_to_html(text)}</div>")
     style = ("body{font-family:sans-serif;max-width:1250px;margin:auto;padding:0 12px}"
              "img{max-width:100%}table{border-collapse:collapse;font-size:13px;margin:8px 0}"
              "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
