@@ -244,8 +244,5 @@ def load(path: str | Path, model: Any = None) -> nn.Module:
                                or cfg.kwargs.get("key") != header.get("key")):
         raise ConfigError(f"{path} holds a user model ({target}); pass model=<its factory or "
                           "an instance> to load it")
-    if "model" in inspect.signature(export.load_artifact).parameters:
-        loaded, _ = export.load_artifact(Path(path), model=cfg)  # type: ignore[call-arg]
-    else:  # the trusted-config argument is not there yet: checked above all the same
-        loaded, _ = export.load_artifact(Path(path))
+    loaded, _ = export.load_artifact(Path(path), model=cfg)
     return loaded
