@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from compression.models import ModelConfig
 from compression.pruning import PRUNERS, PruningConfig
 from compression.quantization import QUANTIZERS, QuantizationConfig
 from compression.registry import build_dataclass
+from compression.runtime import RT_METRICS, RUNTIMES, RuntimeConfig
 from compression.tracking import TrackingConfig
 from compression.training import FinetuneConfig, TrainConfig
 
@@ -39,10 +40,11 @@ METRICS = (
     "total_seconds", "baseline_cache_hit", "threads", "train_threads", "quant_sqnr_db_min",
     "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
     "sparse_kernel_layers", "dead_output_rows",
+    *RT_METRICS,  # runtime=onnxruntime|executorch: measured in the runtime (compression/runtime)
 )
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
-             "tracking", "seed", "objectives", "paths", "hydra"}
+             "tracking", "seed", "objectives", "paths", "hydra", "runtime"}
 
 if not OmegaConf.has_resolver("project_root"):
     # Lets conf/ anchor Hydra's output folders at the repository, whatever the cwd.
@@ -74,6 +76,7 @@ class RunConfig:
     measure: MeasureConfig
     tracking: TrackingConfig
     paths: PathsConfig
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     objectives: tuple[str, ...] = ("val_accuracy",)
 
@@ -128,6 +131,7 @@ class RunConfig:
             measure=build_dataclass(MeasureConfig, section("measure"), "measure"),
             tracking=build_dataclass(TrackingConfig, section("tracking"), "tracking"),
             paths=build_dataclass(PathsConfig, section("paths"), "paths"),
+            runtime=RUNTIMES.build_config({"name": "torch", **section("runtime")}),
             seed=raw.get("seed", 0),
             objectives=tuple(objectives),
         )
@@ -141,4 +145,5 @@ class RunConfig:
             "finetune": asdict(self.finetune), "pruning": asdict(self.pruning),
             "quantization": asdict(self.quantization), "measure": asdict(self.measure),
             "seed": self.seed, "objectives": list(self.objectives),
+            "runtime": asdict(self.runtime),
         }
