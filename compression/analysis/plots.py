@@ -40,6 +40,7 @@ plt.rcParams.update({"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11
 AXIS_LABELS = {
     "size_bytes": "artifact file size (log scale)",
     "latency_ms": "batch-1 latency (log scale)",
+    "rt_latency_ms": "batch-1 latency in the deployment runtime (log scale)",
     "effective_flops": "effective FLOPs per sample (log scale)",
     "accuracy": "test accuracy (%)",
 }
@@ -149,7 +150,7 @@ def pareto(frame: pd.DataFrame, on_front: pd.Series, objectives: tuple[Objective
     label_at = {n: (0.40, next(heights)) for *_, n in sorted(marks, key=lambda t: t[0]["accuracy"])}
     for point, marker, color, name in marks:
         at = label_at[name]
-        px, py = point[x_obj.column], point["accuracy"]
+        px, py = point[x_obj.column], point.get(y_obj.column, point["accuracy"])
         ax.scatter([px], [py], s=260 if marker == "*" else 90, marker=marker, color=color,
                    edgecolor="black", zorder=5 if marker == "*" else 4, label=name)
         seeds = point.get("seeds", 1)
@@ -170,7 +171,7 @@ def pareto(frame: pd.DataFrame, on_front: pd.Series, objectives: tuple[Objective
 
 def value_formatter(column: str, places: int | None = None) -> FuncFormatter:
     """Readable engineering units: 21.4 kB, 160 µs, 20 k (FLOPs), 5x (ratios)."""
-    if column == "latency_ms":
+    if column in ("latency_ms", "rt_latency_ms"):
         eng = EngFormatter(unit="s", sep=" ", places=places)
         return FuncFormatter(lambda v, pos=None: eng(v / 1000))
     if column == "compression_ratio":

@@ -12,18 +12,22 @@ import pandas as pd
 from compression import validation as v
 from compression.analysis.derive import SMALL_DENSE
 from compression.analysis.pareto import Objective, knee_index, pareto_mask
+from compression.analysis.runtimes import RANK_COLUMN
 
 # `--by` picks what "most compressed" means: the column to minimise.
 CRITERIA: dict[str, str] = {
     "size": "size_bytes",
     "latency": "latency_ms",
     "flops": "effective_flops",
+    # runtime latency, ranked by the interleaved ratio to the runtime's fp32 (see runtimes.py)
+    "rt_latency": RANK_COLUMN,
 }
 # Accuracy fractions such as 0.9805 - 0.9705 are 0.010000000000000009 in floating point; a drop
 # equal to the tolerance up to this slack counts as within it.
 EPS = 1e-9
 SHOWN = ("accuracy", "accuracy_drop", "val_accuracy_drop", "size_bytes", "compression_ratio",
-         "latency_ms", "speedup", "sparsity", "effective_flops")
+         "latency_ms", "speedup", "sparsity", "effective_flops",
+         "rt_accuracy", "rt_latency_ms", "rt_speedup", "rt_batch_speedup")
 # `--select-on` picks the accuracy drop that qualifies a configuration. Choosing among many
 # configurations by their test accuracy would make the chosen one's test accuracy optimistic,
 # so the validation drop decides by default (as the Optuna sweeper's constraints do) and the
