@@ -30,7 +30,8 @@ def _pins(*names: str) -> list[str]:
 
 
 def save(path: Path, artifact: Path, onnx_file: Path | None, spec: DataSpec) -> Path:
-    """Write the MLflow model directory at `path`; returns it."""
+    """Write the MLflow model directory at `path`; returns it. The onnx flavor's predict gives
+    {"logits": array}; the pyfunc over the artifact gives the array."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -42,7 +43,9 @@ def save(path: Path, artifact: Path, onnx_file: Path | None, spec: DataSpec) -> 
 
         mlflow.onnx.save_model(onnx.load(str(onnx_file)), str(path), signature=signature,
                                input_example=example,
-                               pip_requirements=_pins("onnx", "onnxruntime"))
+                               pip_requirements=_pins("onnx", "onnxruntime"),
+                               onnx_execution_providers=["CPUExecutionProvider"],
+                               save_as_external_data=False)
     else:
         from compression.runtime import pyfunc_loader
 

@@ -33,7 +33,8 @@ def global_uri(tracking_uri: str, monkeypatch: pytest.MonkeyPatch):
 
 def _accuracy(pyfunc_model, cfg) -> float:
     splits = load(RunConfig.from_cfg(cfg).data)
-    logits = np.asarray(pyfunc_model.predict(splits.test_x.numpy()))
+    out = pyfunc_model.predict(splits.test_x.numpy())
+    logits = np.asarray(out["logits"] if isinstance(out, dict) else out)  # onnx flavor: a dict
     return float((logits.argmax(1) == splits.test_y.numpy()).mean())
 
 
