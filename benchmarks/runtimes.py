@@ -1,7 +1,8 @@
 """PyTorch eager vs ONNX Runtime vs ExecuTorch (XNNPACK), measured side by side in one process.
 
     python benchmarks/runtimes.py [--threads 1] [--batch 256] [--repeats 200]
-        [--engines eager,ort,executorch] [--models mlp,lenet5,resnet] [--no-explain]
+        [--engines eager,ort,executorch] [--models mlp,lenet5,resnet] [--clock wall|cpu]
+        [--no-explain]
 
 For mlp, lenet5 and the residual CNN at Fashion-MNIST size (1x28x28, 10 classes; random weights:
 latency does not depend on their values) and five variants - fp32, structured 50% (channels
@@ -19,9 +20,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +193,8 @@ def measure_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
             for v, prog in et_programs(dense, pruned, batch, tmp / name).items():
                 cands[f"executorch/{v}"] = (prog, xn)
         warmup = 10 if batch == 1 else 3
-        lat = latency_side_by_side(cands, warmup, repeats)
+        clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
+        lat = latency_side_by_side(cands, warmup, repeats, clock)
         for key, value in lat.items():
             engine, variant = key.split("/")
             result["ms"][(engine, variant, batch)] = value.median_ms
@@ -281,6 +286,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--engines", default="eager,ort,executorch")
     p.add_argument("--models", default="mlp,lenet5,resnet")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: the calling thread's CPU time (leaves out time descheduled on a "
+                   "shared machine; every engine runs on the calling thread at 1 thread)")
     p.add_argument("--no-explain", action="store_true")
     args = p.parse_args()
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -292,8 +300,10 @@ def main() -> None:
     import onnxruntime
 
     print(f"CPU: {cpu_line()}")
-    print(f"threads={args.threads} torch={torch.__version__} onnxruntime="
-          f"{onnxruntime.__version__} input=1x28x28 (Fashion-MNIST size), random weights")
+    print(f"threads={args.threads} clock={args.clock} torch={torch.__version__} onnxruntime="
+          f"{onnxruntime.__version__} executorch={version('executorch')} input=1x28x28 "
+          f"(Fashion-MNIST size), random weights; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
