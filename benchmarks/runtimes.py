@@ -305,15 +305,14 @@ def main() -> None:
           f"(Fashion-MNIST size), random weights; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
     results = {}
+    engines = args.engines
+    head = " ".join(f"{e + ' ms':>8} {'vs fp32':>6}" for e in engines)
+    print(f"\n{'model':>7} {'batch':>5} {'variant':>13} {head} {'ORT/eager':>8}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
+        for name in args.models.split(","):  # each model's rows as soon as it is measured
             results[name] = measure_model(name, args, Path(tmp))
-        engines = args.engines
-        head = " ".join(f"{e + ' ms':>8} {'vs fp32':>6}" for e in engines)
-        print(f"\n{'model':>7} {'batch':>5} {'variant':>13} {head} {'ORT/eager':>8}")
-        for name in results:
             for b in (1, args.batch):
-                print("\n".join(row(results, name, b, engines)))
+                print("\n".join(row(results, name, b, engines)), flush=True)
         print("\n(ms: median latency per call; vs fp32: speed-up over the same engine's fp32 "
               "model, timed interleaved; ORT/eager: eager ms / ORT ms of the same variant)\n")
         for line, met, why in targets(results, args):
