@@ -17,6 +17,7 @@ EPILOG = """examples:
   python analyze.py report --sweep latest                 # the newest sweep, everything
   python analyze.py pareto --experiment compression
   python analyze.py sweet-spot --sweep <parent run id or study name> --tolerance 0.005 --by latency
+  python analyze.py sweet-spot --experiment ort --by rt_latency --register mlp-digits
   python analyze.py curves --filter "params.model.name = 'mlp'"
   python analyze.py layers --sweep latest --run <run id>   # per-layer views of one run
   python analyze.py layers model=lenet5                    # per-layer views of a model, no run
@@ -46,14 +47,18 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--tolerance", type=float, default=0.01,
                      help="accuracy drop allowed for the sweet spot, as a fraction (0.01 = 1 "
                      "point; default %(default)s)")
-    out.add_argument("--by", default="size", choices=["size", "latency", "flops"],
-                     help="what the sweet spot minimises (default %(default)s)")
+    out.add_argument("--by", default="size", choices=["size", "latency", "flops", "rt_latency"],
+                     help="what the sweet spot minimises (default %(default)s; rt_latency: "
+                     "latency in the deployment runtime, ranked by its interleaved speed-up)")
     out.add_argument("--select-on", default="val", choices=["val", "test"],
                      help="which accuracy drop qualifies the sweet spot: val (default; the "
                      "test accuracy of the pick stays unbiased) or test")
     out.add_argument("--talk", action="store_true", help="profile: the talk's table (AlexNet, "
                      "ResNet-50, BERT-large, GPT-2 XL built on the meta device) beside cited "
                      "figures, instead of the project's models")
+    out.add_argument("--register", metavar="NAME", help="sweet-spot: register the chosen run's "
+                     "MLflow model (logged with tracking.log_model=true) as a new version of "
+                     "NAME in the Model Registry, alias 'sweet-spot', its metrics as tags")
     out.add_argument("--run", help="layers: the run to show (default: the sweet spot)")
     out.add_argument("--formats", default="png,svg,pdf", help="figure formats (default "
                      "%(default)s)")

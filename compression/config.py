@@ -24,6 +24,7 @@ from compression.pruning import PRUNERS, PruningConfig
 from compression.quality import MetricConfig
 from compression.quantization import QUANTIZERS, QuantizationConfig
 from compression.registry import build_dataclass
+from compression.runtime import RT_METRICS, RUNTIMES, RuntimeConfig
 from compression.tracking import TrackingConfig
 from compression.training import FinetuneConfig, TrainConfig
 
@@ -46,6 +47,7 @@ CORE_METRICS = (
 )
 EXTRA_METRICS: list[str] = [
     "sparse_kernel_layers",  # pruning.sparse_kernel (an option of every method)
+    *RT_METRICS,  # runtime=onnxruntime|executorch: measured in the runtime (compression/runtime)
 ]
 
 
@@ -109,6 +111,8 @@ CONDITIONAL_METRICS: dict[str, Produced] = {
     "sparse_kernel_layers": Produced(
         ("pruning.sparse_kernel",), lambda c: _get(c, "pruning.sparse_kernel") is True,
         "pruning.sparse_kernel=true"),
+    **{name: Produced(("runtime.name",), lambda c: _get(c, "runtime.name", "torch") != "torch",
+                      "runtime=onnxruntime|executorch") for name in RT_METRICS},
     # logged only by a trial that a sweep's pruner stopped, which returns nothing
     **{name: Produced((), lambda c: False, "a trial stopped by hydra.sweeper.pruner; never an "
                       "objective") for name in ("pruned_at_epoch", "pruned_val_accuracy")},
@@ -134,7 +138,7 @@ def check_produced(names: Iterable[str], cfg: Mapping[str, Any], key: str = "obj
 
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
-             "tracking", "seed", "objectives", "paths", "hydra", "metric",
+             "tracking", "seed", "objectives", "paths", "hydra", "metric", "runtime",
              "target"}  # sweep=autotune's target: read by the sweeper, not by a job
 
 if not OmegaConf.has_resolver("project_root"):
@@ -167,6 +171,7 @@ class RunConfig:
     measure: MeasureConfig
     tracking: TrackingConfig
     paths: PathsConfig
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     objectives: tuple[str, ...] = ("val_accuracy",)
     metric: MetricConfig = field(default_factory=MetricConfig)  # what `accuracy` measures
@@ -227,6 +232,7 @@ class RunConfig:
             measure=build_dataclass(MeasureConfig, section("measure"), "measure"),
             tracking=build_dataclass(TrackingConfig, section("tracking"), "tracking"),
             paths=build_dataclass(PathsConfig, section("paths"), "paths"),
+            runtime=RUNTIMES.build_config({"name": "torch", **section("runtime")}),
             seed=raw.get("seed", 0),
             objectives=tuple(objectives),
             metric=MetricConfig.from_dict(section("metric")),
@@ -242,4 +248,5 @@ class RunConfig:
             "quantization": asdict(self.quantization), "measure": asdict(self.measure),
             "seed": self.seed, "objectives": list(self.objectives),
             "metric": self.metric.to_dict(),
+            "runtime": asdict(self.runtime),
         }

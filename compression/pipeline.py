@@ -34,6 +34,7 @@ from compression.pruning.allocation import allocated_config
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
 from compression.quality import named_metric
 from compression.quantization import QUANTIZERS, Quantized
+from compression.runtime import hook as runtime_hook
 from compression.sweep.pruners import TrialReporter
 from compression.training import evaluate, load_optimizer_machinery, train
 
@@ -119,6 +120,7 @@ def check(cfg: DictConfig | dict[str, Any]) -> tuple[RunConfig, data_mod.Splits]
     check_pruning(fresh, rc.pruning, splits.spec.example_input(1))
     if rc.pruning.sparse_kernel:
         check_swappable(fresh, rc.pruning, splits.spec.example_input(1))
+    runtime_hook.check(fresh, rc, splits.spec)  # e.g. an op ONNX cannot express
     return rc, splits
 
 
@@ -212,6 +214,10 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     results["compression_ratio"] = results["dense_size_bytes"] / results["size_bytes"]
     dense_file.unlink()
     session.timings["measure_seconds"] = time.perf_counter() - t0
+    with _threads(rc.latency_threads):  # the runtime's export, evaluation and timing
+        deployed = runtime_hook.deploy(rc, splits, session, baseline.model, pruned_fp32, out_dir,
+                                       results)
+    results.update(deployed.metrics if deployed else {})
     results.update(session.timings)
     results.update(session.extra_metrics)
     results["baseline_train_seconds"] = baseline.train_seconds
@@ -227,6 +233,7 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     if mlrun is not None:
         log_run(mlrun, rc, results, out_dir, artifact, layers_csv, baseline,
                 session.extra_params)
+        runtime_hook.log(mlrun, rc, deployed, artifact, splits.spec)
     log.info(summary_line(rc, results, what_was_pruned(baseline.model, rc)))
     if sink is not None:
         sink.update(config=rc, metrics=results, artifact=artifact, model=final,

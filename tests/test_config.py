@@ -10,7 +10,7 @@ import pytest
 from compression.config import CONFIG_DIR, RunConfig
 from compression.errors import ConfigError
 
-GROUPS = ["data", "model", "train", "pruning", "quantization", "measure", "tracking"]
+GROUPS = ["data", "model", "train", "pruning", "quantization", "measure", "tracking", "runtime"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONFIG_DIR / g).glob("*.yaml"))]
 
 

@@ -43,7 +43,29 @@ def from_runs(args: argparse.Namespace) -> list[Path]:
                           tracking_uri=args.tracking_uri)
     runs = load_runs(selection)
     args.out = args.out or selection.default_out(runs.sweep_name)
-    return run_command(args.command, runs, _options(args, args.out)).written()
+    if getattr(args, "register", None) and args.command != "sweet-spot":
+        raise ConfigError("--register applies to the sweet-spot command")
+    analysis = run_command(args.command, runs, _options(args, args.out))
+    if getattr(args, "register", None):
+        register_sweet_spot(analysis, args.register)
+    return analysis.written()
+
+
+def register_sweet_spot(a: Analysis, name: str) -> str:
+    """Register the sweet spot's MLflow model as a new version of `name` (alias sweet-spot,
+    its metrics as tags); one line when there is no sweet spot or it has no MLflow model."""
+    from compression.runtime import mlflow_model
+
+    if a.sweet is None or a.sweet.best is None:
+        raise ConfigError(f"--register {name}: no sweet spot to register (no run within the "
+                          "tolerance)")
+    best = a.sweet.best
+    tags = {k: f"{val:.6g}" for k, val in best.items() if isinstance(val, float)}
+    tags["label"] = str(best["label"])
+    version = mlflow_model.register(a.client(), best["run_id"], name, tags)
+    print(f"registered run {best['run_id']} as {name} version {version} "
+          f"(models:/{name}@{mlflow_model.SWEET_SPOT_ALIAS})")
+    return version
 
 
 def _overrides_name(overrides: list[str]) -> str:

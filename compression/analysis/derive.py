@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from compression.analysis import runtimes
+
 DENSE, SMALL_DENSE = "dense baseline", "small dense"
 SEED_KEYS = ("seed",)  # what varies between repeats of one configuration
 MAX_SPLITS = 8  # more distinct labels than this within a method: label by quantization only
@@ -191,4 +193,4 @@ def derive(frame: pd.DataFrame) -> pd.DataFrame:
     frame["single_layer"] = frame["pruning.include"].map(single_layer).where(pruned)
     frame["config_key"] = config_key(frame)
     frame["label"] = frame.apply(describe, axis=1) if len(frame) else pd.Series(dtype=str)
-    return frame
+    return runtimes.add_columns(frame)

@@ -31,6 +31,8 @@ class Objective:
 FRONTS: dict[str, tuple[Objective, Objective]] = {
     "size": (Objective("size_bytes", "min", log=True), Objective("accuracy", "max")),
     "latency": (Objective("relative_latency", "min", log=True), Objective("accuracy", "max")),
+    # runs with runtime=onnxruntime|executorch: accuracy and latency measured in the runtime
+    "rt_latency": (Objective("rt_latency_ms", "min", log=True), Objective("rt_accuracy", "max")),
 }
 
 

@@ -47,6 +47,7 @@ AXIS_LABELS = {
     "latency_ms": "batch-1 latency (log scale)",
     "relative_latency": "batch-1 latency relative to the run's own baseline, timed interleaved "
                         "(1 / speedup; log scale)",
+    "rt_latency_ms": "batch-1 latency in the deployment runtime (log scale)",
     "effective_flops": "effective FLOPs per sample (log scale)",
     "accuracy": "test accuracy (%)",
 }
@@ -197,7 +198,7 @@ def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective,
     by_height = sorted(marks, key=lambda t: t[0]["accuracy"])
     label_at = {n: (0.55 if compact else 0.40, next(heights)) for *_, n in by_height}
     for point, marker, color, name in marks:
-        px, py = point[x_obj.column], point["accuracy"]
+        px, py = point[x_obj.column], point.get(y_obj.column, point["accuracy"])
         ax.scatter([px], [py], s=420 if marker == "*" else 160, marker=marker,
                    facecolors="none", edgecolors=color, linewidths=2.2, zorder=5, label=name)
         seeds = point.get("seeds", 1)
@@ -217,7 +218,7 @@ def value_formatter(column: str, places: int | None = None) -> FuncFormatter:
     """Readable engineering units: 21.4 kB, 160 µs, 20 k (FLOPs), 5x (ratios)."""
     if column == "relative_latency":
         return FuncFormatter(lambda v, pos=None: f"{v:.3g}x")
-    if column == "latency_ms":
+    if column in ("latency_ms", "rt_latency_ms"):
         eng = EngFormatter(unit="s", sep=" ", places=places)
         return FuncFormatter(lambda v, pos=None: eng(v / 1000))
     if column == "compression_ratio":

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from compression import quality
 from compression import validation as v
 from compression.analysis import layers as L
-from compression.analysis import plots, tables
+from compression.analysis import plots, runtimes, tables
 from compression.analysis.curves import X_AXES, aggregate_curves, baseline_level, curve_auc
 from compression.analysis.derive import derive
 from compression.analysis.pareto import FRONTS, pareto_mask
@@ -187,6 +187,20 @@ def pareto(a: Analysis) -> None:
     a.text["pareto"] = "\n\n".join(sections)
 
 
+def runtime(a: Analysis) -> None:
+    """Eager and deployment-runtime figures side by side, for runs that have both."""
+    if not runtimes.has_runtime(a.frame):
+        return
+    table = runtimes.side_by_side(a.frame)
+    a.table(table, "runtime_vs_eager")
+    fig = runtimes.speedup_figure(table, "Speed-up over fp32: eager vs deployment runtime")
+    a.figure(fig, "runtime_speedup", "Each run's speed-up over its fp32 baseline, timed "
+             "interleaved in the same engine: PyTorch eager vs the deployment runtime.",
+             "runtime")
+    a.text["runtime"] = ("Eager and runtime figures of each run (`runtime_vs_eager.csv`):\n\n"
+                         + tables.markdown(table.drop(columns="run_id")))
+
+
 def sweet(a: Analysis) -> None:
     a.sweet = sweet_spot(a.frame, a.opts.tolerance, a.opts.by, a.opts.select_on)
     a.tables[f"sweet_spot_{a.opts.by}"] = a.sweet.to_json(a.opts.out / a.sweet.filename)
@@ -329,7 +343,8 @@ def ui_artifact_url(a: Analysis, run_id: str) -> Callable[[str], str]:
 
 # ---------------------------------------------------------------------------- rendering
 SECTIONS = (("runs", "Runs"), ("sweet_spot", "Sweet spot"), ("curves", "Accuracy curves"),
-            ("pareto", "Pareto fronts"), ("sensitivity", "Per-layer sensitivity"),
+            ("pareto", "Pareto fronts"), ("runtime", "Eager vs deployment runtime"),
+            ("sensitivity", "Per-layer sensitivity"),
             ("layers", "Per-layer view of the chosen run"))
 
 
@@ -408,10 +423,10 @@ def render_html(a: Analysis) -> str:
 Step = Callable[[Analysis], None]
 COMMANDS: dict[str, list[Step]] = {
     "curves": [curves, log_to_parent],
-    "pareto": [sweet, pareto, log_to_parent],
+    "pareto": [sweet, pareto, runtime, log_to_parent],
     "sweet-spot": [sweet, log_to_parent],
     "layers": [sweet, sensitivity, layers, log_to_parent],
-    "report": [runs_csv, sweet, curves, pareto, sensitivity, layers, markdown_report,
+    "report": [runs_csv, sweet, curves, pareto, runtime, sensitivity, layers, markdown_report,
                html_report, log_to_parent],
 }
 

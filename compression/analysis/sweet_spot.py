@@ -12,6 +12,7 @@ import pandas as pd
 from compression import validation as v
 from compression.analysis.derive import SMALL_DENSE, relative_latency
 from compression.analysis.pareto import Objective, knee_index, pareto_mask
+from compression.analysis.runtimes import RANK_COLUMN
 from compression.analysis.tables import markdown as markdown_table
 from compression.analysis.tables import number, points
 
@@ -23,15 +24,19 @@ CRITERIA: dict[str, str] = {
     "size": "size_bytes",
     "latency": "relative_latency",
     "flops": "effective_flops",
+    # runtime latency, ranked by the interleaved ratio to the runtime's fp32 (see runtimes.py)
+    "rt_latency": RANK_COLUMN,
 }
 WHAT = {"size": "smallest file", "latency": "fastest relative to its own baseline (interleaved "
-        "speedup)", "flops": "fewest effective FLOPs"}
+        "speedup)", "flops": "fewest effective FLOPs", "rt_latency": "fastest in the deployment "
+        "runtime relative to the runtime's own fp32 baseline (interleaved rt_speedup)"}
 # Accuracy fractions such as 0.9805 - 0.9705 are 0.010000000000000009 in floating point; a drop
 # equal to the tolerance up to this slack counts as within it.
 EPS = 1e-9
 SHOWN = ("accuracy", "accuracy_drop", "val_accuracy_drop", "size_bytes", "compression_ratio",
-         "latency_ms", "speedup", "relative_latency", "sparsity", "effective_flops")
-UNITS = {"size_bytes": "B", "latency_ms": "ms", "effective_flops": "FLOPs"}
+         "latency_ms", "speedup", "relative_latency", "sparsity", "effective_flops",
+         "rt_accuracy", "rt_latency_ms", "rt_speedup", "rt_batch_speedup")
+UNITS = {"size_bytes": "B", "latency_ms": "ms", "rt_latency_ms": "ms", "effective_flops": "FLOPs"}
 # `--select-on` picks the accuracy drop that qualifies a configuration. Choosing among many
 # configurations by their test accuracy would make the chosen one's test accuracy optimistic,
 # so the validation drop decides by default (as the Optuna sweeper's constraints do) and the

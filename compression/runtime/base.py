@@ -1,0 +1,99 @@
+"""What every deployment runtime shares: its config, the job it is handed, what it returns, and
+the registry (`runtime.name` -> config class + handler).
+
+A runtime takes the pipeline's fp32 models (the dense baseline and the pruned model, at its
+physically smaller shapes where pruning removed channels), builds its own file for the run's
+quantization mode, evaluates accuracy IN the runtime on the test split and times it against its
+own fp32 build of the baseline, interleaved in one process. `torch` is today's behaviour (the
+eager figures the pipeline already measures) and adds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from compression import validation as v
+from compression.data import DataSpec, Splits
+from compression.metrics import MeasureConfig
+from compression.pruning import PruningConfig
+from compression.quantization import QuantizationConfig
+from compression.registry import Registry
+
+# Metrics a non-torch runtime logs (config.METRICS includes them; absent for runtime=torch).
+RT_METRICS = (
+    "rt_accuracy", "rt_val_accuracy", "rt_latency_ms", "rt_latency_p90_ms",
+    "rt_batch_latency_ms", "rt_speedup", "rt_batch_speedup", "rt_size_bytes",
+    "rt_baseline_latency_ms", "rt_baseline_batch_latency_ms", "rt_threads", "rt_export_seconds",
+    "rt_vs_eager", "rt_batch_vs_eager",
+)
+
+
+@dataclass
+class RuntimeConfig:
+    name: str = "torch"
+
+    def __post_init__(self) -> None:
+        pass
+
+
+@dataclass
+class OnnxConfig(RuntimeConfig):
+    """Shared by runtimes that start from an ONNX or torch.export graph."""
+
+    name: str = "onnxruntime"
+    opset: int = 18  # ONNX opset the exporter targets (recorded as tag runtime_opset)
+    exporter: str = "dynamo"  # torch.onnx's torch.export-based exporter | torchscript (legacy)
+
+    def __post_init__(self) -> None:
+        v.in_range("runtime.opset", self.opset, 13, None, integer=True)
+        v.one_of("runtime.exporter", self.exporter, ["dynamo", "torchscript"])
+
+
+@dataclass
+class DeployJob:
+    """What a runtime is handed after the pipeline measured the eager model."""
+
+    cfg: RuntimeConfig
+    quant: QuantizationConfig
+    pruning: PruningConfig
+    measure: MeasureConfig
+    threads: int  # intra-op threads while timing (the eager timing's measure.threads)
+    splits: Splits
+    baseline: nn.Module  # dense fp32, trained: the runtime's own speed reference
+    model: nn.Module  # pruned fp32 (physically smaller where pruning removed channels)
+    calibration: Callable[[int], list[torch.Tensor]]  # Session.calibration_batches
+    out_dir: Path
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.splits.spec
+
+
+@dataclass
+class Deployed:
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    file: Path  # the runtime's model file (logged as an artifact; rt_size_bytes is its size)
+    onnx_file: Path | None = None  # an ONNX file MLflow can log as an onnx-flavor model
+    extra_files: list[Path] = field(default_factory=list)
+
+
+class Runtime(Protocol):
+    def check(self, model: nn.Module, cfg: RuntimeConfig, quant: QuantizationConfig,
+              pruning: PruningConfig, spec: DataSpec) -> None:
+        """Raise a one-line ConfigError, before training, when this runtime cannot run the
+        model (an untrained fp32 instance) with this quantization mode and pruning method."""
+        ...
+
+    def deploy(self, job: DeployJob) -> Deployed | None:
+        """Build, evaluate and time the runtime's file; None for runtime=torch."""
+        ...
+
+
+RUNTIMES: Registry[Runtime] = Registry("runtime.name")

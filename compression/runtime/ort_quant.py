@@ -1,0 +1,211 @@
+"""The run's quantization mode, done the ONNX Runtime way on the exported fp32 graph (torch.ao's
+quantized modules do not export to ONNX). One entry per mode; a mode without one is refused
+before training.
+
+- none: the fp32 graph as is;
+- fp16: weights and activations fp16 (onnxconverter-common), fp32 inputs and outputs;
+- dynamic_int8: `quantize_dynamic`, int8 per-channel weights on MatMul/Gemm (torch's dynamic mode is
+  Linear-only too), activations quantized per batch;
+- static_int8 / qat_int8: QDQ int8 by `quantize_static` from the run's calibration batches
+  (Session.calibration_batches, as torch's static mode); weights per channel or per tensor,
+  symmetric or affine, as the run says; activations uint8 affine (ORT's x86 U8S8 kernels);
+- lowbit 4-bit: ORT's MatMulNBits weight-only kernel (Linear layers, block-wise scales).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compression.errors import ConfigError
+from compression.quantization import QuantizationConfig
+from compression.registry import registrar
+from compression.runtime.onnx_export import INPUT, quiet
+
+
+@dataclass(frozen=True)
+class OrtQuant:
+    # Refuse, before training, what ORT cannot do for this mode and model (None: fine).
+    check: Callable[[nn.Module, QuantizationConfig], str | None]
+    # (fp32 .onnx, output .onnx, config, calibration batches) -> writes the output
+    convert: Callable[[Path, Path, QuantizationConfig, Callable[[int], list[torch.Tensor]]],
+                      None]
+
+
+ORT_QUANT: dict[str, OrtQuant] = {}
+register = registrar(ORT_QUANT)
+
+
+def _fine(model: nn.Module, cfg: QuantizationConfig) -> str | None:
+    return None
+
+
+def _copy(src: Path, dst: Path, cfg: QuantizationConfig, calib: object) -> None:
+    shutil.copyfile(src, dst)
+
+
+register("none")(OrtQuant(_fine, _copy))
+
+
+def _fp16(src: Path, dst: Path, cfg: QuantizationConfig, calib: object) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
+register("fp16")(OrtQuant(_fine, _fp16))
+
+
+def _dynamic(src: Path, dst: Path, cfg: QuantizationConfig, calib: object) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # per-channel weights: per-tensor lost 2 of 359 digits test samples that torch's dynamic
+    # mode (and ORT per-channel) kept, on structured-50% mlp
+    with quiet():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def _check_dynamic(model: nn.Module, cfg: QuantizationConfig) -> str | None:
+    layers = getattr(cfg, "layers", ["linear"])
+    if set(layers) - {"linear"}:
+        return (f"quantization.layers={layers}: ORT's dynamic int8 here covers Linear "
+                "(MatMul/Gemm) only; use quantization.layers=[linear]")
+    return None
+
+
+register("dynamic_int8")(OrtQuant(_check_dynamic, _dynamic))
+
+# torch observer -> ORT calibration method (ORT has no MSE-minimizing histogram; Entropy is its
+# histogram method that picks a clipping range, the closest in spirit)
+CALIBRATION = {"minmax": "MinMax", "histogram": "Entropy", "percentile": "Percentile"}
+
+
+class _Reader:
+    """ORT's CalibrationDataReader protocol over our calibration batches."""
+
+    def __init__(self, batches: list[torch.Tensor]) -> None:
+        self._it = iter([{INPUT: b.numpy()} for b in batches])
+
+    def get_next(self) -> dict | None:
+        return next(self._it, None)
+
+
+def _static(src: Path, dst: Path, cfg: QuantizationConfig,
+            calib: Callable[[int], list[torch.Tensor]]) -> None:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = dst.with_suffix(".pre.onnx")
+    with quiet():
+        quant_pre_process(str(src), str(pre))  # shape inference + graph clean-up, as ORT advises
+    observer = getattr(cfg, "observer", "minmax")  # qat_int8 has learned none: min-max
+    options = {"WeightSymmetric": getattr(cfg, "scheme", "symmetric") == "symmetric",
+               "ActivationSymmetric": False}
+    if observer == "percentile":
+        options["CalibPercentile"] = cfg.percentile  # type: ignore[attr-defined]
+    n = getattr(cfg, "calibration_batches", 16)
+    try:
+        with quiet():
+            quantize_static(
+                str(pre), str(dst), _Reader(calib(n)), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                per_channel=getattr(cfg, "granularity", "channel") == "channel",
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION[observer]),
+                extra_options=options)
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+register("static_int8")(OrtQuant(_fine, _static))
+register("qat_int8")(OrtQuant(_fine, _static))
+
+
+def _check_lowbit(model: nn.Module, cfg: QuantizationConfig) -> str | None:
+    bits, group = getattr(cfg, "bits", 4), getattr(cfg, "group_size", 32)
+    if bits != 4:
+        return (f"quantization.bits={bits}: ORT's weight-only MatMulNBits kernel runs 4-bit "
+                "weights only; use quantization.bits=4")
+    if getattr(cfg, "granularity", "group") != "group" or group < 16 or group & (group - 1):
+        return (f"quantization.granularity={cfg.granularity} group_size={group}: MatMulNBits "  # type: ignore[attr-defined]
+                "takes block-wise scales over a power-of-two block of at least 16; use "
+                "quantization.granularity=group quantization.group_size=32 (16, 64, 128, ...)")
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d)]
+    if convs and "conv" in getattr(cfg, "layers", []):
+        return (f"layer {convs[0]!r} is a convolution: MatMulNBits covers Linear layers only; "
+                "use quantization.layers=[linear] (convolutions stay fp32)")
+    return None
+
+
+def _lowbit(src: Path, dst: Path, cfg: QuantizationConfig, calib: object) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = gemm_to_matmul(onnx.load(str(src)))
+    quantizer = MatMulNBitsQuantizer(model, block_size=cfg.group_size,  # type: ignore[attr-defined]
+                                     is_symmetric=True, bits=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst))
+
+
+register("lowbit")(OrtQuant(_check_lowbit, _lowbit))
+
+
+def gemm_to_matmul(model: object) -> object:
+    """Rewrite each Gemm with a constant weight (A @ B^T + C, what a Linear exports to) as MatMul
+    + Add with the weight stored transposed: ORT's 4-bit quantizer only rewrites MatMul."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph  # type: ignore[attr-defined]
+    inits = {t.name: t for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        plain = (attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+                 and not attrs.get("transA", 0))
+        if node.op_type != "Gemm" or not plain or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        w = w.T.copy() if attrs.get("transB", 0) else w  # MatMul wants (in, out)
+        name = f"{node.input[1]}_matmul"
+        graph.initializer.append(numpy_helper.from_array(w, name))
+        has_bias = len(node.input) > 2 and bool(node.input[2])
+        mm_out = f"{node.output[0]}_mm" if has_bias else node.output[0]
+        nodes.append(onnx.helper.make_node("MatMul", [node.input[0], name], [mm_out],
+                                           name=f"{node.name}_matmul"))
+        if has_bias:
+            nodes.append(onnx.helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]],
+                                               name=f"{node.name}_add"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return model
+
+
+def check(model: nn.Module, cfg: QuantizationConfig) -> None:
+    """One line, before training, for a mode ORT has no form of, or a setting it cannot take."""
+    entry = ORT_QUANT.get(cfg.mode)
+    if entry is None:
+        raise ConfigError(f"runtime=onnxruntime cannot run quantization.mode={cfg.mode} (ONNX "
+                          f"Runtime's CPU provider has no such kernels); allowed: "
+                          f"{', '.join(sorted(ORT_QUANT))}")
+    why = entry.check(model, cfg)
+    if why:
+        raise ConfigError(f"runtime=onnxruntime with quantization.mode={cfg.mode}: {why}")

@@ -1,0 +1,29 @@
+"""The runtime config group: one line for a bad value, before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from compression.config import RunConfig
+from compression.errors import ConfigError
+from compression.runtime.base import OnnxConfig
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["runtime=onnxruntime", "runtime.opset=9"], "runtime.opset=9 is out of range"),
+    (["runtime=onnxruntime", "runtime.exporter=jit"], "runtime.exporter='jit' is not a known"),
+    (["runtime.name=tflite"], "runtime.name='tflite' is not a known value; allowed: "
+                              "executorch, onnxruntime, torch"),
+    (["runtime=torch", "+runtime.opset=18"], "runtime.opset is not a valid key"),
+])
+def test_bad_runtime_values_fail_in_one_line(compose_cfg, overrides, says) -> None:
+    with pytest.raises(ConfigError, match=says) as info:
+        RunConfig.from_cfg(compose_cfg(*overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_default_is_torch_and_onnxruntime_records_its_settings(compose_cfg) -> None:
+    assert RunConfig.from_cfg(compose_cfg()).runtime.name == "torch"
+    rc = RunConfig.from_cfg(compose_cfg("runtime=onnxruntime"))
+    assert rc.runtime == OnnxConfig(name="onnxruntime", opset=18, exporter="dynamo")
+    assert rc.params()["runtime"] == {"name": "onnxruntime", "opset": 18, "exporter": "dynamo"}

@@ -1,0 +1,104 @@
+"""runtime=onnxruntime: every built-in model x pruning x quantization exported, run and timed in
+ONNX Runtime, its accuracy within 0.5 point of torch's; what ORT cannot run refused up front."""
+
+from __future__ import annotations
+
+import itertools
+
+import onnx
+import pytest
+
+from compression import pipeline
+from compression.errors import ConfigError
+from compression.runtime import ort_quant
+from compression.runtime.base import RT_METRICS
+
+MODELS = ("mlp", "lenet5", "resnet")
+PRUNING = {"none": [], "structured": ["pruning=structured", "pruning.sparsity=0.5"],
+           "lowrank": ["pruning=lowrank", "pruning.sparsity=0.5"]}
+QUANT = ("none", "dynamic_int8", "static_int8", "fp16")
+# A representative subset runs by default (every pruning method and mode once, on the two models
+# that train in seconds); the rest, resnet included (minutes on a shared 2-core machine), is slow.
+FAST_CASES = {("mlp", "structured", "dynamic_int8"), ("lenet5", "lowrank", "static_int8"),
+              ("mlp", "lowrank", "fp16"), ("lenet5", "structured", "none")}
+CASES = [pytest.param(*c, marks=() if c in FAST_CASES else pytest.mark.slow)
+         for c in itertools.product(MODELS, PRUNING, QUANT)]
+# measure.batch_size=16 (tests/shrink.py) keeps the timing short; these are the eager metrics
+# each runtime run must also log.
+EXPECTED = set(RT_METRICS) - {"rt_latency_p90_ms"}
+
+
+@pytest.mark.parametrize(("model", "pruning", "quant"), CASES)
+def test_runs_in_ort_within_half_a_point(run_metrics, tmp_path, model, pruning, quant) -> None:
+    m = run_metrics("runtime=onnxruntime", f"model={model}", f"quantization={quant}",
+                    *PRUNING[pruning])
+    assert set(m) >= EXPECTED
+    # Not more than half a point below torch's figure for the same mode. Above it is allowed:
+    # two int8 implementations round differently, and on mlp-lowrank-static_int8 torch's int8
+    # lost 1.1 points more than ORT's (ORT 0.947, torch 0.936); ORT is never assumed equal.
+    assert m["rt_accuracy"] >= m["accuracy"] - 0.005 - 1e-9, (m["rt_accuracy"], m["accuracy"])
+    assert m["rt_accuracy"] > 0.5  # trained, not chance (10 classes)
+    [file] = (tmp_path / "artifacts").glob("local-*/model.onnx")
+    assert m["rt_size_bytes"] == file.stat().st_size
+    graph = onnx.load(str(file)).graph
+    ops = {n.op_type for n in graph.node}
+    if quant in ("static_int8",):
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    if quant == "dynamic_int8":
+        assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+    if quant == "fp16":
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    if model == "lenet5" and pruning == "structured":  # exported at its smaller shapes
+        shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+        assert shapes["conv1.weight"] == (3, 1, 5, 5)  # 6 -> 3 output channels
+        assert shapes["conv2.weight"] == (8, 3, 5, 5)  # 16 -> 8, fed by 3
+    if pruning == "none" and quant == "none":
+        assert m["rt_size_bytes"] > 0.9 * m["dense_size_bytes"]  # fp32, like the dense file
+
+
+def test_lowbit_4bit_runs_on_matmulnbits(run_metrics, tmp_path) -> None:
+    m = run_metrics("runtime=onnxruntime", "model=mlp", "quantization=lowbit",
+                    "quantization.bits=4", "quantization.layers=[linear]")
+    [file] = (tmp_path / "artifacts").glob("local-*/model.onnx")
+    assert "MatMulNBits" in {n.op_type for n in onnx.load(str(file)).graph.node}
+    assert abs(m["rt_accuracy"] - m["accuracy"]) <= 0.02  # two different 4-bit roundings
+    assert m["rt_size_bytes"] < 0.3 * m["dense_size_bytes"]
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["quantization=bf16"], "cannot run quantization.mode=bf16"),
+    (["quantization=lowbit", "quantization.bits=2"], "runs 4-bit weights only"),
+    (["model=lenet5", "quantization=lowbit", "quantization.bits=4"], "'conv1' is a convolution"),
+    (["quantization=lowbit", "quantization.granularity=channel"], "power-of-two block"),
+    (["pruning=unstructured", "pruning.sparsity=0.9", "pruning.sparse_kernel=true"],
+     "cannot express pruning.sparse_kernel=true"),
+    (["~model", "+model._target_=runtime_factories.kthvalue_model"], "op aten.kthvalue"),
+])
+def test_refused_in_one_line_before_training(compose_cfg, overrides, says) -> None:
+    cfg = compose_cfg("runtime=onnxruntime", *overrides)
+    with pytest.raises(ConfigError, match=says) as info:
+        pipeline.check(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_every_onnx_mode_has_a_converter_and_bf16_none() -> None:
+    assert set(ort_quant.ORT_QUANT) == {"none", "fp16", "dynamic_int8", "static_int8",
+                                        "qat_int8", "lowbit"}
+
+
+def test_gemm_rewrite_keeps_the_function(tmp_path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from compression.runtime.base import OnnxConfig
+    from compression.runtime.onnx_export import INPUT, export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    x = torch.randn(3, 1, 8, 8)
+    path = export_onnx(model, x[:1], tmp_path / "m.onnx", OnnxConfig())
+    rewritten = ort_quant.gemm_to_matmul(onnx.load(str(path)))
+    assert "Gemm" not in {n.op_type for n in rewritten.graph.node}
+    onnx.save(rewritten, str(tmp_path / "r.onnx"))
+    out = ort.InferenceSession(str(tmp_path / "r.onnx")).run(None, {INPUT: x.numpy()})[0]
+    np.testing.assert_allclose(out, model(x).detach().numpy(), rtol=1e-5, atol=1e-5)
