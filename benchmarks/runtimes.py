@@ -86,7 +86,7 @@ def eager_forms(dense: nn.Module, pruned: nn.Module) -> dict[str, tuple[nn.Modul
     for variant in ("dynamic_int8", "static_int8", "fp16"):
         cfg = QUANTIZERS.build_config({"mode": variant})
         with quiet():
-            q = QUANTIZERS.get(variant).handler.quantize(copy.deepcopy(dense), cfg, session)
+            q = QUANTIZERS.get(variant).handler.quantize(copy.deepcopy(dense), cfg, session).model
         out[variant] = (q.eval(), variant == "fp16")
     return out
 

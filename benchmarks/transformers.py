@@ -61,7 +61,7 @@ def accuracies(base: list[str], seed: int, finetune: int
 
 def latency(model: torch.nn.Module, spec: DataSpec, batch: int, repeats: int) -> None:
     int8 = QUANTIZERS.build_config({"mode": "dynamic_int8"})
-    q = QUANTIZERS.get("dynamic_int8").handler.quantize(model.eval(), int8, None)
+    q = QUANTIZERS.get("dynamic_int8").handler.quantize(model.eval(), int8, None).model
     print(f"\ndynamic int8 (engine {int8.engine}) vs fp32, ViT on {spec.name}, "
           f"threads={torch.get_num_threads()}")
     print("| batch | fp32 ms | int8 ms | fp32/int8 |\n|---|---|---|---|")

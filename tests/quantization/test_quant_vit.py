@@ -11,7 +11,7 @@ from torch import nn
 
 from compression.models import ModelConfig, build_model
 from compression.pipeline import Session
-from compression.quantization import QUANTIZERS
+from compression.quantization import QUANTIZERS, Quantized
 
 LINEARS = 1 + 4 * 6 + 1  # embed, 4 blocks x (q, k, v, out, fc1, fc2), head
 
@@ -24,7 +24,8 @@ def vit(digits) -> nn.Module:
 
 def _quantize(model: nn.Module, session: Session | None, **cfg: object) -> nn.Module:
     qcfg = QUANTIZERS.build_config(cfg)
-    return QUANTIZERS.get(qcfg.mode).handler.quantize(copy.deepcopy(model), qcfg, session)
+    result = QUANTIZERS.get(qcfg.mode).handler.quantize(copy.deepcopy(model), qcfg, session)
+    return Quantized.of(result, qcfg).model
 
 
 def test_dynamic_int8_swaps_every_linear_of_the_vit(vit, digits) -> None:
