@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from compression import paths
 from compression import validation as v
 from compression.data import DataConfig
 from compression.errors import ConfigError
+from compression.export import ExportConfig
 from compression.metrics import MeasureConfig
 from compression.models import ModelConfig
 from compression.pruning import PRUNERS, PruningConfig
@@ -38,11 +39,12 @@ METRICS = (
     "baseline_train_seconds", "finetune_seconds", "quantize_seconds", "measure_seconds",
     "total_seconds", "baseline_cache_hit", "threads", "train_threads", "quant_sqnr_db_min",
     "channels_removed_fraction", "param_reduction", "structured_physical", "lowrank_layers",
-    "sparse_kernel_layers", "dead_output_rows",
+    "sparse_kernel_layers", "dead_output_rows", "payload_bytes", "header_bytes",
+    "state_dict_bytes",
 )
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
-             "tracking", "seed", "objectives", "paths", "hydra"}
+             "tracking", "seed", "objectives", "paths", "hydra", "export"}
 
 if not OmegaConf.has_resolver("project_root"):
     # Lets conf/ anchor Hydra's output folders at the repository, whatever the cwd.
@@ -76,6 +78,7 @@ class RunConfig:
     paths: PathsConfig
     seed: int = 0
     objectives: tuple[str, ...] = ("val_accuracy",)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         v.number("seed", self.seed, integer=True)
@@ -130,6 +133,7 @@ class RunConfig:
             paths=build_dataclass(PathsConfig, section("paths"), "paths"),
             seed=raw.get("seed", 0),
             objectives=tuple(objectives),
+            export=build_dataclass(ExportConfig, section("export"), "export"),
         )
 
     def params(self) -> dict[str, Any]:
@@ -141,4 +145,5 @@ class RunConfig:
             "finetune": asdict(self.finetune), "pruning": asdict(self.pruning),
             "quantization": asdict(self.quantization), "measure": asdict(self.measure),
             "seed": self.seed, "objectives": list(self.objectives),
+            "export": asdict(self.export),
         }
