@@ -105,6 +105,8 @@ def encode(kind: str, t: torch.Tensor, fill: torch.Tensor | None = None, *, pack
         if not info:
             return {"enc": "dense"}, {"": t}
         return {"enc": "dense", "shape": list(t.shape), **info}, {"::values": values}
+    if t.dtype.is_floating_point and fill is None:  # -0.0 (a masked negative weight) is a
+        flat = torch.where(flat == 0, torch.zeros_like(flat), flat)  # zero: filler = +0.0
     positions = np.flatnonzero(_stored_mask(t, fill))
     info: dict = {"enc": kind, "shape": list(t.shape)}
     streams: Streams = {}
