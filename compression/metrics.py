@@ -23,6 +23,7 @@ PRUNABLE_TYPES = (
     # the same layers after quantization: fused with their ReLU (torch.ao), packed low-bit
     "LinearReLU", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d", "LowBitLinear", "LowBitConv2d",
     "SparseLinear",  # a Linear run by a CSR kernel (pruning.sparse_kernel)
+    "SharedLinear", "SharedConv2d",  # k-means shared weights (quantization=kmeans)
 )
 
 
