@@ -13,7 +13,8 @@ from compression.config import RunConfig
 from compression.errors import ConfigError
 from compression.quantization import QUANTIZERS
 
-MODES = ["none", "fp16", "bf16", "dynamic_int8", "static_int8", "qat_int8", "lowbit"]
+MODES = ["none", "fp16", "bf16", "dynamic_int8", "static_int8", "qat_int8", "lowbit",
+         "kmeans"]
 
 
 def test_every_mode_has_a_config_file_and_a_handler() -> None:
