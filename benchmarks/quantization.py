@@ -2,6 +2,7 @@
 
     python benchmarks/quantization.py [--data fashion_mnist] [--models mlp lenet5]
         [--threads 1] [--batch 256] [--engines x86 auto] [--qat-epochs 3] [--quick]
+    python benchmarks/quantization.py --lowbit-kernels   # low-bit execution paths only
 
 For each model: the cached dense baseline (trained on first use, as train.py does), quantized
 by each mode through the library, written to an artifact and loaded back; then, for that
@@ -319,7 +320,15 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=4,
                    help="copies of each dynamic int8 model in the head-to-head loop")
     p.add_argument("--quick", action="store_true", help="fewer modes, fewer repeats")
+    p.add_argument("--lowbit-kernels", action="store_true",
+                   help="only time low-bit execution paths (benchmarks/lowbit_kernels.py)")
     a = p.parse_args()
+    if a.lowbit_kernels:
+        import lowbit_kernels
+
+        print(f"CPU: {cpu_summary()}, load average {os.getloadavg()[0]:.2f}")
+        lowbit_kernels.run(a.threads)
+        return
     train = a.train or ("fashion" if a.data == "fashion_mnist" else "default")
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, threads {a.threads}, engines {a.engines}, data {a.data}, "

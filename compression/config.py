@@ -18,6 +18,7 @@ from compression import paths
 from compression import validation as v
 from compression.data import DataConfig
 from compression.errors import ConfigError
+from compression.export import ExportConfig
 from compression.metrics import MeasureConfig, peak_rss_resettable
 from compression.models import ModelConfig
 from compression.pruning import PRUNERS, PruningConfig
@@ -44,6 +45,7 @@ CORE_METRICS = (
     "baseline_train_seconds", "finetune_seconds", "quantize_seconds", "measure_seconds",
     "total_seconds", "baseline_cache_hit", "threads", "train_threads",
     "dead_output_rows", "dead_internal_channels", "quant_zero_fraction",
+    "payload_bytes", "header_bytes", "state_dict_bytes",
 )
 EXTRA_METRICS: list[str] = [
     "sparse_kernel_layers",  # pruning.sparse_kernel (an option of every method)
@@ -138,7 +140,7 @@ def check_produced(names: Iterable[str], cfg: Mapping[str, Any], key: str = "obj
 
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
-             "tracking", "seed", "objectives", "paths", "hydra", "metric", "runtime",
+             "tracking", "seed", "objectives", "paths", "hydra", "metric", "runtime", "export",
              "target"}  # sweep=autotune's target: read by the sweeper, not by a job
 
 if not OmegaConf.has_resolver("project_root"):
@@ -175,6 +177,7 @@ class RunConfig:
     seed: int = 0
     objectives: tuple[str, ...] = ("val_accuracy",)
     metric: MetricConfig = field(default_factory=MetricConfig)  # what `accuracy` measures
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         v.number("seed", self.seed, integer=True)
@@ -236,6 +239,7 @@ class RunConfig:
             seed=raw.get("seed", 0),
             objectives=tuple(objectives),
             metric=MetricConfig.from_dict(section("metric")),
+            export=build_dataclass(ExportConfig, section("export"), "export"),
         )
 
     def params(self) -> dict[str, Any]:
@@ -249,4 +253,5 @@ class RunConfig:
             "seed": self.seed, "objectives": list(self.objectives),
             "metric": self.metric.to_dict(),
             "runtime": asdict(self.runtime),
+            "export": asdict(self.export),
         }

@@ -26,7 +26,13 @@ from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
 from compression.data.mlflow_input import log_dataset
 from compression.errors import ConfigError
-from compression.export import load_artifact, save_artifact, state_bytes
+from compression.export import (
+    itemize,
+    load_artifact,
+    save_artifact,
+    state_bytes,
+    state_dict_bytes,
+)
 from compression.models import build_model, check_fits, prunable_layers
 from compression.pruning import PRUNERS, MaskSet, PruningConfig, layer_targets
 from compression.pruning import check as check_pruning
@@ -199,7 +205,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
 
     artifact = out_dir / "model.safetensors"
     stored = save_artifact(quantized, artifact, model_cfg=rc.model, spec=splits.spec,
-                           quant_cfg=result.config, transforms=session.transforms)
+                           quant_cfg=result.config, transforms=session.transforms,
+                           export=rc.export)
     dense_file = out_dir / "dense_fp32.safetensors"
     save_artifact(baseline.model, dense_file, model_cfg=rc.model, spec=splits.spec,
                   quant_cfg=QUANTIZERS.build_config({"mode": "none"}), sparse=False)
@@ -212,6 +219,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     results["size_bytes"] = artifact.stat().st_size
     results["dense_size_bytes"] = dense_file.stat().st_size
     results["compression_ratio"] = results["dense_size_bytes"] / results["size_bytes"]
+    results.update(itemize(artifact))  # payload_bytes + header_bytes = size_bytes
+    results["state_dict_bytes"] = state_dict_bytes(baseline.model)  # torch.save, for reference
     dense_file.unlink()
     session.timings["measure_seconds"] = time.perf_counter() - t0
     with _threads(rc.latency_threads):  # the runtime's export, evaluation and timing
@@ -432,7 +441,8 @@ def summary_line(rc: RunConfig, r: dict[str, float], pruned: str = "") -> str:
     lat = (f" latency {r['latency_ms']:.3f}ms (speedup {r['speedup']:.2f}x, "
            f"batch {r['batch_speedup']:.2f}x)" if "latency_ms" in r else "")
     q = rc.quantization
-    quant = q.mode + (f"/{q.bits}" if q.mode == "lowbit" else "")  # lowbit/4, lowbit/ternary
+    bits = getattr(q, "bits", None) if q.mode in ("lowbit", "kmeans") else None
+    quant = q.mode + (f"/{bits}" if bits is not None else "")  # lowbit/4, lowbit/ternary
     return (
         f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:.4g} "
         f"{pruned + ' ' if pruned else ''}quant={quant}: "

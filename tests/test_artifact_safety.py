@@ -5,7 +5,6 @@ factory; each test checks that the command did NOT run."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from compression import pipeline
 from compression.data import DataSpec
 from compression.errors import ArtifactError
-from compression.export import META_KEY, load_artifact, save_artifact
+from compression.export import load_artifact, rewrite_meta, save_artifact
 from compression.models import ModelConfig, build_model
 from compression.quantization import QUANTIZERS
 
@@ -37,11 +34,7 @@ def _write(path: Path, cfg: ModelConfig) -> Path:
 
 def _tamper(path: Path, edit) -> Path:
     """Rewrite the artifact's header through `edit(meta)`, tensors kept as they are."""
-    with safe_open(str(path), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        meta = json.loads(f.metadata()[META_KEY])
-    edit(meta)
-    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+    rewrite_meta(path, edit)
     return path
 
 

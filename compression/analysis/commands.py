@@ -100,8 +100,10 @@ def profile(args: argparse.Namespace) -> list[Path]:
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     for r in table.itertuples():
         verdict = "matches" if r.file_matches else "DOES NOT match"
-        print(f"{r.model}: file {r.file_bytes} B = tensors {r.tensor_bytes} B + safetensors "
-              f"header {r.header_bytes} B ({r.overhead_pct:.2f}% overhead): {verdict}")
+        print(f"{r.model}: file {r.file_bytes} B = tensors {r.tensor_bytes} B + "
+              f"header {r.header_bytes} B ({r.overhead_pct:.2f}% overhead): {verdict}; "
+              f"torch.save(state_dict) {r.state_dict_bytes} B (file / state_dict "
+              f"{r.file_vs_state_dict:.4f})")
     return _written(args.out)
 
 

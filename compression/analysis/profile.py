@@ -1,10 +1,10 @@
 """Model profiles: parameters, forward FLOPs, FLOPs per parameter and file size for built-in or
 user models, plus a check that the saved file holds exactly the state_dict's tensor bytes plus
-the safetensors header (the format's only overhead)."""
+its header (the format's only overhead), and the file beside torch.save(state_dict) (the talk's
+sanity check "model file size == state_dict size")."""
 
 from __future__ import annotations
 
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ from torch import nn
 from compression import data as data_mod
 from compression.config import CONFIG_DIR, RunConfig
 from compression.data import DataConfig, DataSpec
-from compression.export import save_artifact, state_bytes
+from compression.export import itemize, save_artifact, state_bytes, state_dict_bytes
 from compression.metrics import flops_per_layer
 from compression.models import MODELS, ModelConfig, build_model
 from compression.quantization import QUANTIZERS
@@ -38,7 +38,8 @@ class Profile:
     flops: int  # forward FLOPs for one sample (2 per multiply-accumulate)
     file_bytes: int  # the model saved densely in fp32 in the artifact format
     tensor_bytes: int  # sum of numel * element size over the state_dict
-    header_bytes: int  # safetensors: 8-byte length + JSON header
+    header_bytes: int  # everything but tensor data: safetensors framing + deflated JSON header
+    state_dict_bytes: int = 0  # torch.save(model.state_dict()): the usual checkpoint
 
     @property
     def overhead_ok(self) -> bool:
@@ -51,6 +52,8 @@ class Profile:
             "FLOPs_per_param": self.flops / max(1, self.params),
             "size_MB": self.file_bytes / 1e6, "file_bytes": self.file_bytes,
             "tensor_bytes": self.tensor_bytes, "header_bytes": self.header_bytes,
+            "state_dict_bytes": self.state_dict_bytes,
+            "file_vs_state_dict": self.file_bytes / max(1, self.state_dict_bytes),
             "overhead_pct": 100 * (self.file_bytes - self.tensor_bytes) / self.file_bytes,
             "file_matches": self.overhead_ok,
         }
@@ -71,12 +74,6 @@ def compose_run_config(overrides: list[str]) -> RunConfig:
     return RunConfig.from_cfg(cfg)
 
 
-def _header_bytes(path: Path) -> int:
-    with path.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))  # safetensors: little-endian u64 header length
-    return 8 + n
-
-
 def profile_model(model: nn.Module, model_cfg: ModelConfig, spec: DataSpec) -> Profile:
     flops, _ = flops_per_layer(model.eval(), spec.example_input(1))
     params = sum(p.numel() for p in model.parameters())
@@ -84,9 +81,9 @@ def profile_model(model: nn.Module, model_cfg: ModelConfig, spec: DataSpec) -> P
         path = Path(tmp) / "model.safetensors"
         save_artifact(model, path, model_cfg=model_cfg, spec=spec,
                       quant_cfg=QUANTIZERS.build_config({"mode": "none"}), sparse=False)
-        file_bytes, header = path.stat().st_size, _header_bytes(path)
+        file_bytes, header = path.stat().st_size, itemize(path)["header_bytes"]
     return Profile(model_cfg.name, spec.name, params, flops, file_bytes, state_bytes(model),
-                   header)
+                   header, state_dict_bytes(model))
 
 
 def profile_overrides(overrides: list[str]) -> pd.DataFrame:

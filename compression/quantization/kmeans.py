@@ -1,0 +1,228 @@
+"""`kmeans`: weight sharing (Deep Compression, Han et al. 2016). Each layer's nonzero weights
+are clustered by 1-D k-means into 2^bits shared values (the layer's codebook, stored as fp16);
+each weight is stored as the index of its centroid. Pruned weights keep code 0, which means an
+exact 0, so the masks stay applied and the artifact's position coding drops them.
+
+Centroids start linearly spaced over [min, max] of the weights (Han's finding: linear init
+keeps the rare large weights, which density-based init under-represents). With `epochs > 0`
+the centroids (and biases) are fine-tuned: the gradient of a shared value is the sum of the
+gradients of the weights that share it (torch's index backward does exactly that).
+
+In memory a layer holds its codes (uint8; int16 for 8 bits, since code 0 is reserved) and
+rebuilds the fp32 weight by a table lookup on each call; on disk the codes are packed to `bits`
+bits per stored weight (and entropy coded with export.codec).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression import validation as v
+from compression.errors import ConfigError
+from compression.metrics import stands_in_for_prunable
+from compression.quantization.base import (
+    QUANTIZERS,
+    Passthrough,
+    QuantizationConfig,
+    QuantSession,
+    record_weight_error,
+)
+
+LAYER_KINDS: dict[str, type[nn.Module]] = {"linear": nn.Linear, "conv": nn.Conv2d}
+UNSUPPORTED_KINDS = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d)
+INITS = ("linear", "density", "random")
+
+
+@dataclass
+class KMeansConfig(QuantizationConfig):
+    mode: str = "kmeans"
+    bits: int = 4  # 2^bits shared values per layer
+    init: str = "linear"  # linear (Han 2016) | density (quantiles) | random (sampled weights)
+    iterations: int = 30  # Lloyd iterations (stops earlier once the centroids are still)
+    epochs: int = 0  # centroid fine-tuning epochs (0: none)
+    lr: float = 1.0e-4  # centroid fine-tuning learning rate
+    layers: list[str] = field(default_factory=lambda: ["linear", "conv"])
+
+    def __post_init__(self) -> None:
+        v.in_range("quantization.bits", self.bits, 2, 8, integer=True)
+        v.one_of("quantization.init", self.init, list(INITS))
+        v.in_range("quantization.iterations", self.iterations, 1, None, integer=True)
+        v.in_range("quantization.epochs", self.epochs, 0, None, integer=True)
+        v.in_range("quantization.lr", self.lr, 0, None, lo_open=True)
+        for kind in v.string_list("quantization.layers", self.layers):
+            v.one_of("quantization.layers", kind, sorted(LAYER_KINDS))
+
+
+# ---------------------------------------------------------------------------- k-means
+def _init(w: torch.Tensor, k: int, how: str, gen: torch.Generator) -> torch.Tensor:
+    if how == "linear":
+        return torch.linspace(float(w.min()), float(w.max()), k)
+    if how == "density":
+        return torch.quantile(w, torch.linspace(0, 1, k))
+    return w[torch.randint(len(w), (k,), generator=gen)].sort().values
+
+
+def assign(w: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index of each value's nearest centroid (centroids sorted ascending)."""
+    return torch.searchsorted((centroids[1:] + centroids[:-1]) / 2, w)
+
+
+def kmeans_1d(w: torch.Tensor, k: int, how: str = "linear", iterations: int = 30,
+              seed: int = 0) -> torch.Tensor:
+    """`k` sorted centroids of the 1-D values `w` (Lloyd's algorithm, exact in 1-D by sorting)."""
+    w = w.detach().float().flatten()
+    if not w.numel():
+        return torch.zeros(k)
+    c = _init(w, k, how, torch.Generator().manual_seed(seed))
+    for _ in range(iterations):
+        idx = assign(w, c)
+        counts = torch.bincount(idx, minlength=k)
+        sums = torch.zeros(k).scatter_add_(0, idx, w)
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), c).sort().values
+        if torch.equal(new, c):
+            break
+        c = new
+    return c
+
+
+# ---------------------------------------------------------------------------- layers
+@stands_in_for_prunable
+class SharedWeightLayer(nn.Module):
+    """Codes (0 = pruned, i = codebook[i - 1]) + fp16 codebook + fp32 bias."""
+
+    def __init__(self, shape: torch.Size, bits: int, bias: bool) -> None:
+        super().__init__()
+        self.shape, self.bits = torch.Size(shape), bits
+        dtype = torch.uint8 if bits < 8 else torch.int16
+        self.register_buffer("codes", torch.zeros(self.shape, dtype=dtype))
+        self.register_buffer("codebook", torch.zeros(1 << bits, dtype=torch.float16))
+        self.register_parameter("tuned", None)  # fp32 codebook while fine-tuning
+        self.bias = nn.Parameter(torch.zeros(self.shape[0]), requires_grad=False) if bias else None
+
+    @torch.no_grad()
+    def load_float(self, weight: torch.Tensor, bias: torch.Tensor | None, cfg: KMeansConfig
+                   ) -> torch.Tensor:
+        """Cluster `weight`'s nonzeros; returns the shared-weight fp32 tensor (for the error)."""
+        w = weight.detach().float()
+        nz = w != 0
+        c = kmeans_1d(w[nz], 1 << self.bits, cfg.init, cfg.iterations).half()
+        self.codebook.copy_(c)
+        codes = torch.zeros(self.shape, dtype=torch.int64)
+        codes[nz] = assign(w[nz], c.float()) + 1  # nearest of the stored (fp16) values
+        self.codes.copy_(codes)
+        if self.bias is not None and bias is not None:
+            self.bias.copy_(bias.detach())
+        return self.weight()
+
+    def weight(self) -> torch.Tensor:
+        book = self.tuned if self.tuned is not None else self.codebook.float()
+        return torch.cat([book.new_zeros(1), book])[self.codes.long()]
+
+    def start_tuning(self) -> None:
+        self.tuned = nn.Parameter(self.codebook.float())
+        if self.bias is not None:
+            self.bias.requires_grad_(True)
+
+    @torch.no_grad()
+    def end_tuning(self) -> None:
+        assert self.tuned is not None
+        self.codebook.copy_(self.tuned.half())
+        self.tuned = None
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.shape)}, bits={self.bits}"
+
+
+class SharedLinear(SharedWeightLayer):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(), self.bias)
+
+
+class SharedConv2d(SharedWeightLayer):
+    def __init__(self, conv: nn.Conv2d, bits: int) -> None:
+        super().__init__(conv.weight.shape, bits, conv.bias is not None)
+        self.stride, self.padding = conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, conv.groups
+        if conv.padding_mode != "zeros":
+            raise ValueError("kmeans Conv2d supports padding_mode='zeros' only")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+def shared_from(layer: nn.Module, bits: int) -> SharedWeightLayer:
+    if isinstance(layer, nn.Conv2d):
+        return SharedConv2d(layer, bits)
+    return SharedLinear(layer.weight.shape, bits, layer.bias is not None)
+
+
+def _targets(model: nn.Module, cfg: KMeansConfig) -> dict[str, nn.Module]:
+    kinds = tuple(LAYER_KINDS[k] for k in cfg.layers)
+    return {n: m for n, m in model.named_modules() if type(m) in kinds}
+
+
+class _NoMasks:
+    """Pruned weights are code 0 (an exact zero) by construction: nothing to reapply."""
+
+    def after_step(self, model: nn.Module) -> Callable[[int], None]:
+        return lambda step: None
+
+
+class KMeans(Passthrough):
+    def check(self, model: nn.Module, cfg: KMeansConfig) -> None:
+        for name, m in model.named_modules():
+            if "conv" in cfg.layers and isinstance(m, UNSUPPORTED_KINDS):
+                raise ConfigError(f"quantization.mode=kmeans supports Linear and Conv2d; layer "
+                                  f"{name!r} is {type(m).__name__}")
+        if not _targets(model, cfg):
+            raise ConfigError(f"quantization.mode=kmeans: the model has no "
+                              f"{'/'.join(cfg.layers)} layer to quantize")
+
+    def quantize(self, model: nn.Module, cfg: KMeansConfig, session: QuantSession | None
+                 ) -> nn.Module:
+        model = copy.deepcopy(model)
+        originals = {}
+        for name, layer in _targets(model, cfg).items():
+            shared = shared_from(layer, cfg.bits)
+            shared.load_float(layer.weight, layer.bias, cfg)
+            originals[name] = layer.weight.detach()
+            model.set_submodule(name, shared)
+        if cfg.epochs and session is not None:
+            self._tune(model, list(originals), cfg, session)
+        for name, ref in originals.items():
+            record_weight_error(session, name, ref, model.get_submodule(name).weight())
+        return model.eval()
+
+    @staticmethod
+    def _tune(model: nn.Module, names: list[str], cfg: KMeansConfig, session: QuantSession
+              ) -> None:
+        layers = [model.get_submodule(n) for n in names]
+        frozen = [p for p in model.parameters() if p.requires_grad]
+        for p in frozen:  # only the shared values and biases of the shared layers move
+            p.requires_grad_(False)
+        for layer in layers:
+            layer.start_tuning()
+        session.finetune(model, masks=_NoMasks(), epochs=cfg.epochs,  # type: ignore[arg-type]
+                         lr=cfg.lr)
+        for layer in layers:
+            layer.end_tuning()
+        for p in frozen:
+            p.requires_grad_(True)
+
+    def skeleton(self, model: nn.Module, cfg: KMeansConfig, example: torch.Tensor
+                 ) -> nn.Module:
+        for name, layer in _targets(model, cfg).items():
+            model.set_submodule(name, shared_from(layer, cfg.bits))
+        return model
+
+
+QUANTIZERS.register("kmeans", KMeansConfig)(KMeans())
