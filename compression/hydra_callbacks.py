@@ -114,7 +114,7 @@ def sweep_name(config: DictConfig, overrides: list[str]) -> str:
     """A parent run's name from what the multirun sweeps: the preset (sweep=<name>) and the
     swept keys, e.g. `demo: pruning.sparsity, quantization`. The Optuna sweeper renames its
     parent after the study (sweep.mlflow_side.study_parent)."""
-    params = dict((config.hydra.sweeper.get("params") or {}) if "hydra" in config else {})
+    params = dict(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {})
     swept = [k for k, v in params.items() if "," in str(v) or "(" in str(v)]
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")

@@ -24,7 +24,6 @@ from compression import metrics as M
 from compression import tracking
 from compression.baseline import Baseline, get_baseline
 from compression.config import RunConfig
-from compression.data.mlflow_input import log_dataset
 from compression.errors import ConfigError
 from compression.export import (
     itemize,
@@ -173,6 +172,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     if mlrun is not None:
         mlrun.log_params(tracking.flatten(rc.params()))
         mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})
+        from compression.data.mlflow_input import log_dataset  # MLflow: only when tracking
+
         log_dataset(mlrun.client, mlrun.id, rc.data, splits)
 
     # Untracked runs get a unique folder too: jobs of a multirun can start within one second.

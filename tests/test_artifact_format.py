@@ -78,7 +78,7 @@ def test_every_coding_and_codec_reloads_bit_exact_weights(tmp_path, codec, where
 @pytest.mark.parametrize("mode", ["dynamic_int8", "kmeans", "lowbit"])
 def test_quantized_models_reload_exactly_through_every_coding(tmp_path, where, mode) -> None:
     quant = QUANTIZERS.build_config({"mode": mode})
-    q = QUANTIZERS.get(mode).handler.quantize(_model(0.9), quant, None)
+    q = QUANTIZERS.get(mode).handler.quantize(_model(0.9), quant, None).model
     loaded, _ = load_artifact(_save(tmp_path / "m.safetensors", q, quant, codec="huffman",
                                     positions=where))
     _same_weights(q, loaded)
@@ -100,7 +100,7 @@ def test_static_int8_zero_points_survive_sparse_codings(tmp_path) -> None:
             return [torch.randn(16, 1, 8, 8) for _ in range(n)]
 
     model = _model(0.9, "lenet5")
-    q = QUANTIZERS.get("static_int8").handler.quantize(model, quant, Calib())
+    q = QUANTIZERS.get("static_int8").handler.quantize(model, quant, Calib()).model
     loaded, meta = load_artifact(_save(tmp_path / "m.safetensors", q, quant, name="lenet5",
                                        positions="delta"))
     _same_weights(q, loaded)
@@ -126,7 +126,7 @@ def test_bytes_are_itemized_and_the_header_is_under_2_percent(tmp_path) -> None:
     model = build_model(ModelConfig(name="mlp"), spec).eval()
     magnitude_masks(prunable_layers(model), 0.92, "global").apply(model)
     quant = QUANTIZERS.build_config({"mode": "kmeans", "bits": 4})
-    q = QUANTIZERS.get("kmeans").handler.quantize(model, quant, None)
+    q = QUANTIZERS.get("kmeans").handler.quantize(model, quant, None).model
     path = tmp_path / "m.safetensors"
     stored = save_artifact(q, path, model_cfg=ModelConfig(name="mlp"), spec=spec,
                            quant_cfg=quant, export=ExportConfig(codec="huffman"))

@@ -30,6 +30,7 @@ from compression.quantization.base import (
     QUANTIZERS,
     Passthrough,
     QuantizationConfig,
+    Quantized,
     QuantSession,
     record_weight_error,
 )
@@ -188,7 +189,7 @@ class KMeans(Passthrough):
                               f"{'/'.join(cfg.layers)} layer to quantize")
 
     def quantize(self, model: nn.Module, cfg: KMeansConfig, session: QuantSession | None
-                 ) -> nn.Module:
+                 ) -> Quantized:
         model = copy.deepcopy(model)
         originals = {}
         for name, layer in _targets(model, cfg).items():
@@ -200,7 +201,7 @@ class KMeans(Passthrough):
             self._tune(model, list(originals), cfg, session)
         for name, ref in originals.items():
             record_weight_error(session, name, ref, model.get_submodule(name).weight())
-        return model.eval()
+        return Quantized(model.eval(), cfg)
 
     @staticmethod
     def _tune(model: nn.Module, names: list[str], cfg: KMeansConfig, session: QuantSession

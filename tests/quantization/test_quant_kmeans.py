@@ -56,8 +56,8 @@ def test_centroid_fine_tuning_moves_the_codebook_and_keeps_masks(trained, sessio
     model = trained("mlp")
     magnitude_masks(prunable_layers(model), 0.8, "layer").apply(model)
     handler = QUANTIZERS.get("kmeans").handler
-    plain = handler.quantize(model, _cfg(bits=3), session)
-    tuned = handler.quantize(model, _cfg(bits=3, epochs=1, lr=1e-3), session)
+    plain = handler.quantize(model, _cfg(bits=3), session).model
+    tuned = handler.quantize(model, _cfg(bits=3, epochs=1, lr=1e-3), session).model
     assert not torch.equal(plain.fc1.codebook, tuned.fc1.codebook)
     assert torch.equal(tuned.fc1.codes, plain.fc1.codes)  # same assignment, pruned = code 0
     assert torch.equal(tuned.fc1.weight() == 0, model.fc1.weight == 0)
@@ -70,7 +70,7 @@ def test_the_artifact_reloads_to_the_same_accuracy(trained, digits, tmp_path, co
     model = trained("lenet5")
     magnitude_masks(prunable_layers(model), 0.5, "global").apply(model)
     cfg = _cfg(bits=5)
-    q = QUANTIZERS.get("kmeans").handler.quantize(model, cfg, None)
+    q = QUANTIZERS.get("kmeans").handler.quantize(model, cfg, None).model
     path = tmp_path / "m.safetensors"
     save_artifact(q, path, model_cfg=ModelConfig(name="lenet5"), spec=digits.spec,
                   quant_cfg=cfg, export=ExportConfig(codec=codec))
