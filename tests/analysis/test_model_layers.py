@@ -21,11 +21,11 @@ def test_layers_without_a_run_use_the_cached_baseline_and_say_so(tmp_path, capsy
     assert analyze.main(["layers", *overrides, "--out", str(tmp_path / "a"),
                          "--formats", "png"]) == 0
     assert "showing freshly initialised weights" in capsys.readouterr().out
-    assert cached_baseline(rc.model, rc.data, rc.train, rc.seed, splits.spec,
+    assert cached_baseline(rc.model, rc.data, rc.train, rc.seed, splits,
                            rc.paths.cache_dir) is None  # looking did not train or write one
 
     trained = get_baseline(rc.model, rc.data, rc.train, rc.seed, splits, rc.paths.cache_dir)
-    model, path = cached_baseline(rc.model, rc.data, rc.train, rc.seed, splits.spec,
+    model, path = cached_baseline(rc.model, rc.data, rc.train, rc.seed, splits,
                                   rc.paths.cache_dir)
     assert path == trained.path
     for (name, a), (_, b) in zip(model.state_dict().items(), trained.model.state_dict().items(),

@@ -116,9 +116,19 @@ def _complete(storage: str) -> int:
 
 
 def _workers(proc: subprocess.Popen) -> list[psutil.Process]:
-    """The sweep's joblib workers: forks of it (loky's resource tracker is a fresh program)."""
-    me = psutil.Process(proc.pid)
-    return [c for c in me.children() if c.cmdline() == me.cmdline()]
+    """The sweep's live joblib workers: the children of its fork server (sweep/workers.py),
+    which is the sweep's own child; zombies and processes that just ended are skipped."""
+    found = []
+    for c in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            parent = c.parent()
+            if (parent is not None and parent.pid != proc.pid
+                    and "forkserver" in " ".join(parent.cmdline())
+                    and c.status() != psutil.STATUS_ZOMBIE):
+                found.append(c)
+        except psutil.Error:  # ended meanwhile
+            continue
+    return found
 
 
 @pytest.mark.slow
