@@ -23,6 +23,18 @@ from compression.pruning.base import PRUNERS, MaskSet, PruneSession
 from compression.pruning.schedules import MaskPruningConfig, PerLayerPattern, no_revival, prune_with
 
 
+def nm_sparsity(n: int, m: int, sparsity: float | None) -> float:
+    """Check n:m and return the sparsity it implies (1 - n/m); a given `sparsity` must match."""
+    v.in_range("pruning.m", m, 2, None, integer=True)
+    v.in_range("pruning.n", n, 1, m - 1, integer=True)
+    implied = 1 - n / m
+    if isinstance(sparsity, int | float) and abs(sparsity - implied) > 1e-9:
+        raise ConfigError(f"pruning.sparsity={sparsity!r} does not match pruning.n:m={n}:{m} "
+                          f"(sparsity 1 - n/m = {implied:g}); set pruning.n / pruning.m, or "
+                          "pruning.sparsity=null")
+    return implied if sparsity is None else sparsity
+
+
 @dataclass
 class NMConfig(MaskPruningConfig):
     method: str = "nm"
@@ -35,16 +47,7 @@ class NMConfig(MaskPruningConfig):
     m: int = 4
 
     def __post_init__(self) -> None:
-        v.in_range("pruning.m", self.m, 2, None, integer=True)
-        v.in_range("pruning.n", self.n, 1, self.m - 1, integer=True)
-        implied = 1 - self.n / self.m
-        if self.sparsity is None:
-            self.sparsity = implied
-        elif isinstance(self.sparsity, int | float) and abs(self.sparsity - implied) > 1e-9:
-            raise ConfigError(
-                f"pruning.sparsity={self.sparsity!r} does not match pruning.n:m={self.n}:{self.m}"
-                f" (sparsity 1 - n/m = {implied:g}); set pruning.n / pruning.m instead"
-            )
+        self.sparsity = nm_sparsity(self.n, self.m, self.sparsity)
         super().__post_init__()
         if self.schedule != "oneshot":
             raise ConfigError(f"pruning.schedule={self.schedule} is not available for nm "

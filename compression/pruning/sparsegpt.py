@@ -34,6 +34,7 @@ from compression.pruning.base import (
     register_check,
 )
 from compression.pruning.calibration import SUPPORTED, gram, shared_inputs
+from compression.pruning.nm import nm_sparsity
 
 
 @dataclass
@@ -50,15 +51,7 @@ class SparseGPTConfig(PruningConfig):
     def __post_init__(self) -> None:
         v.one_of("pruning.pattern", self.pattern, ["unstructured", "nm"])
         if self.pattern == "nm":
-            v.in_range("pruning.m", self.m, 2, None, integer=True)
-            v.in_range("pruning.n", self.n, 1, self.m - 1, integer=True)
-            implied = 1 - self.n / self.m
-            if self.sparsity is None:
-                self.sparsity = implied
-            elif isinstance(self.sparsity, int | float) and abs(self.sparsity - implied) > 1e-9:
-                raise ConfigError(f"pruning.sparsity={self.sparsity!r} does not match "
-                                  f"pruning.n:m={self.n}:{self.m} (1 - n/m = {implied:g}); set "
-                                  "pruning.n / pruning.m, or pruning.sparsity=null")
+            self.sparsity = nm_sparsity(self.n, self.m, self.sparsity)
         elif self.sparsity is None:
             raise ConfigError("pruning.sparsity=null needs pruning.pattern=nm; give a fraction")
         super().__post_init__()
