@@ -49,6 +49,7 @@ CORE_METRICS = (
 )
 EXTRA_METRICS: list[str] = [
     "sparse_kernel_layers",  # pruning.sparse_kernel (an option of every method)
+    "weight_bits",  # stored bits per weight of the reloaded artifact (metrics.weight_bits)
     *RT_METRICS,  # runtime=onnxruntime|executorch: measured in the runtime (compression/runtime)
 ]
 
@@ -91,6 +92,8 @@ def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
 _LATENCY = Produced(("measure.latency",), lambda c: _get(c, "measure.latency", True) is True,
                     "measure.latency=true")
 _QUANT_ERROR_MODES = ("dynamic_int8", "static_int8", "qat_int8", "lowbit")
+# modes whose every layer tells its stored width (metrics.stored_weight_bits); others may log it
+_BITS_READABLE = ("none", "fp16", "bf16", "lowbit", "dynamic_int8", "static_int8", "qat_int8")
 _STRUCTURED = Produced(("pruning.method",), lambda c: _get(c, "pruning.method") == "structured",
                        "pruning=structured")
 # Metrics that only some configurations log; every other metric of METRICS is always logged.
@@ -110,6 +113,11 @@ CONDITIONAL_METRICS: dict[str, Produced] = {
     "lowrank_layers": Produced(("pruning.method",),
                                lambda c: _get(c, "pruning.method") == "lowrank",
                                "pruning=lowrank"),
+    "weight_bits": Produced(
+        ("quantization.mode", "pruning.sparse_kernel"),
+        lambda c: _get(c, "quantization.mode") in _BITS_READABLE
+        and _get(c, "pruning.sparse_kernel") is not True,
+        f"quantization={'|'.join(_BITS_READABLE)} without pruning.sparse_kernel"),
     "sparse_kernel_layers": Produced(
         ("pruning.sparse_kernel",), lambda c: _get(c, "pruning.sparse_kernel") is True,
         "pruning.sparse_kernel=true"),

@@ -88,6 +88,40 @@ def _tensor(value: object) -> torch.Tensor | None:
     return value.detach()
 
 
+def stored_weight_bits(m: nn.Module) -> int | None:
+    """Bits each weight of layer `m` is stored in: what a layer that packs its weight reports
+    (`stored_weight_bits()`, read off its packed buffer), else the weight tensor's element width
+    (fp32 32, fp16 16, torch.ao int8 8); None when neither tells (a stand-in that computes its
+    weight from codes, e.g. k-means shared weights, or a torchao tensor subclass)."""
+    own = getattr(m, "stored_weight_bits", None)
+    if callable(own):
+        return int(own())
+    w = getattr(m, "weight", None)
+    if callable(w) and not isinstance(w, torch.Tensor):
+        if isinstance(m, tuple(STAND_INS)):
+            return None
+        w = w()  # torch.ao's quantized layers: weight() is the stored int8 tensor
+    if not isinstance(w, torch.Tensor) or is_traceable_wrapper_subclass(w):
+        return None
+    return w.element_size() * 8
+
+
+def weight_bits(model: nn.Module) -> tuple[float | None, dict[str, int | None]]:
+    """(average stored bits per weight over the prunable layers, weighted by their sizes, or None
+    when some layer's width cannot be told; each layer's bits)."""
+    per_layer: dict[str, int | None] = {}
+    numel: dict[str, int] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, prunable_classes()):
+            w = _tensor(getattr(m, "weight", None))
+            if w is not None:
+                per_layer[name], numel[name] = stored_weight_bits(m), w.numel()
+    if not per_layer or any(b is None for b in per_layer.values()):
+        return None, per_layer
+    total = sum(numel.values())
+    return sum(numel[n] * b for n, b in per_layer.items() if b is not None) / total, per_layer
+
+
 def dense_weight(module: nn.Module) -> torch.Tensor | None:
     """A module's weight as a plain float tensor, whatever holds it (a Parameter, torch.ao's
     weight() method, a torchao tensor subclass, a SparseLinear's CSR form); None without one."""

@@ -39,6 +39,7 @@ from compression.pruning.allocation import allocated_config
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
 from compression.quality import named_metric
 from compression.quantization import QUANTIZERS, Quantized
+from compression.quantization import allocation as bit_allocation
 from compression.runtime import hook as runtime_hook
 from compression.sweep.pruners import TrialReporter
 from compression.training import evaluate, load_optimizer_machinery, train
@@ -63,6 +64,8 @@ class Session:
     layer_extra: dict[str, dict[str, float]] = field(default_factory=dict)
     teacher: nn.Module | None = None  # the dense baseline, for finetune.distill
     extra_params: dict[str, str] = field(default_factory=dict)  # e.g. the allocated targets
+    # Per-layer allocation (sparsity and / or bits) -> the artifact allocation.csv
+    allocation: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A sweep's pruner: val accuracy after every fine-tuning epoch, numbered across the run's
     # fine-tuning passes (iterative rounds, QAT), so the steps of every trial line up.
     reporter: TrialReporter | None = None
@@ -195,9 +198,11 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     if rc.pruning.sparse_kernel:  # a copy: FLOPs are still counted on the dense-kernel graph
         model = to_sparse_kernels(copy.deepcopy(model), rc.pruning, session)
 
+    quant_cfg = allocate_bits(rc, splits, baseline, model, session)
+    write_allocation_csv(out_dir / "allocation.csv", session.allocation)
     t0 = time.perf_counter()
     quantizer = QUANTIZERS.get(rc.quantization.mode).handler
-    result = Quantized.of(quantizer.quantize(model, rc.quantization, session), rc.quantization)
+    result = Quantized.of(quantizer.quantize(model, quant_cfg, session), quant_cfg)
     quantized = result.model
     session.timings["quantize_seconds"] = time.perf_counter() - t0
     session.extra_metrics.update(result.metrics)
@@ -258,16 +263,48 @@ def allocate_layers(rc: RunConfig, splits: data_mod.Splits, baseline: Baseline,
     cfg, targets = allocated_config(model, rc.pruning, splits.val_x, splits.val_y,
                                     rc.paths.cache_dir, baseline.path)
     if targets:
-        session.extra_params["pruning.allocated"] = ",".join(
-            f"{n}:{s:.4g}" for n, s in targets.items())
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with (out_dir / "allocation.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["layer", "weights", "target_sparsity", "uniform_sparsity"])
-            for name, target in targets.items():
-                w.writerow([name, model.get_submodule(name).weight.numel(), f"{target:.6f}",
-                            rc.pruning.sparsity])
+        session.extra_params["pruning.allocated"] = bit_allocation.compact(
+            {n: f"{s:.4g}" for n, s in targets.items()}, tracking.MAX_PARAM_LEN)
+        for name, target in targets.items():
+            session.allocation.setdefault(name, {}).update(
+                weights=model.get_submodule(name).weight.numel(),
+                target_sparsity=f"{target:.6f}", uniform_sparsity=rc.pruning.sparsity)
     return cfg
+
+
+def allocate_bits(rc: RunConfig, splits: data_mod.Splits, baseline: Baseline, model: nn.Module,
+                  session: Session) -> Any:
+    """The quantization config to run: rc.quantization, or with per-layer bit widths from the
+    sensitivity pass on the model about to be quantized (logged as the param
+    `quantization.allocated` and the `bits` column of allocation.csv)."""
+    cfg, bits = bit_allocation.allocated_config(
+        model, rc.quantization, splits.val_x, splits.val_y, rc.paths.cache_dir,
+        baseline.path.stem)
+    if bits:
+        session.extra_params["quantization.allocated"] = bit_allocation.compact(
+            bits, tracking.MAX_PARAM_LEN)
+        for name, b in bits.items():
+            session.allocation.setdefault(name, {}).update(
+                weights=model.get_submodule(name).weight.numel(), bits=b,
+                uniform_bits=getattr(rc.quantization, "bits", ""))
+    return cfg
+
+
+ALLOCATION_COLUMNS = ["layer", "weights", "target_sparsity", "uniform_sparsity", "bits",
+                      "uniform_bits"]
+
+
+def write_allocation_csv(path: Path, rows: dict[str, dict[str, Any]]) -> None:
+    """One row per allocated layer: its sparsity and / or bit width against the uniform one
+    (blank where that part was not allocated)."""
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(ALLOCATION_COLUMNS)
+        for name, row in rows.items():
+            w.writerow([name, *(row.get(c, "") for c in ALLOCATION_COLUMNS[1:])])
 
 
 def report_dead_channels(model: nn.Module, rc: RunConfig, session: Session) -> None:
@@ -341,6 +378,13 @@ def measure(
     r["effective_flops"] = M.effective_flops(flops, per_layer, pruned)
     r["theoretical_speedup"] = base_flops / max(1, r["effective_flops"])
     r["model_bytes"] = state_bytes(final)
+    # stored bits per weight, read off the reloaded artifact's layers (packed widths, dtypes)
+    average_bits, layer_bits = M.weight_bits(final)
+    for row in rows:
+        if layer_bits.get(row.name) is not None:
+            row.extra["bits"] = layer_bits[row.name]
+    if average_bits is not None:
+        r["weight_bits"] = average_bits
 
     if rc.measure.latency:
         with _threads(rc.latency_threads):
@@ -386,14 +430,15 @@ def write_layer_csv(path: Path, rows: list[M.LayerStats], stored: dict[str, int]
         w = csv.writer(f)
         w.writerow(["layer", "type", "params", "weight_numel", "weight_zeros", "sparsity",
                     "nonzero_params", "bytes", "artifact_bytes", "flops", "quant_sqnr_db",
-                    "quant_mse", "quant_weight_zeros", "dead_rows"])
+                    "quant_mse", "quant_weight_zeros", "dead_rows", "bits"])
         for r in rows:
             w.writerow([r.name, r.type, r.params, r.weight_numel, r.weight_zeros,
                         f"{r.weight_zeros / max(1, r.weight_numel):.6f}", r.nonzero_params,
                         r.bytes, artifact_bytes(r.name), int(r.extra.get("flops", 0)),
                         # blank when the layer was not quantized / is not a Linear or Conv
                         r.extra.get("quant_sqnr_db", ""), r.extra.get("quant_mse", ""),
-                        r.extra.get("quant_weight_zeros", ""), r.extra.get("dead_rows", "")])
+                        r.extra.get("quant_weight_zeros", ""), r.extra.get("dead_rows", ""),
+                        r.extra.get("bits", "")])
     return path
 
 
@@ -443,7 +488,11 @@ def summary_line(rc: RunConfig, r: dict[str, float], pruned: str = "") -> str:
            f"batch {r['batch_speedup']:.2f}x)" if "latency_ms" in r else "")
     q = rc.quantization
     bits = getattr(q, "bits", None) if q.mode in ("lowbit", "kmeans") else None
-    quant = q.mode + (f"/{bits}" if bits is not None else "")  # lowbit/4, lowbit/ternary
+    if getattr(q, "allocation", "uniform") == "sensitivity":
+        bits = f"mixed<={getattr(q, 'budget_bits', 0):g}"
+    quant = q.mode + (f"/{bits}" if bits is not None else "")  # lowbit/4, lowbit/mixed<=3
+    if "weight_bits" in r and q.mode != "none":
+        quant += f" ({r['weight_bits']:.3g} bits/weight)"
     return (
         f"{rc.model.name}/{rc.data.name} pruning={rc.pruning.method}@{rc.pruning.sparsity:.4g} "
         f"{pruned + ' ' if pruned else ''}quant={quant}: "

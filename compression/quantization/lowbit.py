@@ -1,6 +1,10 @@
 """`lowbit`: weight-only quantization to 2..8 bits or ternary, per-channel or per-group scales,
 post-training or with quantization-aware fine-tuning (QAT). Activations stay fp32.
 
+Bits are one per run (`bits`), or per layer (mixed precision): set by hand in `layer_bits`, or
+allocated under an average-bits budget from a sensitivity pass (`allocation: sensitivity`, see
+quantization/allocation.py); a layer at 32 bits stays fp32. The artifact records `layer_bits`.
+
 Weights are stored packed (see `packing`), so the artifact's bytes are the real low-bit bytes;
 they are dequantized on the fly at run time (see `lowbit_modules`).
 """
@@ -28,6 +32,9 @@ from compression.quantization.lowbit_modules import lowbit_from, make_fake_quant
 from compression.quantization.qat import masks_for
 
 BITS: list[int | str] = [2, 3, 4, 5, 6, 7, 8, "ternary"]
+FP32 = 32  # a layer "quantized" to 32 bits is left as it is (fp32)
+LAYER_BITS: list[int | str] = [*BITS, FP32]
+ALLOCATIONS = ("uniform", "sensitivity")
 LAYER_KINDS: dict[str, type[nn.Module]] = {"linear": nn.Linear, "conv": nn.Conv2d}
 UNSUPPORTED_KINDS = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d)
 
@@ -43,6 +50,15 @@ class LowBitConfig(QuantizationConfig):
     epochs: int = 3  # qat only
     lr: float = 1.0e-4  # qat only
     layers: list[str] = field(default_factory=lambda: ["linear", "conv"])  # linear | conv
+    # uniform: every layer at `bits` (or its `layer_bits`); sensitivity: per-layer bits from a
+    # sensitivity pass, within budget_bits (quantization/allocation.py)
+    allocation: str = "uniform"
+    budget_bits: float = 4.0  # sensitivity only: average stored bits per quantized weight, at most
+    # sensitivity only: the widths a layer may get (32: left fp32)
+    bit_choices: list[int] = field(default_factory=lambda: [2, 4, 8, 32])
+    # per-layer bits by exact layer name, e.g. {fc3: 8} (32: leave fp32); with
+    # allocation=sensitivity, the allocation's output (recorded in the artifact)
+    layer_bits: dict[str, int | str] | None = None
 
     def __post_init__(self) -> None:
         v.one_of("quantization.backend (for mode lowbit)", self.backend, ["native"])
@@ -55,6 +71,34 @@ class LowBitConfig(QuantizationConfig):
         v.in_range("quantization.lr", self.lr, 0, None, lo_open=True)
         for kind in v.string_list("quantization.layers", self.layers):
             v.one_of("quantization.layers", kind, sorted(LAYER_KINDS))
+        self._check_mixed()
+
+    def _check_mixed(self) -> None:
+        v.one_of("quantization.allocation", self.allocation, list(ALLOCATIONS))
+        if not isinstance(self.bit_choices, list | tuple) or not self.bit_choices:
+            raise ConfigError(f"quantization.bit_choices={self.bit_choices!r} must be a "
+                              "non-empty list of bit widths, e.g. [2, 4, 8, 32]")
+        for b in self.bit_choices:
+            v.one_of("quantization.bit_choices", b, [2, 3, 4, 5, 6, 7, 8, FP32])
+        self.bit_choices = sorted(set(self.bit_choices))
+        v.in_range("quantization.budget_bits", self.budget_bits, 0, FP32, lo_open=True)
+        if self.allocation == "sensitivity" and self.budget_bits < self.bit_choices[0]:
+            raise ConfigError(f"quantization.budget_bits={self.budget_bits!r} is below the "
+                              f"smallest of quantization.bit_choices ({self.bit_choices[0]}): "
+                              "no allocation fits it")
+        if self.layer_bits is None:  # YAML null, so `quantization.layer_bits={...}` can set it
+            self.layer_bits = {}
+        if not isinstance(self.layer_bits, dict):
+            raise ConfigError(f"quantization.layer_bits={self.layer_bits!r} must be a mapping "
+                              "{layer: bits}, e.g. {fc3: 8}")
+        self.layer_bits = dict(self.layer_bits)
+        for name, b in self.layer_bits.items():
+            v.one_of(f"quantization.layer_bits.{name}", b, LAYER_BITS)
+
+    def bits_of(self, layer: str) -> int | str:
+        """The layer's bit width: its `layer_bits` entry, else `bits` (32: left fp32)."""
+        assert self.layer_bits is not None
+        return self.layer_bits.get(layer, self.bits)
 
     @property
     def group(self) -> int | None:
@@ -68,26 +112,35 @@ def _targets(model: nn.Module, cfg: LowBitConfig) -> dict[str, nn.Module]:
 
 class LowBit(Passthrough):
     def check(self, model: nn.Module, cfg: LowBitConfig) -> None:
+        targets = _targets(model, cfg)
+        assert cfg.layer_bits is not None
+        if cfg.layer_bits and cfg.allocation == "sensitivity":
+            raise ConfigError("quantization.layer_bits is what quantization.allocation="
+                              "sensitivity decides; set one or the other")
+        unknown = sorted(set(cfg.layer_bits) - set(targets))
+        if unknown:
+            raise ConfigError(f"quantization.layer_bits.{unknown[0]}: not a layer this mode "
+                              f"quantizes; they are: {', '.join(targets) or 'none'}")
         for name, m in model.named_modules():
             if "conv" in cfg.layers and isinstance(m, UNSUPPORTED_KINDS):
                 raise ConfigError(f"quantization.mode=lowbit supports Linear and Conv2d; layer "
                                   f"{name!r} is {type(m).__name__}")
-        if not _targets(model, cfg):
+        if not targets:
             raise ConfigError(f"quantization.mode=lowbit: the model has no "
                               f"{'/'.join(cfg.layers)} layer to quantize")
 
     def quantize(self, model: nn.Module, cfg: LowBitConfig, session: QuantSession
                  ) -> Quantized:
         model = copy.deepcopy(model)
-        names = list(_targets(model, cfg))
+        names = [n for n in _targets(model, cfg) if cfg.bits_of(n) != FP32]
         if cfg.qat:
             for name in names:
-                make_fake_quant(model.get_submodule(name), cfg.bits, cfg.group)
+                make_fake_quant(model.get_submodule(name), cfg.bits_of(name), cfg.group)
             session.finetune(model, masks=masks_for(model, session.masks, cfg.mode),
                              epochs=cfg.epochs, lr=cfg.lr)
         for name in names:
             layer = model.get_submodule(name)
-            packed = lowbit_from(layer, cfg.bits, cfg.group)
+            packed = lowbit_from(layer, cfg.bits_of(name), cfg.group)
             approx = packed.load_float(layer.weight, layer.bias)
             record_weight_error(session, name, layer.weight.detach(), approx)
             model.set_submodule(name, packed)
@@ -96,7 +149,8 @@ class LowBit(Passthrough):
     def skeleton(self, model: nn.Module, cfg: LowBitConfig, example: torch.Tensor
                  ) -> nn.Module:
         for name, layer in _targets(model, cfg).items():
-            model.set_submodule(name, lowbit_from(layer, cfg.bits, cfg.group))
+            if cfg.bits_of(name) != FP32:
+                model.set_submodule(name, lowbit_from(layer, cfg.bits_of(name), cfg.group))
         return model
 
 

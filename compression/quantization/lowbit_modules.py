@@ -107,6 +107,16 @@ class LowBitLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"shape={tuple(self.shape)}, bits={self.bits}, group={self.g}"
 
+    def stored_weight_bits(self) -> int:
+        """Bits each weight takes in the packed buffer, read off the buffer's length (what is
+        stored, not what the config says); metrics.weight_bits averages it over layers."""
+        numel = self.shape.numel()
+        bits = self.packed.numel() * 8 // numel
+        if packing.packed_numel(numel, bits) != self.packed.numel():
+            raise ValueError(f"{self.packed.numel()} packed bytes hold no whole bit width "
+                             f"for {numel} weights")
+        return bits
+
 
 class LowBitLinear(LowBitLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:

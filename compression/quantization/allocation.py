@@ -1,0 +1,194 @@
+"""Per-layer bit widths (mixed precision) under an average-bits budget
+(`quantization=lowbit quantization.allocation=sensitivity quantization.budget_bits=3`).
+
+Uniform low-bit quantization gives every layer `bits`. Layers differ, though: a wide first layer
+loses little at 2 bits, a small classifier a lot. Here each quantized layer is quantized ALONE to
+every width of `bit_choices` (weight-only, the run's granularity, no fine-tuning) and the
+validation accuracy and cross-entropy measured: one sensitivity row per layer, cached on disk
+(key: a content hash of the model being quantized - after pruning and fine-tuning - and the
+layers, widths, grouping and sample count). A greedy pass (AIMET's mixed precision; HAWQ's
+cost per bit without the Hessian) then starts every layer at its widest choice and narrows, one
+step at a time, the layer whose next step costs the least accuracy per stored bit saved (ties:
+the least loss per bit, then the larger saving), until sum(weights x bits) <= budget_bits x
+weights; a last pass widens layers again while the budget allows, the most accuracy (then loss)
+regained per bit first, so the budget is spent rather than undershot.
+
+The budget counts stored bits per weight: the width of the packed codes (32 for a layer left
+fp32). The fp16 group scales and the biases come on top and are in `size_bytes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.errors import ConfigError
+from compression.quantization.base import QuantizationConfig
+from compression.quantization.lowbit import FP32, LowBitConfig, _targets
+from compression.quantization.lowbit_modules import dequantize_weight, group_len, quantize_weight
+
+log = logging.getLogger(__name__)
+
+VAL_SAMPLES = 1024  # enough to rank layers; keeps the pass to seconds on small models
+BATCH = 256
+
+Score = tuple[float, float]  # (top-1 accuracy, mean cross-entropy) on the validation samples
+Table = dict[str, dict[int, Score]]  # layer -> bits -> score with only that layer quantized
+
+
+@torch.inference_mode()
+def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Score:
+    correct, loss = 0, 0.0
+    for i in range(0, len(y), BATCH):
+        out = model(x[i:i + BATCH])
+        correct += int((out.argmax(1) == y[i:i + BATCH]).sum())
+        loss += float(F.cross_entropy(out, y[i:i + BATCH], reduction="sum"))
+    return correct / len(y), loss / len(y)
+
+
+@torch.inference_mode()
+def sensitivity(model: nn.Module, layers: list[str], widths: list[int], group: int | None,
+                x: torch.Tensor, y: torch.Tensor) -> tuple[Score, Table]:
+    """(fp32 score, per-layer score at each width below 32 with only that layer quantized)."""
+    model.eval()
+    base = _score(model, x, y)
+    table: Table = {}
+    for name in layers:
+        weight = model.get_submodule(name).weight
+        original = weight.detach().clone()
+        g = group_len(original.shape, group)
+        table[name] = {}
+        for bits in widths:
+            if bits == FP32:
+                continue
+            q, scales = quantize_weight(original, bits, g)
+            weight.copy_(dequantize_weight(q, scales, original.shape, g))
+            table[name][bits] = _score(model, x, y)
+        weight.copy_(original)
+    return base, table
+
+
+def _costs(base: Score, scores: dict[int, Score], widths: list[int]) -> list[Score]:
+    """(accuracy drop, loss increase) at each width, widest first, made non-decreasing as the
+    width shrinks (so noise cannot make fewer bits look free)."""
+    out, acc, loss = [], 0.0, 0.0
+    for bits in widths:
+        if bits != FP32:
+            acc = max(acc, base[0] - scores[bits][0])
+            loss = max(loss, scores[bits][1] - base[1])
+        out.append((acc, loss))
+    return out
+
+
+def allocate_bits(sizes: dict[str, int], base: Score, table: Table, choices: list[int],
+                  budget_bits: float) -> dict[str, int]:
+    """Bits per layer with sum(sizes x bits) <= budget_bits x sum(sizes) (exact integers)."""
+    widths = sorted(set(choices), reverse=True)
+    capacity = math.floor(Fraction(str(budget_bits)) * sum(sizes.values()))
+    if capacity < widths[-1] * sum(sizes.values()):
+        raise ConfigError(f"quantization.budget_bits={budget_bits} is below the smallest of "
+                          f"quantization.bit_choices ({widths[-1]}): no allocation fits it")
+    costs = {n: _costs(base, table[n], widths) for n in sizes}
+    index = dict.fromkeys(sizes, 0)
+    total = sum(n * widths[0] for n in sizes.values())
+
+    def step(name: str, i: int, j: int) -> tuple[float, float, int]:
+        """Cost per bit of moving `name` from width index i to j; (0, 0, -bits) for free steps."""
+        bits = sizes[name] * abs(widths[i] - widths[j])
+        (a0, l0), (a1, l1) = costs[name][i], costs[name][j]
+        return abs(a1 - a0) / bits, abs(l1 - l0) / bits, -bits
+
+    while total > capacity:  # narrow the cheapest step
+        name = min((n for n in sizes if index[n] + 1 < len(widths)),
+                   key=lambda n: step(n, index[n], index[n] + 1))
+        total -= sizes[name] * (widths[index[name]] - widths[index[name] + 1])
+        index[name] += 1
+    while True:  # widen where it regains the most per bit and still fits
+        fits = [n for n in sizes if index[n] > 0 and total + sizes[n] * (
+            widths[index[n] - 1] - widths[index[n]]) <= capacity
+            and step(n, index[n], index[n] - 1)[:2] > (0.0, 0.0)]
+        if not fits:
+            break
+        name = max(fits, key=lambda n: step(n, index[n], index[n] - 1)[:2])
+        total += sizes[name] * (widths[index[name] - 1] - widths[index[name]])
+        index[name] -= 1
+    return {n: widths[i] for n, i in index.items()}
+
+
+def _content_key(model: nn.Module, parts: list[Any]) -> str:
+    h = hashlib.sha256(json.dumps(parts).encode())
+    for key, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
+
+
+def cached_sensitivity(model: nn.Module, layers: list[str], cfg: LowBitConfig, x: torch.Tensor,
+                       y: torch.Tensor, cache_dir: Path | None, prefix: str = "model"
+                       ) -> tuple[Score, Table]:
+    """The sensitivity pass, computed once per model content (and settings) and kept on disk."""
+    widths = sorted(cfg.bit_choices, reverse=True)
+    path = None
+    if cache_dir is not None:
+        key = _content_key(model, [layers, widths, cfg.group, len(y), VAL_SAMPLES])
+        path = cache_dir / f"{prefix}-bits-sensitivity-{key}.json"
+    if path is not None and path.exists():
+        data = json.loads(path.read_text())
+        table = {n: {int(b): (s[0], s[1]) for b, s in row.items()}
+                 for n, row in data["layers"].items()}
+        return (data["base"][0], data["base"][1]), table
+    base, table = sensitivity(model, layers, widths, cfg.group, x, y)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"base": base, "widths": widths, "layers": table}))
+        os.replace(tmp, path)
+        log.info("bit-width sensitivity cached at %s", path)
+    return base, table
+
+
+def allocated_config(model: nn.Module, cfg: QuantizationConfig, val_x: torch.Tensor,
+                     val_y: torch.Tensor, cache_dir: Path | None = None,
+                     prefix: str = "model") -> tuple[QuantizationConfig, dict[str, int]]:
+    """`cfg` with `layer_bits` from the sensitivity allocation (and those bits); `cfg` itself
+    when the mode has no allocation or it is uniform."""
+    if getattr(cfg, "allocation", "uniform") == "uniform":
+        return cfg, {}
+    assert isinstance(cfg, LowBitConfig)
+    layers = list(_targets(model, cfg))
+    sizes = {n: model.get_submodule(n).weight.numel() for n in layers}
+    base, table = cached_sensitivity(model, layers, cfg, val_x[:VAL_SAMPLES],
+                                     val_y[:VAL_SAMPLES], cache_dir, prefix)
+    bits = allocate_bits(sizes, base, table, cfg.bit_choices, cfg.budget_bits)
+    average = sum(sizes[n] * b for n, b in bits.items()) / sum(sizes.values())
+    log.info("mixed precision within %g bits per weight (%.4g used): %s", cfg.budget_bits,
+             average, ", ".join(f"{n} {b}" for n, b in bits.items()))
+    return dataclasses.replace(cfg, layer_bits=bits), bits
+
+
+def compact(items: dict[str, Any], limit: int) -> str:
+    """`fc1:4,fc2:8,...` cut at a whole entry so it fits `limit` characters (MLflow's param
+    length), with `,...(+N)` saying how many entries the full list (the CSV) has beyond it."""
+    parts = [f"{n}:{b}" for n, b in items.items()]
+    out = ",".join(parts)
+    if len(out) <= limit:
+        return out
+    kept: list[str] = []
+    for part in parts:
+        tail = f",...(+{len(parts) - len(kept) - 1})"
+        if len(",".join([*kept, part])) + len(tail) > limit:
+            break
+        kept.append(part)
+    return ",".join(kept) + f",...(+{len(parts) - len(kept)})"
