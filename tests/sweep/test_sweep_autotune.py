@@ -20,7 +20,9 @@ from test_sweep_cli import runs, sweep, trials
 import compression.config
 from compression.errors import ConfigError
 from compression.paths import PROJECT_ROOT
+from compression.config import RunConfig
 from compression.sweep.autotune import AutotuneTarget, best, stop_reason
+from compression.sweep.space import SearchSpace
 
 
 def _study(values: list[tuple[float, float]]) -> optuna.Study:
@@ -66,6 +68,43 @@ def test_the_preset_composes_with_its_target() -> None:
     assert cfg.hydra.sweeper.study_name == "autotune-digits-mlp-size"
     assert target.metric in compression.config.METRICS
     assert target.drop_metric in compression.config.METRICS
+
+
+def test_the_space_holds_mixed_precision_as_a_strategy() -> None:
+    """quantization.allocation (uniform vs sensitivity) is a dimension under lowbit; a trial
+    that picks sensitivity gets a bits budget instead of one width, and its overrides make a
+    valid run config."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["sweep=autotune"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    sweeper = cfg.hydra.sweeper
+    space = SearchSpace.parse([f"{k}={v}" for k, v in sweeper.params.items()],
+                              OmegaConf.to_container(sweeper.when))
+    params = {p.key: p for p in space.params}
+    assert params["quantization.allocation"].distribution.choices == ("uniform", "sensitivity")
+    assert params["quantization.allocation"].when == {"quantization": ("lowbit",)}
+    assert params["quantization.budget_bits"].when == {"quantization.allocation": ("sensitivity",)}
+    assert params["quantization.bits"].when == {"quantization.allocation": ("uniform",)}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        overrides = space.suggest(study.ask())
+        keys = {o.split("=")[0] for o in overrides}
+        if "quantization=lowbit" in overrides:
+            mixed = "quantization.allocation=sensitivity" in overrides
+            assert ("quantization.budget_bits" in keys) == mixed
+            assert ("quantization.bits" in keys) == (not mixed)
+            seen.add(mixed)
+            if mixed:
+                with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR),
+                                           version_base="1.3"):
+                    trial_cfg = compose("config", overrides=overrides)
+                GlobalHydra.instance().clear()
+                RunConfig.from_cfg(trial_cfg)  # a valid run: budget and strategy accepted
+        else:
+            assert not keys & {"quantization.allocation", "quantization.budget_bits"}
+    assert seen == {True, False}
 
 
 @pytest.mark.slow
