@@ -27,7 +27,7 @@ from hydra.core.global_hydra import GlobalHydra
 from compression import pipeline
 from compression.config import CONFIG_DIR
 
-METRICS = ("accuracy", "val_accuracy", "weight_bits", "size_bytes")
+METRICS = ("accuracy", "val_accuracy", "weight_bits", "size_bytes", "baseline_accuracy")
 
 
 def measure(overrides: list[str]) -> dict[str, float]:
@@ -68,7 +68,9 @@ def main() -> None:
                     rows.setdefault(name, []).append(r)
                     print(f"seed {seed} {name}: " + " ".join(
                         f"{k} {v:.4g}" for k, v in r.items()), flush=True)
-    print(f"\n{' '.join(args.overrides) or 'defaults'}, {args.seeds} seed(s), post-training")
+    first = next(iter(rows.values()))
+    print(f"\n{' '.join(args.overrides) or 'defaults'}, {args.seeds} seed(s), post-training; "
+          f"fp32 baseline test accuracy {_ms(first, 'baseline_accuracy', 100)}%")
     print("| case | test accuracy | val accuracy | bits/weight | size bytes |")
     print("|---|---|---|---|---|")
     for name, runs in rows.items():
