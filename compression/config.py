@@ -114,10 +114,11 @@ CONDITIONAL_METRICS: dict[str, Produced] = {
                                lambda c: _get(c, "pruning.method") == "lowrank",
                                "pruning=lowrank"),
     "weight_bits": Produced(
-        ("quantization.mode", "pruning.sparse_kernel"),
+        ("quantization.mode", "quantization.backend", "pruning.sparse_kernel"),
         lambda c: _get(c, "quantization.mode") in _BITS_READABLE
+        and _get(c, "quantization.backend") != "torchao"
         and _get(c, "pruning.sparse_kernel") is not True,
-        f"quantization={'|'.join(_BITS_READABLE)} without pruning.sparse_kernel"),
+        f"quantization={'|'.join(_BITS_READABLE)} (not torchao), without pruning.sparse_kernel"),
     "sparse_kernel_layers": Produced(
         ("pruning.sparse_kernel",), lambda c: _get(c, "pruning.sparse_kernel") is True,
         "pruning.sparse_kernel=true"),

@@ -99,6 +99,8 @@ TRAIN = [
       "needs measure.latency=true)", default=True),
     C("objectives=[quant_sqnr_db_min]",
       needle="objectives=quant_sqnr_db_min: a run with quantization.mode=none does not log it"),
+    C("objectives=[weight_bits]", "quantization=kmeans",
+      needle="objectives=weight_bits: a run with quantization.mode=kmeans"),
     C("objectives=[lowrank_layers]", "pruning=unstructured", "pruning.sparsity=0.5",
       needle="objectives=lowrank_layers: a run with pruning.method=unstructured does not log"),
     C("objectives=[sparse_kernel_layers]", "pruning=unstructured", "pruning.sparsity=0.5",

@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 from test_sweep_cli import runs, sweep, trials
 
 import compression.config
+from compression.config import RunConfig
 from compression.errors import ConfigError
 from compression.paths import PROJECT_ROOT
-from compression.config import RunConfig
 from compression.sweep.autotune import AutotuneTarget, best, stop_reason
 from compression.sweep.space import SearchSpace
 
