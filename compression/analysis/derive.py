@@ -23,9 +23,12 @@ PARAM_DEFAULTS = {"pruning.method": "none", "quantization.mode": "none", "model.
 
 
 def param_columns(frame: pd.DataFrame) -> list[str]:
-    """Config params: dotted names (tags excluded) plus the top-level `seed` / `objectives`."""
+    """Config params: dotted names (tags excluded) plus the top-level `seed` / `objectives`.
+    Not the allocations a run computed (`pruning.allocated`, `quantization.allocated`): they are
+    results, and differ between seeds of one configuration."""
     return [c for c in frame.columns
-            if (("." in c and not c.startswith("tags.")) or c in ("seed", "objectives"))]
+            if (("." in c and not c.startswith("tags.") and not c.endswith(".allocated"))
+                or c in ("seed", "objectives"))]
 
 
 def _fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +163,10 @@ def describe(row: pd.Series) -> str:
     if quant != "none":
         text += f" + {quant}"
         bits = str(row.get("quantization.bits", "")).removesuffix(".0")
-        if quant == "lowbit" and bits not in ("", "None", "nan"):
+        if quant == "lowbit" and row.get("quantization.allocation") == "sensitivity":
+            budget = str(row.get("quantization.budget_bits", "")).removesuffix(".0")
+            text += f" mixed<={budget}-bit"
+        elif quant == "lowbit" and bits not in ("", "None", "nan"):
             text += " ternary" if bits == "ternary" else f" {bits}-bit"
     return f"{row.get('model.name', 'model')} {text}"
 

@@ -85,3 +85,17 @@ def test_small_dense_runs_without_a_full_width_reference_are_flagged() -> None:
     assert any("no full-width dense run" in n for n in spot.notes)
     assert not any("no full-width" in n for n in sweet_spot(derive(runs()),
                                                               select_on="test").notes)
+
+
+def test_allocated_targets_do_not_split_seeds_and_mixed_runs_say_so() -> None:
+    """`*.allocated` params are what each run computed (they differ between seeds): the seeds
+    of one configuration still form one point; a mixed-precision run is labelled by its budget."""
+    df = runs()
+    df["quantization.allocated"] = ["", "", "fc1:2,fc2:4", "", ""]
+    df["pruning.allocated"] = ["", "fc1:0.9", "fc1:0.8", "", ""]
+    d = derive(df)
+    assert d["config_key"].iloc[1] == d["config_key"].iloc[2]
+    mixed = df.iloc[[3]].assign(**{"quantization.mode": "lowbit", "quantization.bits": 4.0,
+                                   "quantization.allocation": "sensitivity",
+                                   "quantization.budget_bits": 3.0})
+    assert derive(mixed)["label"].iloc[0] == "mlp unstructured@0.9 + lowbit mixed<=3-bit"
