@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from compression.paths import PROJECT_ROOT
 
 
@@ -28,3 +30,11 @@ def test_a_bad_value_is_reported_without_importing_mlflow() -> None:
     assert proc.returncode == 2
     assert "error: pruning.sparsity=1.5 is out of range" in proc.stderr
     assert "mlflow" not in top and "optuna" not in top
+
+
+@pytest.mark.xfail(strict=True, reason="the config dataclasses' modules still import torch "
+                   "(docs/quality-core.md, Start-up); drop this marker when this passes")
+def test_a_bad_value_is_reported_without_importing_torch() -> None:
+    top, proc = imported("pruning=unstructured", "pruning.sparsity=1.5", "tracking=off")
+    assert proc.returncode == 2 and "pruning.sparsity=1.5 is out of range" in proc.stderr
+    assert "torch" not in top
