@@ -37,6 +37,9 @@ def _trial_of_optuna_sweep() -> bool:
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
     watch_sweep()  # a joblib worker ends with the sweep that started it
     try:
+        from compression.config import RunConfig
+
+        RunConfig.from_cfg(cfg)  # a bad value answers now, before torch is imported
         from compression import pipeline
 
         return pipeline.run(cfg)

@@ -20,7 +20,7 @@ from compression.data import DataConfig
 from compression.errors import ConfigError
 from compression.export import ExportConfig
 from compression.metrics import MeasureConfig, peak_rss_resettable
-from compression.models import ModelConfig
+from compression.model_config import ModelConfig
 from compression.pruning import PRUNERS, PruningConfig
 from compression.quality import MetricConfig
 from compression.quantization import QUANTIZERS, QuantizationConfig
@@ -234,9 +234,10 @@ class RunConfig:
         objectives = raw.get("objectives", ["val_accuracy"])
         if isinstance(objectives, str):
             objectives = [objectives]
+        # The model section last: a valid built-in model name imports the models (and torch),
+        # so every other section's mistake is reported without waiting for torch.
         return cls(
             data=DataConfig.from_dict(section("data")),
-            model=ModelConfig.from_dict(section("model")),
             train=build_dataclass(TrainConfig, section("train"), "train"),
             finetune=build_dataclass(FinetuneConfig, section("finetune"), "finetune"),
             pruning=PRUNERS.build_config({"method": "none", **section("pruning")}),
@@ -249,6 +250,7 @@ class RunConfig:
             objectives=tuple(objectives),
             metric=MetricConfig.from_dict(section("metric")),
             export=build_dataclass(ExportConfig, section("export"), "export"),
+            model=ModelConfig.from_dict(section("model")),
         )
 
     def params(self) -> dict[str, Any]:

@@ -39,19 +39,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
-from torch import nn
-from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from compression import validation as v
 from compression.coding import positions
 from compression.coding.codecs import CODECS, zstd_available
 from compression.data import DataSpec
 from compression.errors import ArtifactError, ConfigError, first_line
-from compression.models import MODELS, ModelConfig, build_model
+from compression.lazy import is_traceable_wrapper_subclass, nn, np, safetensors_torch, torch
+from compression.model_config import ModelConfig, model_names
 from compression.quantization import QUANTIZERS, QuantizationConfig
 from compression.transforms import TRANSFORMS
 
@@ -107,7 +103,7 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------- encodings
-Cost = Callable[[dict[str, torch.Tensor]], int]  # stored bytes of a set of streams
+Cost = Callable[[dict[str, "torch.Tensor"]], int]  # stored bytes of a set of streams
 
 
 def _encode_plain(key: str, t: torch.Tensor, sparse: bool, cost: Cost,
@@ -367,7 +363,7 @@ def _write(path: Path, meta: dict[str, Any], payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     box = json.dumps({"format": FORMAT, "header": len(header)}, separators=(",", ":"))
-    save_file({DATA_KEY: blob}, str(tmp), metadata={META_KEY: box})
+    safetensors_torch.save_file({DATA_KEY: blob}, str(tmp), metadata={META_KEY: box})
     os.replace(tmp, path)
 
 
@@ -455,9 +451,10 @@ def trusted_model_config(recorded: Any, given: ModelConfig | None, path: Path) -
     target = recorded.get("_target_")
     if target is None:
         name = recorded.get("name")
-        if name not in MODELS:
+        known = model_names()
+        if name not in known:
             raise ArtifactError(f"{path}: the header names model {name!r}, which is not a "
-                                f"built-in model ({', '.join(sorted(MODELS))})")
+                                f"built-in model ({', '.join(known)})")
         if given is not None and (given.target is not None or given.name != name):
             raise ArtifactError(f"{path} holds the built-in model {name!r}, not the "
                                 f"{given.target or given.name!r} the caller asked for")
@@ -505,6 +502,8 @@ def _rebuild(path: Path, meta: dict[str, Any], model_cfg: ModelConfig) -> nn.Mod
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no iter)
     spec = DataSpec(**meta["spec"])
+    from compression.models import build_model
+
     model = build_model(model_cfg, spec)
     import compression.pruning  # noqa: F401  (registers the pruning methods' transforms)
 

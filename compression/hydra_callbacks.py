@@ -166,10 +166,10 @@ class MlflowParentRun(Callback):
         os.environ[tracking.PARENT_ENV] = self.run.id
         # If the sweep dies before on_multirun_end, don't leave the parent RUNNING forever.
         atexit.register(self._close, tracking.FAILED)
-        # `mlflow ui` 3.17 opens an experiment on its GenAI overview whatever the experiment's
-        # tag says (its own GenAI / Model training switch decides): point at the runs table.
-        log.info("mlflow parent run %s (%s) for this multirun; in `mlflow ui`: "
-                 "#/experiments/%s/runs", self.run.id, name, exp_id)
+        # `mlflow ui` 3.17 opens an experiment on its GenAI overview unless its GenAI / Model
+        # training switch says otherwise: this address sets the switch and opens the runs table.
+        log.info("mlflow parent run %s (%s) for this multirun; in `mlflow ui`: %s",
+                 self.run.id, name, tracking.experiment_ui_path(exp_id))
 
     def adopt(self, run: tracking.Run) -> None:
         """Make `run` the parent instead of the one opened at start, which is ended and deleted

@@ -10,13 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import torch
-from torch import nn
-from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-from torch.utils.flop_counter import FlopCounterMode
-
 from compression import validation as v
-from compression.models import PRUNABLE_KINDS, prunable_layers
+from compression.lazy import inference_mode, is_traceable_wrapper_subclass, nn, nn_kinds, torch
+from compression.model_config import PRUNABLE_KIND_NAMES, prunable_layers
 
 # Modules that stand in for a prunable layer after a later stage (a packed low-bit layer, a Linear
 # run by a sparse kernel): each such class registers itself with @stands_in_for_prunable.
@@ -31,13 +27,13 @@ def stands_in_for_prunable(cls: M_) -> M_:
 
 
 def prunable_classes() -> tuple[type, ...]:
-    """The prunable layer kinds (models.PRUNABLE_KINDS), their torch.ao quantized twins of the
-    same name, and the registered stand-ins; subclasses (fused Conv+ReLU, QAT, dynamic int8
-    Linear) are prunable with their base."""
+    """The prunable layer kinds (model_config.PRUNABLE_KIND_NAMES), their torch.ao quantized
+    twins of the same name, and the registered stand-ins; subclasses (fused Conv+ReLU, QAT,
+    dynamic int8 Linear) are prunable with their base."""
     import torch.ao.nn.quantized as nnq
 
-    twins = tuple(getattr(nnq, k.__name__) for k in PRUNABLE_KINDS if hasattr(nnq, k.__name__))
-    return (*PRUNABLE_KINDS, *twins, *STAND_INS)
+    twins = tuple(getattr(nnq, k) for k in PRUNABLE_KIND_NAMES if hasattr(nnq, k))
+    return (*nn_kinds(PRUNABLE_KIND_NAMES), *twins, *STAND_INS)
 
 
 def prunable_type_names() -> frozenset[str]:
@@ -213,6 +209,8 @@ def sparsity(rows: list[LayerStats]) -> float:
 def flops_per_layer(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
     """Forward FLOPs for one sample (total, and per prunable layer) via torch's FLOP counter,
     which counts matmuls and convolutions (2 FLOPs per multiply-accumulate)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(example)
@@ -275,7 +273,7 @@ def retain_freed_memory() -> bool:
         return False
 
 
-@torch.inference_mode()
+@inference_mode
 def latency_side_by_side(
     candidates: dict[str, tuple[Callable[[torch.Tensor], object], torch.Tensor]],
     warmup: int,

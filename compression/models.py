@@ -7,75 +7,24 @@ Every built-in model takes a width multiplier so that a smaller dense model can 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import nn
-
-from compression import validation as v
 from compression.data import DataSpec
 from compression.errors import ConfigError, first_line
+from compression.lazy import nn, nn_kinds, torch
+from compression.model_config import (  # noqa: F401 (their home before; importers keep it)
+    MODELS,
+    PRUNABLE_KIND_NAMES,
+    ModelConfig,
+    ModelFactory,
+    prunable_layers,
+    register_model,
+)
 from compression.models_vit import ViT
-from compression.registry import registrar
-
-ModelFactory = Callable[..., nn.Module]
-MODELS: dict[str, ModelFactory] = {}
-
-
-register_model = registrar(MODELS)
 
 
 def _w(channels: int, width: float) -> int:
     return max(1, round(channels * width))
-
-
-@dataclass
-class ModelConfig:
-    """`name` picks a built-in model; `target` (`_target_` in YAML) a user factory instead.
-
-    `width` is the framework's multiplier for built-in models only: a user factory's own
-    arguments (a `width` of its own included) go to it untouched, in `kwargs`."""
-
-    name: str = "mlp"
-    width: float = 1.0
-    target: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments for a user factory
-    checkpoint: str | None = None  # pretrained weights (safetensors / .pt state_dict)
-
-    def __post_init__(self) -> None:
-        v.in_range("model.width", self.width, 0, None, lo_open=True)
-        if self.checkpoint is not None and (not isinstance(self.checkpoint, str)
-                                            or not self.checkpoint):
-            raise ConfigError(f"model.checkpoint={self.checkpoint!r} must be a file path or null")
-        if self.target is None:
-            v.one_of("model.name", self.name, sorted(MODELS))
-        elif not isinstance(self.target, str) or "." not in self.target:
-            raise ConfigError(f"model._target_={self.target!r} must be a dotted path to a factory")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        values = dict(values)
-        target = values.pop("_target_", None)
-        checkpoint = values.pop("checkpoint", None)
-        if target is None:
-            unknown = sorted(set(values) - {"name", "width"})
-            if unknown:
-                raise ConfigError(
-                    f"model.{unknown[0]} is not a valid key for a built-in model; "
-                    "allowed: name, width, checkpoint (or give _target_ for a user model)"
-                )
-            return cls(**values, checkpoint=checkpoint)
-        name = values.pop("name", target.rsplit(".", 1)[-1])
-        # everything else, `width` included, is the factory's own argument
-        return cls(name=name, target=target, kwargs=values, checkpoint=checkpoint)
-
-    def to_dict(self) -> dict[str, Any]:
-        extra = {} if self.checkpoint is None else {"checkpoint": self.checkpoint}
-        if self.target is None:
-            return {"name": self.name, "width": self.width, **extra}
-        return {"_target_": self.target, "name": self.name, **self.kwargs, **extra}
 
 
 def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
@@ -244,12 +193,7 @@ def vit(spec: DataSpec, width: float = 1.0) -> nn.Module:
     return ViT(spec.in_channels, spec.image_size, spec.num_classes, width)
 
 
-PRUNABLE_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Layers whose `weight` pruning targets: every Linear and Conv (biases and norms excluded)."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_KINDS)}
+PRUNABLE_KINDS = nn_kinds(PRUNABLE_KIND_NAMES)
 
 
 def example_user_model(in_channels: int = 1, num_classes: int = 10, hidden: int = 32) -> nn.Module:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from compression.lazy import F, nn, torch
 
 GRID = 4  # patches per side
 

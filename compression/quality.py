@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from compression import validation as v
 from compression.errors import ConfigError, first_line
+from compression.lazy import torch
 from compression.registry import registrar
 
-MetricFn = Callable[[torch.Tensor, torch.Tensor], float]  # (logits (N, C), labels (N,)) -> value
+# (logits (N, C), labels (N,)) -> value
+MetricFn = Callable[["torch.Tensor", "torch.Tensor"], float]
 METRICS: dict[str, MetricFn] = {}
 register_metric = registrar(METRICS)
 DEFAULT = "top1"

@@ -228,10 +228,18 @@ def _retry(fn: Any, *args: Any, attempts: int = 8, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-# MLflow 3's UI opens an experiment without this tag in its GenAI view (an empty Traces page);
-# with it, the runs table, where a sweep's parent and child runs are.
+# Marks the project's experiments as model training (MLflow's own kind selector shows it, and
+# MLflow versions that choose an experiment's first page by it open the runs table).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+
+
+def experiment_ui_path(exp_id: str) -> str:
+    """The address, after `mlflow ui`'s base URL, that opens the experiment's runs table.
+    MLflow 3.17's UI picks an experiment's first page from its GenAI / Model training switch
+    (a browser setting, GenAI unless changed), not from the tag above; `workflowType` in the
+    address sets that switch for the visit (docs/analysis.md quotes the UI's code)."""
+    return f"#/experiments/{exp_id}?workflowType=machine_learning"
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:

@@ -7,14 +7,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from compression import validation as v
 from compression.data import Splits, batches
 from compression.errors import ConfigError
+from compression.lazy import F, inference_mode, nn, torch
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ class DivergedError(ConfigError):
 
 
 StepHook = Callable[[int], None]  # called with the global step number after each optimizer step
-EpochHook = Callable[[nn.Module], None]  # called with the model after each epoch (e.g. to report)
+EpochHook = Callable[["nn.Module"], None]  # called with the model after each epoch (e.g. to report)
 
 
 def load_optimizer_machinery() -> None:
@@ -172,7 +170,7 @@ def train(
     model.eval()
 
 
-@torch.inference_mode()
+@inference_mode
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
+from compression.lazy import nn
 
-Transform = Callable[[nn.Module, dict[str, Any]], nn.Module]
+Transform = Callable[["nn.Module", dict[str, Any]], "nn.Module"]
 TRANSFORMS: dict[str, Transform] = {}
 
 

@@ -3,7 +3,7 @@ order), so a tensor of 4-bit codes costs half a byte per element and gaps of 5 b
 
 from __future__ import annotations
 
-import numpy as np
+from compression.lazy import np
 
 
 def width(max_value: int) -> int:

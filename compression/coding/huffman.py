@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import heapq
 
-import numpy as np
-
 from compression.coding import bits as B
+from compression.lazy import np
 
 MAX_LEN = 15
 

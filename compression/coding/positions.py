@@ -18,15 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
-import torch
-
 from compression.coding import bits as B
+from compression.lazy import np, torch
 
 KINDS = ("dense", "bitmask", "delta", "csr")
 MAX_GAP_BITS = 16
 
-Streams = dict[str, torch.Tensor]
+Streams = dict[str, "torch.Tensor"]
 
 
 def _u8(a: np.ndarray) -> torch.Tensor:

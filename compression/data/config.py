@@ -6,11 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.lazy import np, torch
 
 # Every value `data.name` may take; filled by the loaders' registry (compression.data.registry).
 DATASET_NAMES: list[str] = []
@@ -133,7 +131,7 @@ class Splits:
         return not isinstance(self.train_x, torch.Tensor)
 
 
-Pair = tuple[Any, np.ndarray]  # (inputs, labels): arrays, or a lazy source with its labels
+Pair = tuple[Any, "np.ndarray"]  # (inputs, labels): arrays, or a lazy source with its labels
 
 
 @dataclass

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import numpy as np
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from compression.data.config import DataConfig, Pair, Raw
 from compression.data.registry import register_dataset
 from compression.data.splits import as_arrays
 from compression.data.streaming import DataError, Lazy, as_example
 from compression.errors import ConfigError, first_line
+from compression.lazy import np, torch
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 SPLITS = ("train", "val", "test")
 
@@ -75,7 +76,7 @@ def _from_dataset(ds: Dataset, cfg: DataConfig, where: str) -> Pair:
 
 
 def _split(value: Any, cfg: DataConfig, where: str) -> Pair:
-    if isinstance(value, Dataset):
+    if isinstance(value, torch.utils.data.Dataset):
         return _from_dataset(value, cfg, where)
     if isinstance(value, Sequence) and len(value) == 2:
         return as_arrays(value[0], value[1], where)

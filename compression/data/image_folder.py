@@ -12,15 +12,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-
-import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from typing import TYPE_CHECKING
 
 from compression.data.config import DataConfig, Raw
 from compression.data.npz import existing
 from compression.data.registry import register_dataset
 from compression.data.streaming import DataError, Lazy, worker_errors
 from compression.errors import first_line
+from compression.lazy import np, torch
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def scan(folder: Path, classes: list[str] | None = None) -> tuple[list[Path], np
     return files, np.array(labels, dtype=np.int64), classes
 
 
-class ImageFiles(Dataset):
+class ImageFiles:  # a map-style Dataset (no base class: torch is imported on use)
     """Decoded on demand: (float32 (C, H, W) in [0, 1], label)."""
 
     def __init__(self, files: list[Path], labels: np.ndarray, size: tuple[int, int],
@@ -106,7 +108,7 @@ def _geometry(cfg: DataConfig, first: Path) -> tuple[tuple[int, int], int]:
     return size, channels
 
 
-class _Checked(Dataset):
+class _Checked:  # a map-style Dataset
     """Each file's content hash, after a full decode (a corrupt file fails here, named)."""
 
     def __init__(self, images: ImageFiles) -> None:
@@ -123,7 +125,7 @@ class _Checked(Dataset):
 def check_and_digest(images: ImageFiles, root: Path, num_workers: int) -> str:
     """One pass over every file before training: decodable, and hashed for the digest."""
     h = hashlib.sha256()
-    loader = DataLoader(_Checked(images), batch_size=64, num_workers=num_workers,
+    loader = torch.utils.data.DataLoader(_Checked(images), batch_size=64, num_workers=num_workers,
                         collate_fn=list)
     with worker_errors():
         for batch in loader:
@@ -135,7 +137,7 @@ def check_and_digest(images: ImageFiles, root: Path, num_workers: int) -> str:
 
 def _in_memory(images: ImageFiles, num_workers: int) -> np.ndarray:
     out = np.empty((len(images), images.channels, images.size[1], images.size[0]), np.float32)
-    loader = DataLoader(images, batch_size=256, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(images, batch_size=256, num_workers=num_workers)
     start = 0
     with worker_errors():
         for xb, _ in loader:

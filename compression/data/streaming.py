@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from typing import TYPE_CHECKING, Any
 
 from compression.errors import ConfigError, first_line
+from compression.lazy import np, torch
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader, Dataset
 
 
 class DataError(ConfigError):
@@ -79,11 +79,12 @@ class Lazy:
 
     def loader(self, labels: torch.Tensor, batch_size: int, order: list[int] | None
                ) -> DataLoader:
-        return DataLoader(_Pairs(self, labels), batch_size=batch_size, sampler=order,
-                          num_workers=self.num_workers, persistent_workers=False)
+        return torch.utils.data.DataLoader(
+            _Pairs(self, labels), batch_size=batch_size, sampler=order,
+            num_workers=self.num_workers, persistent_workers=False)
 
 
-class _Pairs(Dataset):
+class _Pairs:  # a map-style Dataset (no base class: torch is imported on use)
     def __init__(self, x: Lazy, y: torch.Tensor) -> None:
         self.x, self.y = x, y
 
@@ -114,7 +115,7 @@ def batches(
             yield x[idx], y[idx]
 
 
-class _Raw(Dataset):
+class _Raw:  # a map-style Dataset
     """Unnormalized examples of `indices`, for the statistics pass."""
 
     def __init__(self, dataset: Dataset, indices: np.ndarray, where: str) -> None:
@@ -131,7 +132,7 @@ def train_statistics(dataset: Dataset, indices: np.ndarray, num_workers: int, wh
                      batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over the train examples only, per channel (axis 0 of an example), in one
     streamed pass with float64 sums; shapes broadcast against one example (C, 1, 1)."""
-    loader = DataLoader(_Raw(dataset, indices, where), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(_Raw(dataset, indices, where), batch_size=batch_size,
                         num_workers=num_workers)
     total = total_sq = None
     count = 0

@@ -20,10 +20,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from compression.errors import ConfigError
+from compression.lazy import inference_mode, nn, torch
 from compression.pruning.base import PruningConfig, layer_targets
 
 log = logging.getLogger(__name__)
@@ -35,12 +33,12 @@ VAL_SAMPLES = 1024  # enough to rank layers; keeps the pass to seconds on small 
 Curves = dict[str, list[float]]  # layer -> val accuracy at each of LEVELS
 
 
-@torch.inference_mode()
+@inference_mode
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((model(x).argmax(1) == y).float().mean())
 
 
-@torch.inference_mode()
+@inference_mode
 def sensitivity_curves(model: nn.Module, layers: list[str], x: torch.Tensor, y: torch.Tensor
                        ) -> tuple[float, Curves]:
     """(dense accuracy, per-layer accuracy at each level with only that layer pruned)."""

@@ -8,13 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.data import Splits
 from compression.errors import ConfigError
-from compression.models import prunable_layers
+from compression.lazy import nn, no_grad, torch
+from compression.model_config import prunable_layers
 from compression.registry import Registry, registrar
 
 
@@ -100,7 +98,7 @@ class MaskSet:
             t = getattr(modules.get(owner), attr, None)
         return t if isinstance(t, torch.Tensor) else None
 
-    @torch.no_grad()
+    @no_grad
     def apply(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
         for key, mask in self.masks.items():
@@ -169,12 +167,12 @@ class PruneSession(Protocol):
 
 
 # A handler prunes `model` in place (and fine-tunes it through the session) and returns the masks.
-PruneHandler = Callable[[nn.Module, PruningConfig, PruneSession], MaskSet]
+PruneHandler = Callable[["nn.Module", PruningConfig, PruneSession], MaskSet]
 PRUNERS: Registry[PruneHandler] = Registry("pruning.method")
 
 # Optional per-method checks run on a fresh (untrained) model before any training, so that a
 # method that cannot handle the model fails in one line before the baseline is trained.
-PruneCheck = Callable[[nn.Module, PruningConfig, torch.Tensor], None]
+PruneCheck = Callable[["nn.Module", PruningConfig, "torch.Tensor"], None]
 CHECKS: dict[str, PruneCheck] = {}
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from compression.errors import ConfigError
+from compression.lazy import F, nn, no_grad, torch
 
-SUPPORTED = (nn.Linear, nn.Conv2d)
+SUPPORTED = ("Linear", "Conv2d")  # torch.nn class names (torch is imported on first use)
+
+
+def supported(m: nn.Module) -> bool:
+    return any(isinstance(m, getattr(nn, kind)) for kind in SUPPORTED)
 
 
 def input_rows(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ class _Seen(Exception):
     """Raised by a hook that has what it needs: the rest of that forward is skipped."""
 
 
-@torch.no_grad()
+@no_grad
 def run_batches(model: nn.Module, batches: list[torch.Tensor]) -> None:
     """Forward `batches` in eval mode (no dropout, BN statistics untouched)."""
     was_training = model.training

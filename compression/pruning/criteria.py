@@ -25,9 +25,7 @@ import copy
 from collections.abc import Callable
 from typing import Protocol
 
-import torch
-from torch import nn
-
+from compression.lazy import nn, torch
 from compression.pruning.base import PruneSession
 from compression.registry import registrar
 
@@ -46,7 +44,7 @@ class Criterion(Protocol):
         ...
 
 
-CriterionFactory = Callable[[nn.Module, dict[str, nn.Module], PruneSession, int], Criterion]
+CriterionFactory = Callable[["nn.Module", dict[str, "nn.Module"], PruneSession, int], Criterion]
 CRITERIA: dict[str, CriterionFactory] = {}
 
 

@@ -30,31 +30,38 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
-
 from compression.errors import ConfigError
+from compression.lazy import F, fx, nn, torch
 
-PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-CHANNELWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Hardswish,
-    nn.Hardtanh, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.MaxPool1d, nn.MaxPool2d,
-    nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-)
-CHANNELWISE_FUNCTIONS = {
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.elu, torch.tanh, torch.sigmoid,
-    F.hardswish, F.dropout, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
-}
 CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "detach"}
-ELEMENTWISE_FUNCTIONS = {operator.add, operator.iadd, operator.sub, operator.mul, operator.imul,
-                         torch.add, torch.sub, torch.mul}
 ELEMENTWISE_METHODS = {"add", "add_", "sub", "mul", "mul_"}
 SHAPE_METHODS = {"size", "dim"}  # return plain ints, no tensor flows through
+
+
+def _tables() -> None:
+    """The torch layers and functions the tracer knows, made on the first trace: torch is
+    imported then, not when the pruning package is discovered (a config check needs no torch)."""
+    global PRODUCERS, NORMS, CHANNELWISE_MODULES, CHANNELWISE_FUNCTIONS, ELEMENTWISE_FUNCTIONS
+    global CAT_FUNCTIONS
+    if "CAT_FUNCTIONS" in globals():
+        return
+    PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    CHANNELWISE_MODULES = (
+        nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid,
+        nn.Hardswish, nn.Hardtanh, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
+        nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+        nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+        nn.AdaptiveMaxPool2d,
+    )
+    CHANNELWISE_FUNCTIONS = {
+        F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.elu, torch.tanh,
+        torch.sigmoid, F.hardswish, F.dropout, F.max_pool1d, F.max_pool2d, F.avg_pool1d,
+        F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+    }
+    ELEMENTWISE_FUNCTIONS = {operator.add, operator.iadd, operator.sub, operator.mul,
+                             operator.imul, torch.add, torch.sub, torch.mul}
+    CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 
 
 INTERFACE = ("the model input", "the model output")
@@ -124,7 +131,6 @@ def _union(a: _Space, b: _Space, where: str) -> _Space:
 
 Part = tuple[_Space, int, int]  # a channel space, its repeat (after flatten) and offset
 Ref = tuple[Part, ...]  # a tensor's dim 1: one part, or several after torch.cat
-CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 
 
 class _Tracer:
@@ -321,6 +327,9 @@ class _Tracer:
 
 
 def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    _tables()
     try:
         gm = fx.symbolic_trace(model)
     except Exception as e:  # dynamic control flow, unsupported Python in forward, ...

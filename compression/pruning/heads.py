@@ -21,11 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import nn
-
 from compression.errors import ConfigError
-from compression.models_vit import MLP, Attention
+from compression.lazy import LazyModule, nn, torch
 from compression.pruning.base import MaskSet, PruneSession, layer_targets
 from compression.pruning.schedules import lowest_k_mask, no_revival, prune_with
 from compression.pruning.structured import (
@@ -34,6 +31,8 @@ from compression.pruning.structured import (
     removed_count,
 )
 from compression.transforms import register_transform
+
+vit = LazyModule("compression.models_vit")  # its classes: torch, imported on first use
 
 KIND = "heads"
 
@@ -54,10 +53,10 @@ def transformer_units(model: nn.Module) -> list[Units]:
     out = []
     for name, m in model.named_modules():
         pre = f"{name}." if name else ""
-        if isinstance(m, Attention):
+        if isinstance(m, vit.Attention):
             out.append(Units(name, (f"{pre}q", f"{pre}k", f"{pre}v"), f"{pre}out", m.head_dim,
                              m.q.out_features // m.head_dim))
-        elif isinstance(m, MLP):
+        elif isinstance(m, vit.MLP):
             out.append(Units(name, (f"{pre}fc1",), f"{pre}fc2", 1, m.fc1.out_features))
     return out
 
@@ -134,14 +133,14 @@ def apply_heads_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Slice every module of the record to its kept heads / neurons, in place."""
     for name, kept in record["units"].items():
         m = model.get_submodule(name)
-        if isinstance(m, Attention):
+        if isinstance(m, vit.Attention):
             idx = (torch.tensor(kept, dtype=torch.long).view(-1, 1) * m.head_dim
                    + torch.arange(m.head_dim)).flatten()
             for p in (m.q, m.k, m.v):
                 _slice(p, idx, 0)
             _slice(m.out, idx, 1)
             m.num_heads = len(kept)
-        elif isinstance(m, MLP):
+        elif isinstance(m, vit.MLP):
             idx = torch.tensor(kept, dtype=torch.long)
             _slice(m.fc1, idx, 0)
             _slice(m.fc2, idx, 1)

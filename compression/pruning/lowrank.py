@@ -14,11 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.lazy import nn, no_grad, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -67,7 +65,7 @@ def _pair(m: nn.Module, rank: int) -> tuple[nn.Module, nn.Module]:
     return first, conv(rank, m.out_channels, 1, bias=m.bias is not None)
 
 
-@torch.no_grad()
+@no_grad
 def factorize(m: nn.Module, rank: int) -> nn.Sequential:
     """Two layers whose product is the rank-`rank` truncated SVD of `m`'s weight."""
     w = m.weight.detach().reshape(m.weight.shape[0], -1)  # (out, in * k...)

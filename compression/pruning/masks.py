@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from torch import nn
 
 from compression import paths
 from compression.errors import ConfigError
+from compression.lazy import nn, safetensors_torch, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -35,7 +33,7 @@ def read_masks(path: str | Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise ConfigError(f"pruning.path={str(path)!r}: no such file ({file})")
     try:
-        tensors = load_file(str(file))
+        tensors = safetensors_torch.load_file(str(file))
     except (SafetensorError, OSError) as e:
         raise ConfigError(f"pruning.path={str(path)!r} is not a safetensors file: {e}") from None
     return {k.removesuffix(".weight"): t != 0 for k, t in tensors.items()}

@@ -13,12 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.lazy import F, nn, torch
 from compression.pruning.base import PRUNERS, MaskSet, PruneSession
 from compression.pruning.schedules import MaskPruningConfig, PerLayerPattern, no_revival, prune_with
 

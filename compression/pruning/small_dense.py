@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from compression.data import DataConfig, DataSpec
 from compression.errors import ConfigError
-from compression.models import ModelConfig, build_model
+from compression.lazy import torch
+from compression.model_config import ModelConfig
 from compression.registry import build_dataclass
 
 MIN_WIDTH, MAX_WIDTH = 1e-3, 4.0
@@ -35,6 +35,8 @@ def dense_params(model_cfg: ModelConfig, spec: DataSpec, width: float) -> int:
     cfg = ModelConfig(name=model_cfg.name, width=width, target=model_cfg.target,
                       kwargs=model_cfg.kwargs)
     with torch.device("meta"):
+        from compression.models import build_model
+
         return sum(p.numel() for p in build_model(cfg, spec).parameters())
 
 

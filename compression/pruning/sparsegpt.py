@@ -20,11 +20,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.lazy import nn, no_grad, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -33,7 +31,7 @@ from compression.pruning.base import (
     layer_targets,
     register_check,
 )
-from compression.pruning.calibration import SUPPORTED, gram, shared_inputs
+from compression.pruning.calibration import gram, shared_inputs, supported
 from compression.pruning.nm import nm_sparsity
 
 
@@ -94,7 +92,7 @@ def _inverse_factor(h: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, tor
     return torch.linalg.cholesky(hinv, upper=True), dead
 
 
-@torch.no_grad()
+@no_grad
 def sparsegpt_solve(w: torch.Tensor, h: torch.Tensor, sparsity: float, layout: Layout,
                     nm: tuple[int, int] | None = None, blocksize: int = 128,
                     percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +141,7 @@ def _channels_last(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, Lay
     return w.flatten(1)[:, perm], perm, Layout(c, k)
 
 
-@torch.no_grad()
+@no_grad
 def prune_layer_(m: nn.Module, h: torch.Tensor, target: float, cfg: SparseGPTConfig
                  ) -> torch.Tensor:
     """SparseGPT on one layer in place, given H of its inputs; returns the keep-mask,
@@ -164,7 +162,7 @@ def prune_layer_(m: nn.Module, h: torch.Tensor, target: float, cfg: SparseGPTCon
 def check_sparsegpt(model: nn.Module, cfg: SparseGPTConfig, example: torch.Tensor) -> None:
     for name in layer_targets(model, cfg):
         m = model.get_submodule(name)
-        ok = isinstance(m, SUPPORTED) and (isinstance(m, nn.Linear) or (
+        ok = supported(m) and (isinstance(m, nn.Linear) or (
             m.groups == 1 and isinstance(m.padding, tuple)))
         if not ok:
             raise ConfigError(f"pruning.method=sparsegpt handles Linear and Conv2d (groups=1, "

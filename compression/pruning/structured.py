@@ -18,13 +18,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.lazy import nn, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -32,7 +30,6 @@ from compression.pruning.base import (
     layer_targets,
     register_check,
 )
-from compression.pruning.graph import Group, channel_groups
 from compression.pruning.schedules import MaskPruningConfig, lowest_k_mask, no_revival, prune_with
 from compression.pruning.surgery import (
     FOLD_KIND,
@@ -42,6 +39,9 @@ from compression.pruning.surgery import (
     channel_record,
 )
 from compression.transforms import register_transform
+
+if TYPE_CHECKING:
+    from compression.pruning.graph import Group
 
 
 @dataclass
@@ -207,6 +207,8 @@ class Channels:
 
 def _groups_for(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor
                 ) -> tuple[list[Group], list[int]]:
+    from compression.pruning.graph import channel_groups  # torch.fx: on use
+
     groups = channel_groups(model, example)
     return groups, active_groups(groups, layer_targets(model, cfg), cfg.physical)
 

@@ -9,12 +9,12 @@ model to those shapes before its weights are loaded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from compression.lazy import nn, no_grad, torch
 
-from compression.pruning.graph import Group, conv_bn_pairs
+if TYPE_CHECKING:
+    from compression.pruning.graph import Group
 
 KIND = "channels"
 FOLD_KIND = "fold_bn"
@@ -55,10 +55,10 @@ def _slice_norm(m: nn.Module, cut: dict[str, list[int]]) -> None:
     m.num_features = len(idx)
 
 
-SLICERS: dict[type, Callable[[nn.Module, dict[str, list[int]]], None]] = {
-    nn.Linear: _slice_layer, nn.Conv1d: _slice_layer, nn.Conv2d: _slice_layer,
-    nn.Conv3d: _slice_layer, nn.BatchNorm1d: _slice_norm, nn.BatchNorm2d: _slice_norm,
-    nn.BatchNorm3d: _slice_norm,
+SLICERS: dict[str, Callable[[nn.Module, dict[str, list[int]]], None]] = {  # torch.nn names
+    "Linear": _slice_layer, "Conv1d": _slice_layer, "Conv2d": _slice_layer,
+    "Conv3d": _slice_layer, "BatchNorm1d": _slice_norm, "BatchNorm2d": _slice_norm,
+    "BatchNorm3d": _slice_norm,
 }
 
 
@@ -100,7 +100,7 @@ def channel_record(model: nn.Module, groups: list[Group], kept: dict[int, list[i
 def apply_channel_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     for name, cut in record["layers"].items():
         m = model.get_submodule(name)
-        slicer = next(fn for kind, fn in SLICERS.items() if isinstance(m, kind))
+        slicer = next(fn for kind, fn in SLICERS.items() if isinstance(m, getattr(nn, kind)))
         slicer(m, cut)
     return model
 
@@ -115,10 +115,12 @@ def apply_fold_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     return model
 
 
-@torch.no_grad()
+@no_grad
 def fold_batchnorm_(model: nn.Module, example: torch.Tensor) -> dict[str, Any]:
     """Fold every foldable BatchNorm (graph.conv_bn_pairs) into its producer, in place; returns
     the transform record. The model computes what it computed in eval mode."""
+    from compression.pruning.graph import conv_bn_pairs  # torch.fx: on use
+
     pairs = conv_bn_pairs(model, example)
     for layer, norm in pairs:
         m, bn = model.get_submodule(layer), model.get_submodule(norm)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.lazy import nn, torch
 from compression.pruning.allocation import ALLOCATIONS
 from compression.pruning.base import PRUNERS, MaskSet, PruneSession, PruningConfig
 from compression.pruning.criteria import CRITERIA

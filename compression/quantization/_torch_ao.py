@@ -30,20 +30,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
-from torch import nn
+from compression.lazy import nn, torch
+from compression.quantization._engines import (  # noqa: F401 (ao.ENGINES, ... for its users)
+    AUTO,
+    AUTO_CANDIDATES,
+    DEFAULT_ENGINE,
+    DYNAMIC_LAYER_KINDS,
+    ENGINES,
+    OBSERVERS,
+)
 
-ENGINES = ["x86", "fbgemm", "onednn", "qnnpack"]
-AUTO = "auto"  # pick among AUTO_CANDIDATES by timing the converted model (pick_engine)
-# QNNPACK targets ARM; on x86 CPUs it is not a contender, so `auto` does not try it.
-AUTO_CANDIDATES = ["x86", "fbgemm", "onednn"]
-DEFAULT_ENGINE = "x86"  # what `auto` falls back to where nothing was timed (a skeleton)
-
-# Layer kinds `quantize_dynamic` has int8 kernels for (Conv has none: use static_int8).
 DYNAMIC_LAYER_TYPES: dict[str, type[nn.Module]] = {
-    "linear": nn.Linear, "lstm": nn.LSTM, "gru": nn.GRU,
-}
-OBSERVERS = ["minmax", "histogram", "percentile"]
+    kind: getattr(nn, name) for kind, name in DYNAMIC_LAYER_KINDS.items()}
 
 
 @contextmanager

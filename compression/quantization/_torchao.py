@@ -12,7 +12,7 @@ import importlib.util
 import logging
 import warnings
 
-from torch import nn
+from compression.lazy import nn
 
 INSTALL_HINT = "pip install torchao==0.18.0"
 

@@ -29,14 +29,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from compression.errors import ConfigError
+from compression.lazy import F, inference_mode, nn, torch
+from compression.quantization import lowbit_modules as lbm  # its torch: on first use
 from compression.quantization.base import QuantizationConfig
 from compression.quantization.lowbit import FP32, LowBitConfig, _targets
-from compression.quantization.lowbit_modules import dequantize_weight, group_len, quantize_weight
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +44,7 @@ Score = tuple[float, float]  # (top-1 accuracy, mean cross-entropy) on the valid
 Table = dict[str, dict[int, Score]]  # layer -> bits -> score with only that layer quantized
 
 
-@torch.inference_mode()
+@inference_mode
 def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Score:
     correct, loss = 0, 0.0
     for i in range(0, len(y), BATCH):
@@ -57,7 +54,7 @@ def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Score:
     return correct / len(y), loss / len(y)
 
 
-@torch.inference_mode()
+@inference_mode
 def sensitivity(model: nn.Module, layers: list[str], widths: list[int], group: int | None,
                 x: torch.Tensor, y: torch.Tensor) -> tuple[Score, Table]:
     """(fp32 score, per-layer score at each width below 32 with only that layer quantized)."""
@@ -67,13 +64,13 @@ def sensitivity(model: nn.Module, layers: list[str], widths: list[int], group: i
     for name in layers:
         weight = model.get_submodule(name).weight
         original = weight.detach().clone()
-        g = group_len(original.shape, group)
+        g = lbm.group_len(original.shape, group)
         table[name] = {}
         for bits in widths:
             if bits == FP32:
                 continue
-            q, scales = quantize_weight(original, bits, g)
-            weight.copy_(dequantize_weight(q, scales, original.shape, g))
+            q, scales = lbm.quantize_weight(original, bits, g)
+            weight.copy_(lbm.dequantize_weight(q, scales, original.shape, g))
             table[name][bits] = _score(model, x, y)
         weight.copy_(original)
     return base, table

@@ -7,9 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import nn
-
+from compression.lazy import nn, torch
 from compression.registry import Registry
 
 if TYPE_CHECKING:  # a runtime import would cycle: pruning -> export -> quantization

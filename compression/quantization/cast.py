@@ -10,10 +10,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from compression.models import prunable_layers
+from compression.lazy import nn, torch
+from compression.model_config import prunable_layers
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
@@ -51,8 +49,12 @@ class Bf16Config(QuantizationConfig):
 class FloatCast:
     """Casts parameters, buffers and inputs to `dtype`; logits come out in `dtype` too."""
 
-    def __init__(self, dtype: torch.dtype) -> None:
-        self.dtype = dtype
+    def __init__(self, dtype: str) -> None:
+        self.dtype_name = dtype  # a name: torch is imported when a model is cast
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype_name)
 
     def check(self, model: nn.Module, cfg: QuantizationConfig) -> None:
         return None
@@ -73,5 +75,5 @@ class FloatCast:
         return x.to(self.dtype)
 
 
-QUANTIZERS.register("fp16", Fp16Config, metrics=SQNR)(FloatCast(torch.float16))
-QUANTIZERS.register("bf16", Bf16Config, metrics=SQNR)(FloatCast(torch.bfloat16))
+QUANTIZERS.register("fp16", Fp16Config, metrics=SQNR)(FloatCast("float16"))
+QUANTIZERS.register("bf16", Bf16Config, metrics=SQNR)(FloatCast("bfloat16"))

@@ -12,12 +12,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.errors import ConfigError
-from compression.quantization import _torch_ao as ao
+from compression.lazy import LazyModule, nn, torch
+from compression.quantization import _engines as names
 from compression.quantization import _torchao
 from compression.quantization.base import (
     QUANTIZERS,
@@ -30,8 +28,10 @@ from compression.quantization.base import (
     record_weight_error,
 )
 
+ao = LazyModule("compression.quantization._torch_ao")  # torch.ao: imported on first use
+
 # backend -> layer kinds it quantizes dynamically
-BACKEND_LAYERS: dict[str, list[str]] = {"torch_ao": list(ao.DYNAMIC_LAYER_TYPES),
+BACKEND_LAYERS: dict[str, list[str]] = {"torch_ao": list(names.DYNAMIC_LAYER_KINDS),
                                         "torchao": ["linear"]}
 
 
@@ -45,7 +45,7 @@ class DynamicInt8Config(QuantizationConfig):
 
     def __post_init__(self) -> None:
         v.one_of("quantization.backend (for mode dynamic_int8)", self.backend, BACKEND_LAYERS)
-        v.one_of("quantization.engine", self.engine, [*ao.ENGINES, ao.AUTO])
+        v.one_of("quantization.engine", self.engine, [*names.ENGINES, names.AUTO])
         allowed = BACKEND_LAYERS[self.backend]
         for layer in v.string_list("quantization.layers", self.layers):
             if layer not in allowed:
@@ -54,7 +54,7 @@ class DynamicInt8Config(QuantizationConfig):
                     f"{self.backend}; allowed: {', '.join(allowed)} (conv: use "
                     "quantization=static_int8)"
                 )
-        if self.backend == "torchao" and self.engine != ao.DEFAULT_ENGINE:
+        if self.backend == "torchao" and self.engine != names.DEFAULT_ENGINE:
             raise ConfigError(f"quantization.engine={self.engine} applies to backend torch_ao; "
                               "torchao picks its own kernels (leave the engine at its default)")
         if self.backend == "torchao" and not _torchao.available():

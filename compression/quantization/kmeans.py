@@ -18,14 +18,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import Any
 
 from compression import validation as v
 from compression.errors import ConfigError
-from compression.metrics import stands_in_for_prunable
+from compression.lazy import nn, nn_kinds, torch
 from compression.quantization.base import (
     QUANTIZERS,
     Passthrough,
@@ -35,8 +32,8 @@ from compression.quantization.base import (
     record_weight_error,
 )
 
-LAYER_KINDS: dict[str, type[nn.Module]] = {"linear": nn.Linear, "conv": nn.Conv2d}
-UNSUPPORTED_KINDS = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d)
+LAYER_KINDS: dict[str, str] = {"linear": "Linear", "conv": "Conv2d"}  # torch.nn class names
+UNSUPPORTED_KINDS = ("Conv1d", "Conv3d", "ConvTranspose2d")  # torch.nn class names
 INITS = ("linear", "density", "random")
 
 
@@ -92,82 +89,24 @@ def kmeans_1d(w: torch.Tensor, k: int, how: str = "linear", iterations: int = 30
     return c
 
 
-# ---------------------------------------------------------------------------- layers
-@stands_in_for_prunable
-class SharedWeightLayer(nn.Module):
-    """Codes (0 = pruned, i = codebook[i - 1]) + fp16 codebook + fp32 bias."""
+def __getattr__(name: str) -> Any:  # SharedWeightLayer, SharedLinear, SharedConv2d: on use
+    if name.startswith("Shared"):
+        from compression.quantization import _kmeans_layers
 
-    def __init__(self, shape: torch.Size, bits: int, bias: bool) -> None:
-        super().__init__()
-        self.shape, self.bits = torch.Size(shape), bits
-        dtype = torch.uint8 if bits < 8 else torch.int16
-        self.register_buffer("codes", torch.zeros(self.shape, dtype=dtype))
-        self.register_buffer("codebook", torch.zeros(1 << bits, dtype=torch.float16))
-        self.register_parameter("tuned", None)  # fp32 codebook while fine-tuning
-        self.bias = nn.Parameter(torch.zeros(self.shape[0]), requires_grad=False) if bias else None
-
-    @torch.no_grad()
-    def load_float(self, weight: torch.Tensor, bias: torch.Tensor | None, cfg: KMeansConfig
-                   ) -> torch.Tensor:
-        """Cluster `weight`'s nonzeros; returns the shared-weight fp32 tensor (for the error)."""
-        w = weight.detach().float()
-        nz = w != 0
-        c = kmeans_1d(w[nz], 1 << self.bits, cfg.init, cfg.iterations).half()
-        self.codebook.copy_(c)
-        codes = torch.zeros(self.shape, dtype=torch.int64)
-        codes[nz] = assign(w[nz], c.float()) + 1  # nearest of the stored (fp16) values
-        self.codes.copy_(codes)
-        if self.bias is not None and bias is not None:
-            self.bias.copy_(bias.detach())
-        return self.weight()
-
-    def weight(self) -> torch.Tensor:
-        book = self.tuned if self.tuned is not None else self.codebook.float()
-        return torch.cat([book.new_zeros(1), book])[self.codes.long()]
-
-    def start_tuning(self) -> None:
-        self.tuned = nn.Parameter(self.codebook.float())
-        if self.bias is not None:
-            self.bias.requires_grad_(True)
-
-    @torch.no_grad()
-    def end_tuning(self) -> None:
-        assert self.tuned is not None
-        self.codebook.copy_(self.tuned.half())
-        self.tuned = None
-        if self.bias is not None:
-            self.bias.requires_grad_(False)
-
-    def extra_repr(self) -> str:
-        return f"shape={tuple(self.shape)}, bits={self.bits}"
+        return getattr(_kmeans_layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class SharedLinear(SharedWeightLayer):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight(), self.bias)
+def shared_from(layer: nn.Module, bits: int) -> nn.Module:
+    """A SharedLinear / SharedConv2d shell for `layer` (compression.quantization._kmeans_layers:
+    classes deriving from nn.Module, imported here so that discovering this mode needs no torch)."""
+    from compression.quantization._kmeans_layers import shared_from as make
 
-
-class SharedConv2d(SharedWeightLayer):
-    def __init__(self, conv: nn.Conv2d, bits: int) -> None:
-        super().__init__(conv.weight.shape, bits, conv.bias is not None)
-        self.stride, self.padding = conv.stride, conv.padding
-        self.dilation, self.groups = conv.dilation, conv.groups
-        if conv.padding_mode != "zeros":
-            raise ValueError("kmeans Conv2d supports padding_mode='zeros' only")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
-
-
-def shared_from(layer: nn.Module, bits: int) -> SharedWeightLayer:
-    if isinstance(layer, nn.Conv2d):
-        return SharedConv2d(layer, bits)
-    return SharedLinear(layer.weight.shape, bits, layer.bias is not None)
+    return make(layer, bits)
 
 
 def _targets(model: nn.Module, cfg: KMeansConfig) -> dict[str, nn.Module]:
-    kinds = tuple(LAYER_KINDS[k] for k in cfg.layers)
+    kinds = tuple(getattr(nn, LAYER_KINDS[k]) for k in cfg.layers)
     return {n: m for n, m in model.named_modules() if type(m) in kinds}
 
 
@@ -181,7 +120,7 @@ class _NoMasks:
 class KMeans(Passthrough):
     def check(self, model: nn.Module, cfg: KMeansConfig) -> None:
         for name, m in model.named_modules():
-            if "conv" in cfg.layers and isinstance(m, UNSUPPORTED_KINDS):
+            if "conv" in cfg.layers and isinstance(m, nn_kinds(UNSUPPORTED_KINDS)):
                 raise ConfigError(f"quantization.mode=kmeans supports Linear and Conv2d; layer "
                                   f"{name!r} is {type(m).__name__}")
         if not _targets(model, cfg):

@@ -14,11 +14,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.errors import ConfigError
+from compression.lazy import nn, nn_kinds, torch
+from compression.quantization import lowbit_modules as lbm  # its torch: on first use
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
@@ -28,15 +27,14 @@ from compression.quantization.base import (
     QuantSession,
     record_weight_error,
 )
-from compression.quantization.lowbit_modules import lowbit_from, make_fake_quant
 from compression.quantization.qat import masks_for
 
 BITS: list[int | str] = [2, 3, 4, 5, 6, 7, 8, "ternary"]
 FP32 = 32  # a layer "quantized" to 32 bits is left as it is (fp32)
 LAYER_BITS: list[int | str] = [*BITS, FP32]
 ALLOCATIONS = ("uniform", "sensitivity")
-LAYER_KINDS: dict[str, type[nn.Module]] = {"linear": nn.Linear, "conv": nn.Conv2d}
-UNSUPPORTED_KINDS = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose2d)
+LAYER_KINDS: dict[str, str] = {"linear": "Linear", "conv": "Conv2d"}  # torch.nn class names
+UNSUPPORTED_KINDS = ("Conv1d", "Conv3d", "ConvTranspose2d")  # torch.nn class names
 
 
 @dataclass
@@ -106,7 +104,7 @@ class LowBitConfig(QuantizationConfig):
 
 
 def _targets(model: nn.Module, cfg: LowBitConfig) -> dict[str, nn.Module]:
-    kinds = tuple(LAYER_KINDS[k] for k in cfg.layers)
+    kinds = tuple(getattr(nn, LAYER_KINDS[k]) for k in cfg.layers)
     return {n: m for n, m in model.named_modules() if type(m) in kinds}
 
 
@@ -122,7 +120,7 @@ class LowBit(Passthrough):
             raise ConfigError(f"quantization.layer_bits.{unknown[0]}: not a layer this mode "
                               f"quantizes; they are: {', '.join(targets) or 'none'}")
         for name, m in model.named_modules():
-            if "conv" in cfg.layers and isinstance(m, UNSUPPORTED_KINDS):
+            if "conv" in cfg.layers and isinstance(m, nn_kinds(UNSUPPORTED_KINDS)):
                 raise ConfigError(f"quantization.mode=lowbit supports Linear and Conv2d; layer "
                                   f"{name!r} is {type(m).__name__}")
         if not targets:
@@ -135,12 +133,12 @@ class LowBit(Passthrough):
         names = [n for n in _targets(model, cfg) if cfg.bits_of(n) != FP32]
         if cfg.qat:
             for name in names:
-                make_fake_quant(model.get_submodule(name), cfg.bits_of(name), cfg.group)
+                lbm.make_fake_quant(model.get_submodule(name), cfg.bits_of(name), cfg.group)
             session.finetune(model, masks=masks_for(model, session.masks, cfg.mode),
                              epochs=cfg.epochs, lr=cfg.lr)
         for name in names:
             layer = model.get_submodule(name)
-            packed = lowbit_from(layer, cfg.bits_of(name), cfg.group)
+            packed = lbm.lowbit_from(layer, cfg.bits_of(name), cfg.group)
             approx = packed.load_float(layer.weight, layer.bias)
             record_weight_error(session, name, layer.weight.detach(), approx)
             model.set_submodule(name, packed)
@@ -150,7 +148,7 @@ class LowBit(Passthrough):
                  ) -> nn.Module:
         for name, layer in _targets(model, cfg).items():
             if cfg.bits_of(name) != FP32:
-                model.set_submodule(name, lowbit_from(layer, cfg.bits_of(name), cfg.group))
+                model.set_submodule(name, lbm.lowbit_from(layer, cfg.bits_of(name), cfg.group))
         return model
 
 

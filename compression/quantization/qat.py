@@ -12,12 +12,9 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.errors import ConfigError
-from compression.quantization import _torch_ao as ao
+from compression.lazy import LazyModule, nn, torch
 from compression.quantization.base import QUANTIZERS, SQNR, Quantized, QuantSession
 from compression.quantization.static import (
     Int8Config,
@@ -25,6 +22,8 @@ from compression.quantization.static import (
     convert_measured,
     convert_skeleton,
 )
+
+ao = LazyModule("compression.quantization._torch_ao")  # torch.ao: imported on first use
 
 if TYPE_CHECKING:  # a runtime import would cycle: pruning -> export -> quantization
     from compression.pruning.base import MaskSet

@@ -12,13 +12,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.errors import ConfigError
-from compression.models import prunable_layers
-from compression.quantization import _torch_ao as ao
+from compression.lazy import LazyModule, nn, torch
+from compression.model_config import prunable_layers
+from compression.quantization import _engines as names
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
@@ -28,6 +26,8 @@ from compression.quantization.base import (
     engine_result,
     record_weight_error,
 )
+
+ao = LazyModule("compression.quantization._torch_ao")  # torch.ao: imported on first use
 
 # (engine, weight scheme) pairs the int8 kernels reject at conversion time, found by trying every
 # engine x granularity x scheme on mlp, lenet5 and resnet (tests/quantization); refused up front.
@@ -48,7 +48,7 @@ class Int8Config(QuantizationConfig):
 
     def __post_init__(self) -> None:
         v.one_of(f"quantization.backend (for mode {self.mode})", self.backend, ["torch_ao"])
-        v.one_of("quantization.engine", self.engine, [*ao.ENGINES, ao.AUTO])
+        v.one_of("quantization.engine", self.engine, [*names.ENGINES, names.AUTO])
         v.one_of("quantization.granularity", self.granularity, ["channel", "tensor"])
         v.one_of("quantization.scheme", self.scheme, ["symmetric", "affine"])
         why = UNSUPPORTED.get((self.engine, self.scheme))
@@ -66,7 +66,7 @@ class StaticInt8Config(Int8Config):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        v.one_of("quantization.observer", self.observer, ao.OBSERVERS)
+        v.one_of("quantization.observer", self.observer, names.OBSERVERS)
         v.in_range("quantization.percentile", self.percentile, 50, 100, hi_open=True)
         v.in_range("quantization.calibration_batches", self.calibration_batches, 1, None,
                    integer=True)

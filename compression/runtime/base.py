@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import torch
-from torch import nn
-
 from compression import validation as v
 from compression.data import DataSpec, Splits
+from compression.lazy import nn, torch
 from compression.metrics import MeasureConfig
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig

@@ -17,12 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
-
 from compression.data import DataSpec
 from compression.errors import ConfigError
+from compression.lazy import nn, np, torch
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.runtime import measure

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-import torch
-
 from compression import metrics as M
+from compression.lazy import np, torch
 from compression.metrics import MeasureConfig
 
-Predict = Callable[[np.ndarray], np.ndarray]
+Predict = Callable[["np.ndarray"], "np.ndarray"]
 
 
 def accuracy(predict: Predict, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:

@@ -11,10 +11,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from compression.errors import ConfigError
+from compression.lazy import nn, torch
 from compression.runtime.base import OnnxConfig
 
 INPUT, OUTPUT = "input", "logits"  # tensor names in every exported graph

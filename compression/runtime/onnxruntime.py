@@ -8,11 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from torch import nn
-
 from compression.data import DataSpec
 from compression.errors import ConfigError
+from compression.lazy import nn, np
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.runtime import measure, ort_quant

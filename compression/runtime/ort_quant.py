@@ -19,10 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from compression.errors import ConfigError
+from compression.lazy import nn, torch
 from compression.quantization import QuantizationConfig
 from compression.registry import registrar
 from compression.runtime.onnx_export import INPUT, quiet
