@@ -101,14 +101,17 @@ def candidates(w: torch.Tensor, threads: int) -> tuple[dict[str, Callable], dict
 
 def time_side_by_side(fns: dict[str, Callable], x: torch.Tensor, repeats: int
                       ) -> dict[str, float]:
-    """Median microseconds per call; candidates interleaved so drift hits them alike."""
+    """Median microseconds per call; candidates interleaved so drift hits them alike, and the
+    order rotated every round, so none always runs right after the same neighbour (whose
+    memory traffic leaves it cold caches)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    items = list(fns.items())
     with torch.inference_mode():
         for f in fns.values():
             for _ in range(3):
                 f(x)
-        for _ in range(repeats):
-            for k, f in fns.items():
+        for r in range(repeats):
+            for k, f in items[r % len(items):] + items[: r % len(items)]:
                 t0 = time.perf_counter()
                 f(x)
                 times[k].append(time.perf_counter() - t0)

@@ -24,6 +24,7 @@ per group), `code_bits`, `shape`, `bias`, and whether it is a Linear (`is_linear
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -175,8 +176,11 @@ def pick_kernels(model: nn.Module, layers: dict[str, nn.Module], batches: list[t
                  budget_s: float = 2.0) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
     """`kernel=auto`: per layer, every kernel it can run, timed on the layer's own inputs for
     `batches` (calls interleaved; score = geometric mean over batches of the median ms), the
-    fastest kept. Returns ({layer: kernel}, {layer: {kernel: score}}); a layer that can run
-    only `unpack` is not timed."""
+    fastest kept. Timed on one torch thread (measure.threads' default) by the thread's CPU
+    time: on a loaded machine wall time let preemption decide (a pick of int8pack, 40x slower
+    than fp32 at batch 256, was seen at a load average of 30 on 2 cores). Returns
+    ({layer: kernel}, {layer: {kernel: score}}); a layer that can run only `unpack` is not
+    timed."""
     inputs = layer_inputs(model, layers, batches)
     picks: dict[str, str] = {}
     scores: dict[str, dict[str, float]] = {}
@@ -190,6 +194,12 @@ def pick_kernels(model: nn.Module, layers: dict[str, nn.Module], batches: list[t
             v = copy.deepcopy(layer)
             v.set_kernel(k)
             variants[k] = v
-        scores[name] = time_candidates(variants, inputs[name], budget_s / len(layers))
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            scores[name] = time_candidates(variants, inputs[name], budget_s / len(layers),
+                                           time.thread_time_ns)
+        finally:
+            torch.set_num_threads(before)
         picks[name] = min(scores[name], key=scores[name].__getitem__)
     return picks, scores
