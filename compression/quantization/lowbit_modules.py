@@ -119,6 +119,10 @@ class LowBitLayer(nn.Module):
     def drop_kernel_state(self) -> None:
         self.kernel_state = None
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self.drop_kernel_state()  # .to() / .half(): prepared tensors are rebuilt from the new
+        return super()._apply(fn, recurse)
+
     def prepared(self) -> kernels.State:
         if self.kernel_state is None:
             # Plain tensors even when first called under inference_mode (they may be used
