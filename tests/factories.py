@@ -32,6 +32,28 @@ def tiny_mlp(hidden: int = 16) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 
 
+class _OddTensors(nn.Module):
+    """Every kind of tensor the artifact's codings must survive: big and randomly sparse, dense,
+    all zeros, empty, one element (zero or not), 0-d, integer and half."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)  # a model still: a forward pass exists
+        shapes = {"sparse": (60, 50), "dense": (7, 3), "zeros": (40, 40), "empty": (0, 5),
+                  "empty1d": (0,), "one": (1,), "one_zero": (1,), "scalar": ()}
+        for name, shape in shapes.items():
+            self.register_parameter(name, nn.Parameter(torch.zeros(shape)))
+        self.register_buffer("codes", torch.zeros(30, 30, dtype=torch.int8))
+        self.register_buffer("halves", torch.zeros(200, dtype=torch.float16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def odd_tensors() -> nn.Module:
+    return _OddTensors()
+
+
 # Data factories referenced through `data._target_=factories.<name>` (data=custom).
 def blobs(n: int = 120, features: int = 6, classes: int = 3, seed: int = 0):
     """Separable Gaussian blobs as (train, val, test) arrays; val/test left to be carved."""

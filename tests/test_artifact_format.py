@@ -74,12 +74,48 @@ def test_every_coding_and_codec_reloads_bit_exact_weights(tmp_path, codec, where
     assert meta["codec"] == codec
 
 
+def _fill_odd(model: torch.nn.Module, seed: int) -> None:
+    """Random values; random sparsity patterns (not by magnitude) where a tensor is sparse."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if name == "zeros" or not t.numel():
+                continue
+            v = torch.randn(t.shape, generator=g) * 3
+            if name in ("sparse", "codes", "halves"):
+                v = v * (torch.rand(t.shape, generator=g) < 0.2)
+            t.copy_(v if name != "one_zero" else torch.zeros_like(v))
+
+
+ODD = ModelConfig.from_dict({"_target_": "factories.odd_tensors"})
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+@pytest.mark.parametrize("where", ["auto", *KINDS])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_empty_one_element_dense_and_random_sparse_tensors_reload_bit_exact(
+        tmp_path, codec, where, seed) -> None:
+    model = build_model(ODD, SPEC)
+    _fill_odd(model, seed)
+    path = tmp_path / "m.safetensors"
+    save_artifact(model, path, model_cfg=ODD, spec=SPEC, quant_cfg=NONE,
+                  export=ExportConfig(codec=codec, positions=where))
+    loaded, meta = load_artifact(path, ODD)
+    _same_weights(model, loaded)
+    assert loaded.scalar.shape == () and loaded.empty.shape == (0, 5)
+    assert loaded.codes.dtype == torch.int8 and loaded.halves.dtype == torch.float16
+    if where != "auto":  # big enough to be coded sparse: the coding asked for
+        assert meta["entries"]["sparse"]["enc"] == where
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
 @pytest.mark.parametrize("where", ["bitmask", "delta", "csr"])
 @pytest.mark.parametrize("mode", ["dynamic_int8", "kmeans", "lowbit"])
-def test_quantized_models_reload_exactly_through_every_coding(tmp_path, where, mode) -> None:
+def test_quantized_models_reload_exactly_through_every_coding(tmp_path, codec, where,
+                                                              mode) -> None:
     quant = QUANTIZERS.build_config({"mode": mode})
     q = QUANTIZERS.get(mode).handler.quantize(_model(0.9), quant, None).model
-    loaded, _ = load_artifact(_save(tmp_path / "m.safetensors", q, quant, codec="huffman",
+    loaded, _ = load_artifact(_save(tmp_path / "m.safetensors", q, quant, codec=codec,
                                     positions=where))
     _same_weights(q, loaded)
     x = torch.randn(4, 1, 8, 8)

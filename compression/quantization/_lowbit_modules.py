@@ -10,9 +10,11 @@ Each group gets one symmetric scale, stored as fp16:
 Symmetric on purpose: 0 maps to q = 0, which packs to zero bits, so pruned weights stay zero
 and the bitmask encoding of the packed bytes keeps the sparsity saving.
 
-There is no low-bit GEMM kernel on CPU in torch, so `LowBitLinear` / `LowBitConv2d` unpack and
-dequantize their weight on every forward and run the fp32 op: small in memory and on disk, but
-slower than fp32, and the measured latency shows it.
+How a layer runs is its `kernel` (see `lowbit_kernels`): `unpack` dequantizes the weight on every
+call and runs the fp32 op (small in memory, slow at batch 1), `cached` keeps the dequantized fp32
+weight, `int8pack` / `int4pack` call torch's weight-only CPU kernels on the codes. Whatever a
+kernel keeps resident is counted by `memory_bytes` (the run's `model_bytes`); the artifact holds
+only the packed codes and scales, whatever the kernel.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from compression.lazy import F, nn, torch
 from compression.metrics import stands_in_for_prunable
 from compression.quantization import affine, packing
+from compression.quantization import lowbit_kernels as kernels
 
 
 def group_len(shape: torch.Size, group_size: int | None) -> int:
@@ -74,11 +77,20 @@ def storage_bits(bits: int | str) -> int:
     return 2 if bits == "ternary" else int(bits)
 
 
+def _drop_kernel_state(layer: LowBitLayer, _incompatible_keys: object) -> None:
+    layer.drop_kernel_state()  # a module-level function, so the layer still pickles
+
+
 @stands_in_for_prunable
 class LowBitLayer(nn.Module):
-    """Packed low-bit weight + fp16 group scales + fp32 bias; subclasses supply the op."""
+    """Packed low-bit weight + fp16 group scales + fp32 bias; subclasses supply the op, the
+    `kernel` how it is computed (state the kernel prepares is built at the first call, or by
+    `memory_bytes`, and dropped whenever the packed state changes)."""
 
-    def __init__(self, shape: torch.Size, bits: int | str, g: int, bias: bool) -> None:
+    is_linear = False
+
+    def __init__(self, shape: torch.Size, bits: int | str, g: int, bias: bool,
+                 kernel: str = kernels.DEFAULT) -> None:
         super().__init__()
         self.shape, self.bits, self.g = torch.Size(shape), bits, g
         n_groups = -(-(self.shape.numel() // self.shape[0]) // g)
@@ -86,6 +98,41 @@ class LowBitLayer(nn.Module):
         self.register_buffer("packed", torch.zeros(numel, dtype=torch.uint8))
         self.register_buffer("scales", torch.ones(self.shape[0], n_groups, dtype=torch.float16))
         self.bias = nn.Parameter(torch.zeros(self.shape[0]), requires_grad=False) if bias else None
+        self.kernel_state: kernels.State | None = None  # not a buffer: never in the artifact
+        self.set_kernel(kernel)
+        self.register_load_state_dict_post_hook(_drop_kernel_state)  # new codes: re-prepare
+
+    @property
+    def code_bits(self) -> int:
+        return storage_bits(self.bits)
+
+    def set_kernel(self, kernel: str) -> None:
+        if not kernels.KERNELS[kernel].eligible(self):
+            raise ValueError(f"lowbit kernel {kernel!r} cannot run {self.extra_repr()} "
+                             f"({type(self).__name__}); it can run {kernels.eligible(self)}")
+        self.kernel = kernel
+        self.drop_kernel_state()
+
+    def drop_kernel_state(self) -> None:
+        self.kernel_state = None
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self.drop_kernel_state()  # .to() / .half(): prepared tensors are rebuilt from the new
+        return super()._apply(fn, recurse)
+
+    def prepared(self) -> kernels.State:
+        if self.kernel_state is None:
+            # Plain tensors even when first called under inference_mode (they may be used
+            # outside it later).
+            with torch.inference_mode(False), torch.no_grad():
+                self.kernel_state = kernels.KERNELS[self.kernel].prepare(self)
+        return self.kernel_state
+
+    def memory_bytes(self) -> int:
+        """Resident bytes: the packed state plus what the kernel keeps (e.g. `cached`: the fp32
+        weight), so `model_bytes` tells the memory cost of a fast kernel."""
+        held = [*self.buffers(), *self.parameters(), *self.prepared().values()]
+        return sum(t.numel() * t.element_size() for t in held)
 
     def load_float(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Quantize and pack `weight`; returns the dequantized weight (for the error)."""
@@ -94,15 +141,26 @@ class LowBitLayer(nn.Module):
         self.scales.copy_(scales)
         if self.bias is not None and bias is not None:
             self.bias.data.copy_(bias.detach())
+        self.drop_kernel_state()
         return self.weight()
 
+    def codes(self) -> torch.Tensor:
+        """The signed integer codes, int8 of the weight's shape."""
+        return packing.unpack(self.packed, storage_bits(self.bits), self.shape.numel()) \
+            .view(self.shape)
+
     def weight(self) -> torch.Tensor:
-        """The dequantized fp32 weight (unpacked on each call: there is no low-bit kernel)."""
-        q = packing.unpack(self.packed, storage_bits(self.bits), self.shape.numel())
-        return dequantize_weight(q, self.scales, self.shape, self.g)
+        """The dequantized fp32 weight, unpacked on each call."""
+        return dequantize_weight(self.codes(), self.scales, self.shape, self.g)
+
+    def run_weight(self) -> torch.Tensor:
+        """The fp32 weight as the kernel supplies it (unpacked now, or cached)."""
+        w = kernels.KERNELS[self.kernel].weight(self, self.prepared())
+        assert w is not None, f"kernel {self.kernel} runs Linear layers only"
+        return w
 
     def extra_repr(self) -> str:
-        return f"shape={tuple(self.shape)}, bits={self.bits}, group={self.g}"
+        return f"shape={tuple(self.shape)}, bits={self.bits}, group={self.g}, kernel={self.kernel}"
 
     def stored_weight_bits(self) -> int:
         """Bits each weight takes in the packed buffer, read off the buffer's length (what is
@@ -116,8 +174,10 @@ class LowBitLayer(nn.Module):
 
 
 class LowBitLinear(LowBitLayer):
+    is_linear = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight(), self.bias)
+        return kernels.KERNELS[self.kernel].linear(self, self.prepared(), x)
 
 
 class LowBitConv2d(LowBitLayer):
@@ -129,7 +189,7 @@ class LowBitConv2d(LowBitLayer):
             raise ValueError("lowbit Conv2d supports padding_mode='zeros' only")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation,
+        return F.conv2d(x, self.run_weight(), self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
 

@@ -20,10 +20,8 @@ batch) and keeps the fastest; see `pick_engine`.
 from __future__ import annotations
 
 import copy
-import math
 import re
 import threading
-import time
 import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
@@ -39,6 +37,7 @@ from compression.quantization._engines import (  # noqa: F401 (ao.ENGINES, ... f
     ENGINES,
     OBSERVERS,
 )
+from compression.quantization.timing import time_candidates
 
 DYNAMIC_LAYER_TYPES: dict[str, type[nn.Module]] = {
     kind: getattr(nn, name) for kind, name in DYNAMIC_LAYER_KINDS.items()}
@@ -271,21 +270,7 @@ def pick_engine(build: Callable[[str], nn.Module], candidates: list[str],
         raise RuntimeError(f"quantization.engine=auto: no engine of {candidates} could run")
     scores: dict[str, float] = {}
     if len(models) > 1:
-        from compression.metrics import latency_side_by_side
-
-        logs = {e: 0.0 for e in models}
-        for x in batches:
-            # as many interleaved rounds as fit this batch's share of the budget (5 to 200)
-            with torch.inference_mode():
-                t0 = time.perf_counter()
-                for m in models.values():
-                    m(x)
-                round_s = time.perf_counter() - t0
-            rounds = min(200, max(5, int(budget_s / len(batches) / max(round_s, 1e-9))))
-            lat = latency_side_by_side({e: (m, x) for e, m in models.items()}, 1, rounds)
-            for e, r in lat.items():
-                logs[e] += math.log(r.median_ms) / len(batches)
-        scores = {e: math.exp(v) for e, v in logs.items()}
+        scores = time_candidates(dict(models), batches, budget_s)
     best = min(models, key=lambda e: scores.get(e, 0.0))
     return best, models[best], scores
 

@@ -6,17 +6,21 @@ allocated under an average-bits budget from a sensitivity pass (`allocation: sen
 quantization/allocation.py); a layer at 32 bits stays fp32. The artifact records `layer_bits`.
 
 Weights are stored packed (see `packing`), so the artifact's bytes are the real low-bit bytes;
-they are dequantized on the fly at run time (see `lowbit_modules`).
+how they run is `kernel` (see `lowbit_kernels`): dequantized on every call, dequantized once and
+cached, or torch's weight-only int8 / int4 CPU kernels; `auto` times them per layer and keeps the
+fastest (the tag `lowbit_kernel` says which ran where).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 from compression import validation as v
 from compression.errors import ConfigError
 from compression.lazy import nn, nn_kinds, torch
+from compression.quantization import lowbit_kernels as kernels
 from compression.quantization import lowbit_modules as lbm  # its torch: on first use
 from compression.quantization.base import (
     QUANTIZERS,
@@ -40,7 +44,7 @@ UNSUPPORTED_KINDS = ("Conv1d", "Conv3d", "ConvTranspose2d")  # torch.nn class na
 @dataclass
 class LowBitConfig(QuantizationConfig):
     mode: str = "lowbit"
-    backend: str = "native"  # our packed layers; torch has no low-bit CPU kernel to pick
+    backend: str = "native"  # our packed layers (how they run: `kernel`)
     bits: int | str = 4  # 2..8, or "ternary" ({-1, 0, +1} x absmean scale, BitNet b1.58)
     granularity: str = "group"  # one scale per output channel, or per `group_size` weights
     group_size: int = 32  # weights per scale with granularity=group
@@ -57,8 +61,13 @@ class LowBitConfig(QuantizationConfig):
     # per-layer bits by exact layer name, e.g. {fc3: 8} (32: leave fp32); with
     # allocation=sensitivity, the allocation's output (recorded in the artifact)
     layer_bits: dict[str, int | str] | None = None
+    kernel: str = "auto"  # auto (fastest per layer, timed) | unpack | cached | int8pack | int4pack
+    layer_kernels: dict[str, str] | None = None  # auto's picks (set by quantize, not by you)
 
     def __post_init__(self) -> None:
+        v.one_of("quantization.kernel", self.kernel, [kernels.AUTO, *kernels.KERNELS])
+        for name, kernel in (self.layer_kernels or {}).items():
+            v.one_of(f"quantization.layer_kernels.{name}", kernel, list(kernels.KERNELS))
         v.one_of("quantization.backend (for mode lowbit)", self.backend, ["native"])
         v.one_of("quantization.bits", self.bits, BITS)
         v.one_of("quantization.granularity", self.granularity, ["channel", "group"])
@@ -142,14 +151,55 @@ class LowBit(Passthrough):
             approx = packed.load_float(layer.weight, layer.bias)
             record_weight_error(session, name, layer.weight.detach(), approx)
             model.set_submodule(name, packed)
-        return Quantized(model.eval(), cfg)
+        return _run_kernels(model.eval(), cfg, session)
 
     def skeleton(self, model: nn.Module, cfg: LowBitConfig, example: torch.Tensor
                  ) -> nn.Module:
         for name, layer in _targets(model, cfg).items():
             if cfg.bits_of(name) != FP32:
-                model.set_submodule(name, lbm.lowbit_from(layer, cfg.bits_of(name), cfg.group))
+                packed = lbm.lowbit_from(layer, cfg.bits_of(name), cfg.group)
+                packed.set_kernel(_kernel_of(packed, name, cfg))
+                model.set_submodule(name, packed)
         return model
+
+
+def _kernel_of(layer: lbm.LowBitLayer, name: str, cfg: LowBitConfig) -> str:
+    """What `layer` runs: the recorded pick of `auto`, else the kernel asked for where the
+    layer can run it (else unpack)."""
+    picked = (cfg.layer_kernels or {}).get(name)
+    return picked if picked is not None else kernels.resolve(layer, cfg.kernel)
+
+
+def _run_kernels(model: nn.Module, cfg: LowBitConfig, session: QuantSession | None
+                 ) -> Quantized:
+    """Set every layer's kernel (`auto`: timed on batch 1 and a training batch, per layer);
+    the config as carried out records each layer's kernel, the tag `lowbit_kernel` names them
+    and, for auto, `quant_auto_unpack_ms` / `quant_auto_picked_ms` sum the layers' timed
+    scores of unpacking on every call and of the picks."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, lbm.LowBitLayer)}
+    batches = session.calibration_batches(1) if session is not None else []
+    metrics: dict[str, float] = {}
+    if cfg.kernel == kernels.AUTO and batches:
+        picks, scores = kernels.pick_kernels(model, layers, [batches[0][:1], batches[0]])
+        if scores:
+            metrics = {"quant_auto_unpack_ms": sum(s["unpack"] for s in scores.values()),
+                       "quant_auto_picked_ms": sum(s[picks[n]] for n, s in scores.items())}
+    else:
+        picks = {n: _kernel_of(m, n, cfg) for n, m in layers.items()}
+    for name, kernel in picks.items():
+        layers[name].set_kernel(kernel)
+    return Quantized(model, dataclasses.replace(cfg, layer_kernels=picks),
+                     {"lowbit_kernel": kernel_tag(picks)}, metrics)
+
+
+def kernel_tag(picks: dict[str, str]) -> str:
+    """`cached` when every layer runs one kernel, else `int8pack: fc1, fc2; unpack: fc3`."""
+    by_kernel: dict[str, list[str]] = {}
+    for name, kernel in picks.items():
+        by_kernel.setdefault(kernel, []).append(name)
+    if len(by_kernel) == 1:
+        return next(iter(by_kernel))
+    return "; ".join(f"{k}: {', '.join(names)}" for k, names in by_kernel.items())
 
 
 QUANTIZERS.register("lowbit", LowBitConfig, metrics=SQNR)(LowBit())
