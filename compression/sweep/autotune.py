@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -42,6 +42,9 @@ class AutotuneTarget:
     objective: str = "size"  # size | latency | rt_latency
     patience: int = 10  # finished trials without improvement that end the search
     timeout: float | None = None  # seconds; no new trials are started after it
+    # Points tried first, before the sampler (the prior a person would start from): each maps
+    # swept keys to values; keys a point leaves out (or that its choices switch off) are sampled.
+    first_trials: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         v.in_range("target.max_drop", self.max_drop, 0, 1)
@@ -50,6 +53,10 @@ class AutotuneTarget:
         v.in_range("target.patience", self.patience, 1, None, integer=True)
         if self.timeout is not None:
             v.in_range("target.timeout", self.timeout, 0, None, lo_open=True)
+        if not isinstance(self.first_trials, list) or not all(
+                isinstance(p, Mapping) for p in self.first_trials):
+            raise ConfigError(f"target.first_trials={self.first_trials!r} must be a list of "
+                              "mappings, e.g. [{pruning.sparsity: 0.9, quantization: lowbit}]")
 
     @classmethod
     def from_settings(cls, raw: Any) -> AutotuneTarget | None:
@@ -74,6 +81,21 @@ class AutotuneTarget:
 
     def constraints(self) -> dict[str, float]:
         return {self.drop_metric: self.max_drop}
+
+
+def enqueue_first_trials(study: optuna.Study, target: AutotuneTarget, keys: set[str]) -> int:
+    """Queue the target's first trials in a new study (a resumed one already has its start).
+    A key outside the search space is refused: it would silently be ignored."""
+    for point in target.first_trials:
+        unknown = sorted(set(point) - keys)
+        if unknown:
+            raise ConfigError(f"target.first_trials: {unknown[0]!r} is not a swept parameter; "
+                              f"swept: {', '.join(sorted(keys))}")
+    if study.get_trials(deepcopy=False):
+        return 0
+    for point in target.first_trials:
+        study.enqueue_trial(dict(point), user_attrs={"queued_by": "target.first_trials"})
+    return len(target.first_trials)
 
 
 def feasible(t: FrozenTrial) -> bool:
