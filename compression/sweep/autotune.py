@@ -13,6 +13,7 @@ The winner is printed and logged with the exact command line that reproduces it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -20,11 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from compression import validation as v
 from compression.errors import ConfigError
 from compression.registry import build_dataclass
+
+log = logging.getLogger(__name__)
 
 # target.objective -> (metric the study optimizes, direction)
 OBJECTIVES = {
@@ -83,19 +92,31 @@ class AutotuneTarget:
         return {self.drop_metric: self.max_drop}
 
 
-def enqueue_first_trials(study: optuna.Study, target: AutotuneTarget, keys: set[str]) -> int:
+def _fits(dist: BaseDistribution, value: Any) -> bool:
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        return isinstance(value, int | float) and dist.low <= value <= dist.high
+    return False
+
+
+def enqueue_first_trials(study: optuna.Study, target: AutotuneTarget,
+                         space: Mapping[str, BaseDistribution]) -> int:
     """Queue the target's first trials in a new study (a resumed one already has its start).
-    A key outside the search space is refused: it would silently be ignored."""
-    for point in target.first_trials:
-        unknown = sorted(set(point) - keys)
-        if unknown:
-            raise ConfigError(f"target.first_trials: {unknown[0]!r} is not a swept parameter; "
-                              f"swept: {', '.join(sorted(keys))}")
+    A point that does not fit the search space (a key not swept, a value outside its range:
+    the space was narrowed) is skipped with a warning, not half-applied."""
     if study.get_trials(deepcopy=False):
         return 0
+    queued = 0
     for point in target.first_trials:
+        misfit = [k for k, x in point.items() if k not in space or not _fits(space[k], x)]
+        if misfit:
+            log.warning("target.first_trials: %s skipped: %s=%r is not in the search space",
+                        dict(point), misfit[0], point[misfit[0]])
+            continue
         study.enqueue_trial(dict(point), user_attrs={"queued_by": "target.first_trials"})
-    return len(target.first_trials)
+        queued += 1
+    return queued
 
 
 def feasible(t: FrozenTrial) -> bool:
