@@ -161,6 +161,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. +seeds-1 "
+                   "(to run seeds as separate processes)")
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--autotune-trials", type=int, default=len(GRID) * len(MODES) // 3,
                    help="autotune's budget (default: a third of the grid, %(default)s)")
@@ -177,7 +179,7 @@ def main() -> None:
     results: dict[str, list[Search]] = {name: [] for name in SEARCHES if name in chosen}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             base = [*DEFAULT, *args.overrides, f"seed={seed}", "tracking.enabled=false",
                     "measure.latency=false",  # no search here looks at latency
                     f"paths.cache={tmp / 'cache'}", f"paths.artifacts={tmp / 'a'}"]
