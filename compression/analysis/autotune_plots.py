@@ -42,8 +42,9 @@ def search_trace(trials: pd.DataFrame, *, metric: str, minimize: bool, drop_metr
         if len(rows):
             ax.scatter(rows["trial"], np.full(len(rows), 0.03), transform=strip, marker=marker,
                        s=60, color=color, zorder=4, clip_on=False,
-                       label=f"{state} (stopped early, no {metric})" if state == PRUNED
-                       else f"{state} ({len(rows)})")
+                       label=f"{state} ({len(rows)}; stopped early, no {metric})"
+                       if state == PRUNED else f"{state} ({len(rows)})")
+            ax.margins(y=0.12)  # room for the strip below the lowest point
     values = done["value"].to_numpy(dtype=float)
     if metric in LOG_METRICS and np.isfinite(values).any():
         log_axis(ax.yaxis, metric, values[np.isfinite(values)])
@@ -70,7 +71,7 @@ def allocation_bars(table: pd.DataFrame, *, uniform: float | None, title: str) -
     if uniform is not None:
         ax.axhline(uniform, color="black", ls="--", lw=1.2,
                    label=f"uniform allocation ({uniform:.1%} every layer)")
-        ax.legend(loc="upper left")
+        fig.legend(loc="outside lower center", ncols=2, frameon=False)  # clear of the bars
     ax.set_ylim(0, 1.1)
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
     ax.set_xticks(idx, table["layer"], **rotate)
