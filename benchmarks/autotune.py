@@ -23,6 +23,7 @@ Run: python benchmarks/autotune.py [--seeds 3] [--max-drop 0.01] [--searches ...
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -171,8 +172,14 @@ def main() -> None:
                    "hydra.sweeper.sampler_kwargs={}\" (the search as it was before its prior)")
     p.add_argument("--searches", default=",".join(SEARCHES),
                    help="which searches to run (default: %(default)s)")
+    p.add_argument("--save", type=Path, help="append each search's trials to this JSON-lines "
+                   "file as it ends (seeds or searches run as separate processes)")
+    p.add_argument("--combine", type=Path, nargs="+", help="print the table of saved files "
+                   "instead of running anything")
     p.add_argument("overrides", nargs="*", help=f"default: {' '.join(DEFAULT)}")
     args = p.parse_args()
+    if args.combine:
+        return report(load_saved(args.combine), args)
     chosen = [x.strip() for x in args.searches.split(",")]
     if bad := [x for x in chosen if x not in SEARCHES]:
         sys.exit(f"--searches: unknown {bad[0]!r}; choose from {', '.join(SEARCHES)}")
@@ -187,12 +194,27 @@ def main() -> None:
             for name in results:
                 search = one_search(name, base, tmp, seed, args)
                 results[name].append(search)
+                if args.save:
+                    with args.save.open("a") as f:
+                        f.write(json.dumps({"seed": seed, "name": name, "n_run": search.n_run,
+                                            "trials": search.trials}) + "\n")
                 ratio, test_drop = search.best(args.max_drop)
                 n, at = search.reached(args.max_drop)
                 print(f"seed {seed} {search.name:<10}: {search.n} trials, best "
                       f"{ratio:.2f}x (test drop {100 * test_drop:+.2f} pt) reached after {n} "
                       f"trials / {at:.0f} s", flush=True)
     report(results, args)
+
+
+def load_saved(paths: list[Path]) -> dict[str, list[Search]]:
+    """Saved searches by name, each list in seed order (a seed lacking a search is dropped
+    from every list, so that the searches compare on the same seeds)."""
+    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+    by = {(r["name"], r["seed"]): Search(r["name"], [tuple(t) for t in r["trials"]],
+                                          r["n_run"]) for r in rows}
+    names = [n for n in SEARCHES if any(k[0] == n for k in by)]
+    seeds = sorted({s for _, s in by if all((n, s) in by for n in names)})
+    return {n: [by[(n, s)] for s in seeds] for n in names}
 
 
 def one_search(name: str, base: list[str], tmp: Path, seed: int, args: argparse.Namespace
@@ -209,13 +231,14 @@ def report(results: dict[str, list[Search]], args: argparse.Namespace) -> None:
     def mean(xs: list[float]) -> float:
         return statistics.mean(xs) if xs else float("nan")
 
+    n_seeds = len(next(iter(results.values()), []))
     print(f"\n{' '.join([*DEFAULT, *args.overrides])}; feasible: val drop <= "
-          f"{100 * args.max_drop:g} pt; mean over {args.seeds} seed(s)")
+          f"{100 * args.max_drop:g} pt; mean over {n_seeds} seed(s)")
     print(f"{'search':<11} {'trials':>7} {'best ratio':>11} {'trials to best':>15} "
           f"{'s to best':>10} {'trials to grid best':>20} {'ratio at autotune s':>20}")
     grids = results.get("grid", [])
     tuned = results.get("autotune", [])
-    budget = [s.trials[-1][0] if s.trials else 0 for s in tuned] or [float("inf")] * args.seeds
+    budget = [s.trials[-1][0] if s.trials else 0 for s in tuned] or [float("inf")] * n_seeds
     for name, searches in results.items():
         within = [s.best(args.max_drop, until=b)[0] for s, b in zip(searches, budget,
                                                                    strict=True)]
