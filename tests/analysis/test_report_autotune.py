@@ -51,6 +51,27 @@ def test_allocation_chart_draws_bits_when_the_run_allocated_them(tmp_path: Path)
     assert len(fig.axes) == 1
 
 
+def test_the_winner_is_set_beside_the_best_uniform_trial_within_the_target() -> None:
+    frame = pd.DataFrame({"tags.trial_number": ["0", "1", "2", "3"],
+                          "pruning.allocation": ["uniform", "sensitivity", "uniform",
+                                                 "uniform"],
+                          "size_bytes": [900.0, 400.0, 600.0, 100.0],
+                          "label": ["a", "b", "c", "d"]})
+    trials = pd.DataFrame({"trial": [0, 1, 2, 3], "state": ["COMPLETE"] * 4,
+                           "run_id": list("abcd"), "value": [900.0, 400.0, 600.0, 100.0],
+                           "drop": [0.0, 0.005, 0.009, 0.02]})
+    trials["feasible"] = trials["drop"] <= 0.01
+    tune = at.Autotune(at.Target(0.01, False, "size"), 1, "python train.py x=1", trials)
+    rivals = at.rivals(frame, tune)
+    # trial 3 is smaller but over the drop: the best uniform trial within it is trial 2
+    assert rivals[["role", "label"]].values.tolist() == [["winner", "b"], ["best uniform", "c"]]
+    text = at.winner_text(tune, frame)
+    assert "**Winner: trial 1**" in text and "python train.py x=1" in text
+    assert "4 trials (4 COMPLETE); 3 met the target" in text
+    uniform_winner = at.Autotune(tune.target, 2, None, trials)
+    assert at.rivals(frame, uniform_winner)["role"].tolist() == ["winner", "best sensitivity"]
+
+
 @pytest.mark.slow
 def test_report_of_a_real_autotune_sweep_has_its_page(tmp_path: Path) -> None:
     out = sweep(tmp_path, "sweep=autotune", "target.max_drop=0.03", "target.patience=50",
