@@ -91,9 +91,9 @@ def run(overrides: list[str]) -> tuple[float, float, float]:
     return pipeline.run(cfg)  # type: ignore[return-value]
 
 
-def grid(base: list[str]) -> Search:
+def grid(base: list[str], modes: list[str]) -> Search:
     s, t0 = Search("grid"), time.perf_counter()
-    for mode in MODES.values():
+    for mode in (MODES[m] for m in modes):
         for sparsity in GRID:
             ratio, vd, td = run([*base, "pruning=unstructured", f"pruning.sparsity={sparsity}",
                                  *mode])
@@ -101,9 +101,9 @@ def grid(base: list[str]) -> Search:
     return s
 
 
-def fixed_step(base: list[str], max_drop: float) -> Search:
+def fixed_step(base: list[str], max_drop: float, modes: list[str]) -> Search:
     s, t0 = Search("fixed step"), time.perf_counter()
-    for mode in MODES.values():
+    for mode in (MODES[m] for m in modes):
         sparsity, step = 0.5, 0.1
         while step >= 0.025 and sparsity < 0.995:
             ratio, vd, td = run([*base, "pruning=unstructured", f"pruning.sparsity={sparsity}",
@@ -172,6 +172,11 @@ def main() -> None:
                    "hydra.sweeper.sampler_kwargs={}\" (the search as it was before its prior)")
     p.add_argument("--searches", default=",".join(SEARCHES),
                    help="which searches to run (default: %(default)s)")
+    p.add_argument("--modes", default=",".join(MODES), help="grid / fixed step: these modes "
+                   "only (default: all); --save of the parts, combined, is the whole search run "
+                   "one part after another (times added up)")
+    p.add_argument("--cache", type=Path, help="baseline cache shared by processes (default: a "
+                   "temporary folder)")
     p.add_argument("--save", type=Path, help="append each search's trials to this JSON-lines "
                    "file as it ends (seeds or searches run as separate processes)")
     p.add_argument("--combine", type=Path, nargs="+", help="print the table of saved files "
@@ -180,6 +185,9 @@ def main() -> None:
     args = p.parse_args()
     if args.combine:
         return report(load_saved(args.combine), args)
+    args.modes = [m.strip() for m in args.modes.split(",")]
+    if bad := [m for m in args.modes if m not in MODES]:
+        sys.exit(f"--modes: unknown {bad[0]!r}; choose from {', '.join(MODES)}")
     chosen = [x.strip() for x in args.searches.split(",")]
     if bad := [x for x in chosen if x not in SEARCHES]:
         sys.exit(f"--searches: unknown {bad[0]!r}; choose from {', '.join(SEARCHES)}")
@@ -189,7 +197,7 @@ def main() -> None:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             base = [*DEFAULT, *args.overrides, f"seed={seed}", "tracking.enabled=false",
                     "measure.latency=false",  # no search here looks at latency
-                    f"paths.cache={tmp / 'cache'}", f"paths.artifacts={tmp / 'a'}"]
+                    f"paths.cache={args.cache or tmp / 'cache'}", f"paths.artifacts={tmp / 'a'}"]
             run([*base, "pruning=none"])  # the seed's baseline, trained once, untimed
             for name in results:
                 search = one_search(name, base, tmp, seed, args)
@@ -197,7 +205,8 @@ def main() -> None:
                 if args.save:
                     with args.save.open("a") as f:
                         f.write(json.dumps({"seed": seed, "name": name, "n_run": search.n_run,
-                                            "trials": search.trials}) + "\n")
+                                            "modes": args.modes, "trials": search.trials})
+                                + "\n")
                 ratio, test_drop = search.best(args.max_drop)
                 n, at = search.reached(args.max_drop)
                 print(f"seed {seed} {search.name:<10}: {search.n} trials, best "
@@ -208,10 +217,26 @@ def main() -> None:
 
 def load_saved(paths: list[Path]) -> dict[str, list[Search]]:
     """Saved searches by name, each list in seed order (a seed lacking a search is dropped
-    from every list, so that the searches compare on the same seeds)."""
+    from every list, so that the searches compare on the same seeds). A search saved in parts
+    (--modes) is put together in MODES order, each part's times shifted by the parts before it:
+    the search as one process would have run it."""
     rows = [json.loads(line) for path in paths for line in path.read_text().splitlines()]
-    by = {(r["name"], r["seed"]): Search(r["name"], [tuple(t) for t in r["trials"]],
-                                          r["n_run"]) for r in rows}
+    parts: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        parts.setdefault((r["name"], r["seed"]), []).append(r)
+    by = {}
+    for key, rs in parts.items():
+        rs.sort(key=lambda r: list(MODES).index(r.get("modes", list(MODES))[0]))
+        search, offset = Search(key[0], n_run=None), 0.0
+        for r in rs:
+            search.trials += [(t + offset, *rest) for t, *rest in r["trials"]]
+            offset = search.trials[-1][0] if search.trials else offset
+            if r["n_run"] is not None:
+                search.n_run = (search.n_run or 0) + r["n_run"]
+        covered = sorted(m for r in rs for m in r.get("modes", MODES))
+        if key[0] != "autotune" and covered != sorted(MODES):
+            print(f"note: {key[0]} seed {key[1]} covers modes {covered} only")
+        by[key] = search
     names = [n for n in SEARCHES if any(k[0] == n for k in by)]
     seeds = sorted({s for _, s in by if all((n, s) in by for n in names)})
     return {n: [by[(n, s)] for s in seeds] for n in names}
@@ -220,9 +245,9 @@ def load_saved(paths: list[Path]) -> dict[str, list[Search]]:
 def one_search(name: str, base: list[str], tmp: Path, seed: int, args: argparse.Namespace
                ) -> Search:
     if name == "grid":
-        return grid(base)
+        return grid(base, args.modes)
     if name == "fixed step":
-        return fixed_step(base, args.max_drop)
+        return fixed_step(base, args.max_drop, args.modes)
     tuned = [*(b for b in base if not b.startswith("tracking.")), *args.autotune_args.split()]
     return autotune(tuned, tmp, seed, args.max_drop, args.autotune_trials)
 
