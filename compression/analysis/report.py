@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from compression import quality
 from compression import validation as v
+from compression.analysis import autotune as at
+from compression.analysis import autotune_plots, plots, runtimes, tables
 from compression.analysis import layers as L
-from compression.analysis import plots, runtimes, tables
 from compression.analysis.curves import X_AXES, aggregate_curves, baseline_level, curve_auc
 from compression.analysis.derive import derive
 from compression.analysis.pareto import FRONTS, pareto_mask
@@ -280,16 +282,73 @@ def layer_views(a: Analysis, layer_table: pd.DataFrame, weights: dict, label: st
                  "Histograms of the nonzero weights of each layer.", "layers")
 
 
+def autotune(a: Analysis) -> None:
+    """An autotune sweep's page: the winner and its command, its per-layer allocation, the search
+    trace, and the winner beside the best uniform-allocation trial. Nothing for other sweeps."""
+    client = a.client()
+    if not at.is_autotune(client, a.runs.parent_run_id):
+        return
+    tune = at.load(client, a.runs.parent_run_id)
+    t = tune.target
+    a.tables["autotune_trace"] = at.write_trace(tune, a.opts.out / "autotune_trace.csv")
+    fig = autotune_plots.search_trace(
+        tune.trials, metric=t.metric, minimize=t.minimize, drop_metric=t.drop_metric,
+        max_drop=t.max_drop, winner=tune.winner_trial, title="Autotune search trace")
+    a.figure(fig, "autotune_trace", f"`{t.metric}` of every trial; the line is the best within "
+             f"the target ({t.drop_metric} <= {t.max_drop:g}) so far; PRUNED and FAILED trials "
+             "marked along the bottom.", "autotune")
+    parts = [at.winner_text(tune, a.frame)]
+    run_id = tune.winner_run
+    if run_id is not None:
+        try:
+            measured = L.run_layers(client, run_id)
+        except (MlflowException, OSError):
+            measured = None
+        alloc = at.allocation(client, run_id, measured)
+        if len(alloc):
+            a.table(alloc, "autotune_allocation")
+            row = a.frame[a.frame["run_id"] == run_id] if "run_id" in a.frame else a.frame
+            uniform = (float(row["pruning.sparsity"].iloc[0]) if len(row)
+                       and "pruning.sparsity" in row and pd.notna(row["pruning.sparsity"].iloc[0])
+                       else None)
+            a.figure(autotune_plots.allocation_bars(
+                alloc, uniform=uniform, title=f"Winner's allocation: trial {tune.winner_trial}"),
+                "autotune_allocation", f"The winner's sparsity per layer "
+                f"({alloc.attrs.get('source', '')})" + (" and bits per layer" if "bits" in alloc
+                                                        else "") + "; dashed: the same budget "
+                "spread uniformly.", "autotune")
+    rivals = at.rivals(a.frame, tune)
+    if len(rivals):
+        cols = ["role", *[c for c in tables.BRIEF if c in rivals and c != "run_id"]]
+        a.table(rivals, "autotune_vs_uniform")
+        parts.append("The winner against uniform allocation (best trial within the target "
+                     "with every layer at one sparsity; `autotune_vs_uniform.csv`):\n\n"
+                     + tables.markdown(rivals[cols]))
+    a.text["autotune"] = "\n\n".join(parts)
+
+
+AUTOTUNE_PAGE = (("autotune",), "Autotune")  # its own page beside the report (same section)
+TEXT_FIRST = {"autotune"}  # the winner and its command before the figures
+
+
 def markdown_report(a: Analysis) -> None:
     path = a.opts.out / "report.md"
     path.write_text(render_markdown(a))
     a.tables["report_md"] = path
+    if "autotune" in a.text:
+        page = a.opts.out / "autotune.md"
+        page.write_text(render_markdown(a, only=AUTOTUNE_PAGE[0], heading=AUTOTUNE_PAGE[1]))
+        a.tables["autotune_md"] = page
 
 
 def html_report(a: Analysis) -> None:
     path = a.opts.out / "report.html"
     path.write_text(render_html(a))
     a.tables["report_html"] = path
+    if "autotune" in a.text:
+        page = a.opts.out / "autotune.html"
+        page.write_text(render_html(a, only=AUTOTUNE_PAGE[0], heading=AUTOTUNE_PAGE[1]))
+        a.tables["autotune_html"] = page
 
 
 def log_to_parent(a: Analysis) -> None:
@@ -305,9 +364,13 @@ def log_to_parent(a: Analysis) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for path in files:  # only this command's files: the folder may hold older ones
             folder = path.parent.relative_to(a.opts.out).as_posix()
-            if path == a.tables.get("report_md"):
+            pages = {a.tables.get("report_md"): {},
+                     a.tables.get("autotune_md"): dict(only=AUTOTUNE_PAGE[0],
+                                                       heading=AUTOTUNE_PAGE[1])}
+            if path in pages:
+                kw = pages[path]
                 path = Path(tmp) / path.name  # the UI's own copy, under the same name
-                path.write_text(render_markdown(a, ui_artifact_url(a, parent)))
+                path.write_text(render_markdown(a, ui_artifact_url(a, parent), **kw))
             client.log_artifact(parent, str(path),
                                 ARTIFACT_DIR if folder == "." else f"{ARTIFACT_DIR}/{folder}")
     print(f"logged to MLflow: run {parent}, {len(files)} files in artifacts/{ARTIFACT_DIR}/")
@@ -342,15 +405,20 @@ def ui_artifact_url(a: Analysis, run_id: str) -> Callable[[str], str]:
 
 
 # ---------------------------------------------------------------------------- rendering
-SECTIONS = (("runs", "Runs"), ("sweet_spot", "Sweet spot"), ("curves", "Accuracy curves"),
+SECTIONS = (("runs", "Runs"), ("autotune", "Autotune: the winner and its search"),
+            ("sweet_spot", "Sweet spot"), ("curves", "Accuracy curves"),
             ("pareto", "Pareto fronts"), ("runtime", "Eager vs deployment runtime"),
             ("sensitivity", "Per-layer sensitivity"),
             ("layers", "Per-layer view of the chosen run"))
 
 
-def _sections(a: Analysis) -> Iterator[tuple[str, str, list[Figure]]]:
-    """(key, title, figures) of each section that has figures or text, in report order."""
+def _sections(a: Analysis, only: tuple[str, ...] | None = None
+              ) -> Iterator[tuple[str, str, list[Figure]]]:
+    """(key, title, figures) of each section that has figures or text, in report order (only
+    the `only` ones when given)."""
     for key, title in SECTIONS:
+        if only is not None and key not in only:
+            continue
         figs = [f for f in a.figures.values() if f.section == key]
         if figs or key in a.text:
             yield key, title, figs
@@ -362,18 +430,23 @@ def _intro(a: Analysis) -> str:
                            a.metric)
 
 
-def render_markdown(a: Analysis, url: Callable[[str], str] = str) -> str:
+def render_markdown(a: Analysis, url: Callable[[str], str] = str,
+                    only: tuple[str, ...] | None = None, heading: str = "Compression analysis"
+                    ) -> str:
     """The report as Markdown; `url` maps a file's path relative to the output folder to the
-    address the figures and links use (default: that relative path)."""
-    out = ["# Compression analysis", _intro(a)]
-    for key, title, figs in _sections(a):
+    address the figures and links use (default: that relative path); `only`: those sections
+    (a page of its own)."""
+    out = [f"# {heading}", _intro(a)]
+    for key, title, figs in _sections(a, only):
         out.append(f"## {title}")
+        if key in TEXT_FIRST and key in a.text:
+            out.append(quality.relabel(a.text[key], a.metric))
         for f in figs:
             rel = {p.suffix[1:]: url(p.relative_to(a.opts.out).as_posix()) for p in f.paths}
             links = ", ".join(f"[{ext}]({r})" for ext, r in rel.items())
             img = rel.get("png") or next(iter(rel.values()))
             out.append(f"![{f.caption}]({img})\n\n*{f.caption}* ({links})")
-        if key in a.text:
+        if key in a.text and key not in TEXT_FIRST:
             out.append(quality.relabel(a.text[key], a.metric))
     return "\n\n".join(out) + "\n"
 
@@ -402,21 +475,22 @@ def md_to_html(text: str) -> str:
                              output_format="html")
 
 
-def render_html(a: Analysis) -> str:
+def render_html(a: Analysis, only: tuple[str, ...] | None = None,
+                heading: str = "Compression analysis") -> str:
     """The same content with real tables, figures embedded as data URIs: one file to mail."""
-    body = ["<h1>Compression analysis</h1>", md_to_html(_intro(a))]
-    for key, title, figs in _sections(a):
+    body = [f"<h1>{html.escape(heading)}</h1>", md_to_html(_intro(a))]
+    for key, title, figs in _sections(a, only):
         body.append(f"<h2>{html.escape(title)}</h2>")
-        body += [_img_tag(f.paths, f.caption) for f in figs]
-        if key in a.text:
-            text = quality.relabel(a.text[key], a.metric)
-            body.append(f"<div class='section'>{md_to_html(text)}</div>")
+        text = (f"<div class='section'>{md_to_html(quality.relabel(a.text[key], a.metric))}"
+                "</div>" if key in a.text else "")
+        figures = [_img_tag(f.paths, f.caption) for f in figs]
+        body += [text, *figures] if key in TEXT_FIRST else [*figures, text]
     style = ("body{font-family:sans-serif;max-width:1250px;margin:auto;padding:0 12px}"
              "img{max-width:100%}table{border-collapse:collapse;font-size:13px;margin:8px 0}"
              "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "th{background:#f0f0f0}td:first-child,td:nth-child(2),td:nth-child(3)"
              "{text-align:left}.section{overflow-x:auto}figcaption{font-style:italic}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Compression analysis"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(heading)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
@@ -426,8 +500,8 @@ COMMANDS: dict[str, list[Step]] = {
     "pareto": [sweet, pareto, runtime, log_to_parent],
     "sweet-spot": [sweet, log_to_parent],
     "layers": [sweet, sensitivity, layers, log_to_parent],
-    "report": [runs_csv, sweet, curves, pareto, runtime, sensitivity, layers, markdown_report,
-               html_report, log_to_parent],
+    "report": [runs_csv, autotune, sweet, curves, pareto, runtime, sensitivity, layers,
+               markdown_report, html_report, log_to_parent],
 }
 
 

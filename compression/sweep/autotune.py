@@ -13,18 +13,27 @@ The winner is printed and logged with the exact command line that reproduces it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from compression import validation as v
 from compression.errors import ConfigError
 from compression.registry import build_dataclass
+
+log = logging.getLogger(__name__)
 
 # target.objective -> (metric the study optimizes, direction)
 OBJECTIVES = {
@@ -42,6 +51,9 @@ class AutotuneTarget:
     objective: str = "size"  # size | latency | rt_latency
     patience: int = 10  # finished trials without improvement that end the search
     timeout: float | None = None  # seconds; no new trials are started after it
+    # Points tried first, before the sampler (the prior a person would start from): each maps
+    # swept keys to values; keys a point leaves out (or that its choices switch off) are sampled.
+    first_trials: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         v.in_range("target.max_drop", self.max_drop, 0, 1)
@@ -50,6 +62,10 @@ class AutotuneTarget:
         v.in_range("target.patience", self.patience, 1, None, integer=True)
         if self.timeout is not None:
             v.in_range("target.timeout", self.timeout, 0, None, lo_open=True)
+        if not isinstance(self.first_trials, list) or not all(
+                isinstance(p, Mapping) for p in self.first_trials):
+            raise ConfigError(f"target.first_trials={self.first_trials!r} must be a list of "
+                              "mappings, e.g. [{pruning.sparsity: 0.9, quantization: lowbit}]")
 
     @classmethod
     def from_settings(cls, raw: Any) -> AutotuneTarget | None:
@@ -74,6 +90,33 @@ class AutotuneTarget:
 
     def constraints(self) -> dict[str, float]:
         return {self.drop_metric: self.max_drop}
+
+
+def _fits(dist: BaseDistribution, value: Any) -> bool:
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        return isinstance(value, int | float) and dist.low <= value <= dist.high
+    return False
+
+
+def enqueue_first_trials(study: optuna.Study, target: AutotuneTarget,
+                         space: Mapping[str, BaseDistribution]) -> int:
+    """Queue the target's first trials in a new study (a resumed one already has its start).
+    A point that does not fit the search space (a key not swept, a value outside its range:
+    the space was narrowed) is skipped with a warning, not half-applied."""
+    if study.get_trials(deepcopy=False):
+        return 0
+    queued = 0
+    for point in target.first_trials:
+        misfit = [k for k, x in point.items() if k not in space or not _fits(space[k], x)]
+        if misfit:
+            log.warning("target.first_trials: %s skipped: %s=%r is not in the search space",
+                        dict(point), misfit[0], point[misfit[0]])
+            continue
+        study.enqueue_trial(dict(point), user_attrs={"queued_by": "target.first_trials"})
+        queued += 1
+    return queued
 
 
 def feasible(t: FrozenTrial) -> bool:

@@ -106,6 +106,9 @@ class OptunaSweep:
         space.check_compatible(study.study_name, study.get_trials(deepcopy=False))
         st.note_fixed_overrides(study, space.fixed)
         n_trials = self._prepare(study, space)
+        if self.target is not None:  # the autotune's starting points, before the sampler's
+            autotune.enqueue_first_trials(study, self.target,
+                                          {p.key: p.distribution for p in space.params})
         parent = self._parent_run(study, space, n_trials)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from test_sweep_cli import runs, sweep, trials
 
@@ -21,7 +22,7 @@ import compression.config
 from compression.config import RunConfig
 from compression.errors import ConfigError
 from compression.paths import PROJECT_ROOT
-from compression.sweep.autotune import AutotuneTarget, best, stop_reason
+from compression.sweep.autotune import AutotuneTarget, best, enqueue_first_trials, stop_reason
 from compression.sweep.space import SearchSpace
 
 
@@ -46,10 +47,27 @@ def test_the_best_feasible_trial_wins_and_patience_ends_the_search() -> None:
     assert "timeout" in stop_reason(_study([]), AutotuneTarget(timeout=1), time.monotonic() - 2)
 
 
+def test_first_trials_are_queued_once_in_a_new_study_when_they_fit_the_space() -> None:
+    space = {"pruning.sparsity": FloatDistribution(0.5, 0.99),
+             "quantization": CategoricalDistribution(["none", "lowbit"])}
+    target = AutotuneTarget(first_trials=[
+        {"pruning.sparsity": 0.9, "quantization": "lowbit"},
+        {"pruning.sparsity": 0.3, "quantization": "lowbit"},  # below the range: skipped
+        {"pruning.sparsity": 0.9, "quantization.bits": 4},  # a key not swept: skipped
+    ])
+    study = optuna.create_study(direction="minimize")
+    assert enqueue_first_trials(study, target, space) == 1
+    trial = study.ask()
+    assert trial.suggest_float("pruning.sparsity", 0.5, 0.99) == 0.9
+    assert trial.suggest_categorical("quantization", ["none", "lowbit"]) == "lowbit"
+    study.tell(trial, 100.0)
+    assert enqueue_first_trials(study, target, space) == 0  # a resumed study: nothing again
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"max_drop": -0.1}, r"target\.max_drop"), ({"objective": "speed"}, r"target\.objective"),
     ({"patience": 0}, r"target\.patience"), ({"max_dorp": 0.01}, r"target\.max_dorp is not"),
-    ("tight", "must be a mapping"),
+    ("tight", "must be a mapping"), ({"first_trials": [0.9]}, "target.first_trials"),
 ])
 def test_bad_targets_fail_in_one_line(raw, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
