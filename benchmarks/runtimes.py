@@ -91,7 +91,10 @@ def eager_forms(dense: nn.Module, pruned: nn.Module) -> dict[str, tuple[nn.Modul
     return out
 
 
-def ort_files(dense: nn.Module, pruned: nn.Module, tmp: Path) -> dict[str, Path]:
+def ort_files(dense: nn.Module, pruned: nn.Module, eager: dict[str, tuple[nn.Module, bool]],
+              tmp: Path) -> dict[str, Path]:
+    """variant -> ORT file, built as the pipeline builds it (static int8: torch's int8 model
+    carried into QDQ)."""
     cfg = OnnxConfig()
     example = torch.zeros(1, 1, 28, 28)
     fp32 = export_onnx(dense, example, tmp / "fp32.onnx", cfg)
@@ -99,8 +102,8 @@ def ort_files(dense: nn.Module, pruned: nn.Module, tmp: Path) -> dict[str, Path]
     for variant in ("dynamic_int8", "static_int8", "fp16"):
         qcfg = QUANTIZERS.build_config({"mode": variant})
         files[variant] = tmp / f"{variant}.onnx"
-        ort_quant.ORT_QUANT[variant].convert(fp32, files[variant], qcfg,
-                                             CalibrationOnly().calibration_batches)
+        source = ort_quant.Source(fp32, eager[variant][0], example, cfg.opset)
+        ort_quant.ORT_QUANT[variant].convert(source, files[variant], qcfg)
     return files
 
 
@@ -177,8 +180,9 @@ def measure_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
     remove_channels_(pruned, 0.5, spec.example_input(1))
     pruned.eval()
     engines = args.engines
-    eager = eager_forms(dense, pruned) if "eager" in engines else {}
-    files = ort_files(dense, pruned, tmp / name) if "ort" in engines else {}
+    torch_forms = eager_forms(dense, pruned) if {"eager", "ort"} & set(engines) else {}
+    eager = torch_forms if "eager" in engines else {}
+    files = ort_files(dense, pruned, torch_forms, tmp / name) if "ort" in engines else {}
     sessions = {v: ort_session(p, args.threads) for v, p in files.items()}
     result: dict = {"ms": {}, "eager": eager, "files": files}
     for batch, repeats in ((1, args.repeats), (args.batch, max(10, args.repeats // 10))):

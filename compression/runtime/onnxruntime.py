@@ -68,8 +68,8 @@ class OnnxRuntime:
         fp32_file = export_onnx(job.model, example, job.out_dir / "model_fp32.onnx", cfg,
                                 "the compressed model")
         final_file = job.out_dir / "model.onnx"
-        ort_quant.ORT_QUANT[job.quant.mode].convert(fp32_file, final_file, job.quant,
-                                                     job.calibration)
+        source = ort_quant.Source(fp32_file, job.quantized, example, cfg.opset)
+        ort_quant.ORT_QUANT[job.quant.mode].convert(source, final_file, job.quant)
         export_seconds = time.perf_counter() - t0
         base, final = session(base_file, job.threads), session(final_file, job.threads)
         s = job.splits
