@@ -104,3 +104,51 @@ def test_gemm_rewrite_keeps_the_function(tmp_path) -> None:
     onnx.save(rewritten, str(tmp_path / "r.onnx"))
     out = ort.InferenceSession(str(tmp_path / "r.onnx")).run(None, {INPUT: x.numpy()})[0]
     np.testing.assert_allclose(out, model(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _torch_scales(model) -> tuple[list[float], list[list[float]]]:
+    """(activation scales, each weight's scales) of an FX-converted torch.ao int8 model."""
+    import torch
+
+    acts, weights = [], []
+    for name, buf in model.named_buffers():  # the input's quantize: <node>_scale_0
+        if name.endswith("_scale_0"):
+            acts.append(float(buf))
+    for mod in model.modules():
+        if hasattr(mod, "scale") and callable(getattr(mod, "weight", None)):
+            acts.append(float(mod.scale))  # each quantized layer's output scale
+            w = mod.weight()
+            per_channel = w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+            weights.append(w.q_per_channel_scales().tolist() if per_channel else [w.q_scale()])
+    return acts, weights
+
+
+@pytest.mark.parametrize("model", ["mlp", pytest.param("lenet5", marks=pytest.mark.slow)])
+def test_qat_scales_carried_into_onnx(run_metrics, tmp_path, model) -> None:
+    """The ORT file of a QAT run is the QAT model: its weights' and activations' scales in the
+    QDQ nodes, and its accuracy within half a point of torch's."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from compression.export import load_artifact
+
+    m = run_metrics("runtime=onnxruntime", f"model={model}", "quantization=qat_int8",
+                    "quantization.epochs=1", "pruning=structured", "pruning.sparsity=0.5")
+    assert abs(m["rt_accuracy"] - m["accuracy"]) <= 0.005 + 1e-9, (m["rt_accuracy"],
+                                                                    m["accuracy"])
+    [art] = (tmp_path / "artifacts").glob("local-*/model.safetensors")
+    [file] = (tmp_path / "artifacts").glob("local-*/model.onnx")
+    acts, weights = _torch_scales(load_artifact(art)[0])
+    graph = onnx.load(str(file)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    q_scales = [float(inits[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear"]
+    dq_w = [inits[n.input[1]].ravel() for n in graph.node
+            if n.op_type == "DequantizeLinear" and inits.get(n.input[0], np.zeros(0)).dtype
+            == np.int8]
+    assert len(acts) >= 3 and len(weights) >= 3
+    for s in acts:  # every activation scale torch uses quantizes a tensor in the ONNX graph
+        assert any(np.isclose(s, q, rtol=1e-6, atol=0) for q in q_scales), (s, q_scales)
+    assert len(dq_w) == len(weights)
+    for w in weights:  # and every weight's (per-channel) scales dequantize an int8 weight
+        assert any(d.shape == (len(w),) and np.allclose(d, w, rtol=1e-6, atol=0)
+                   for d in dq_w), w
