@@ -45,6 +45,29 @@ _QUANTIZED_OPS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+
+def _layer_norm(m: nn.Module) -> nn.Module:
+    out = nn.LayerNorm(m.normalized_shape, eps=m.eps, elementwise_affine=m.weight is not None)
+    if m.weight is not None:
+        out.weight.data.copy_(m.weight)
+        out.bias.data.copy_(m.bias)
+    return out
+
+
+# Other quantized modules -> the float module computing the same (their output qparams are
+# applied after it, as for every quantized value).
+_FLOAT: dict[type, Callable[[nn.Module], nn.Module]] = {
+    nnq.LayerNorm: _layer_norm,
+    nnq.Hardswish: lambda m: nn.Hardswish(),
+    nnq.ReLU6: lambda m: nn.ReLU6(),
+    nnq.Sigmoid: lambda m: nn.Sigmoid(),
+    nnq.LeakyReLU: lambda m: nn.LeakyReLU(m.negative_slope),
+    nnq.ELU: lambda m: nn.ELU(m.alpha),
+    nnq.Softmax: lambda m: nn.Softmax(m.dim),
+    nnq.Dropout: lambda m: nn.Identity(),
+}
+
+
 class _Weighted(nn.Module):
     """A quantized Conv / Linear as float: its int8 weight dequantized and fake-quantized with
     the weight's own scales (an identity on these values that the exporter writes as Q/DQ)."""
@@ -82,6 +105,11 @@ class _Weighted(nn.Module):
         w = self.qweight()
         y = self.conv(x, w, self.bias, *self.args) if self.conv else F.linear(x, w, self.bias)
         return torch.relu(y) if self.relu else y
+
+
+def _attr_path(m: nn.Module, target: str) -> object:
+    *path, last = target.split(".")
+    return getattr(m.get_submodule(".".join(path)), last)
 
 
 def _probe(gm: fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -130,8 +158,15 @@ def float_twin(quantized: nn.Module, example: torch.Tensor) -> fx.GraphModule:
         elif node.op == "output":
             graph.output(arg(node.args[0]))
             continue
-        elif node.op == "get_attr":
-            continue  # scales / zero points: read from the probe, used as constants
+        elif node.op == "get_attr":  # a float tensor the model uses (a class token, ...);
+            # scales / zero points are read from the probe instead and dropped as dead code
+            val = _attr_path(quantized, str(node.target))
+            name = "attr_" + str(node.target).replace(".", "_")
+            if isinstance(val, torch.Tensor):
+                root.register_buffer(name, val.dequantize() if val.is_quantized else val)
+            else:
+                setattr(root, name, val)
+            new = graph.get_attr(name)
         elif node.op == "call_function" and node.target is torch.quantize_per_tensor:
             new = env[node.args[0].name]  # the fake-quantize below is the quantize
         elif node.op == "call_method" and node.target == "dequantize":
@@ -147,6 +182,9 @@ def float_twin(quantized: nn.Module, example: torch.Tensor) -> fx.GraphModule:
             if isinstance(m, (*_CONV, *_LINEAR)):
                 name = str(node.target).replace(".", "_")
                 root.add_module(name, _Weighted(m))
+            elif type(m) in _FLOAT:
+                name = str(node.target).replace(".", "_")
+                root.add_module(name, _FLOAT[type(m)](m))
             elif type(m).__module__.startswith("torch.ao.nn"):
                 raise ConfigError(f"runtime=onnxruntime: torch's quantized module "
                                   f"{type(m).__name__} ({node.target}) has no QDQ form here")
@@ -166,6 +204,8 @@ def float_twin(quantized: nn.Module, example: torch.Tensor) -> fx.GraphModule:
                                       (new, float(out.q_scale()), int(out.q_zero_point()), lo, hi))
         env[node.name] = new
     twin = fx.GraphModule(root, graph)
+    twin.graph.eliminate_dead_code()
+    twin.recompile()
     return twin.eval()
 
 
