@@ -1,6 +1,6 @@
 """PyTorch eager vs ONNX Runtime vs ExecuTorch (XNNPACK), measured side by side in one process.
 
-    python benchmarks/runtimes.py [--threads 1] [--batch 256] [--repeats 200]
+    python benchmarks/runtimes.py [--threads 1] [--batch 256] [--repeats 200] [--rounds 1]
         [--engines eager,ort,executorch] [--models mlp,lenet5,resnet] [--clock wall|cpu]
         [--no-explain]
 
@@ -199,10 +199,15 @@ def measure_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
                 cands[f"executorch/{v}"] = (prog, xn)
         warmup = 10 if batch == 1 else 3
         clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
-        lat = latency_side_by_side(cands, warmup, repeats, clock)
-        for key, value in lat.items():
+        rounds: dict[str, list[float]] = {}
+        for _ in range(args.rounds):  # each round: every candidate interleaved, one median
+            lat = latency_side_by_side(cands, warmup, repeats, clock)
+            for key, value in lat.items():
+                rounds.setdefault(key, []).append(value.median_ms)
+        for key, values in rounds.items():
             engine, variant = key.split("/")
-            result["ms"][(engine, variant, batch)] = value.median_ms
+            result["ms"][(engine, variant, batch)] = float(np.median(values))
+            result.setdefault("rounds", {})[(engine, variant, batch)] = values
         result.setdefault("x", {})[batch] = x
     return result
 
@@ -260,12 +265,19 @@ def targets(results: dict, args: argparse.Namespace) -> list[tuple[str, bool, Ca
             return f"ORT {a}: {top(pa)}; ORT {c}: {top(pc)}"
         return explain
 
+    def spread(model: str, b: int) -> str:
+        """The eager / ORT ratio of each round (both timed in the same round)."""
+        r = results.get(model, {}).get("rounds", {})
+        es, os_ = r.get(("eager", "fp32", b), []), r.get(("ort", "fp32", b), [])
+        ratios = [e / o for e, o in zip(es, os_, strict=True)]
+        return (f" (rounds: {min(ratios):.2f}-{max(ratios):.2f}x)" if len(ratios) > 1 else "")
+
     for model in ("lenet5", "resnet"):  # 1. ORT fp32 >= 2x eager at batch 1 and N
         for b in (1, B):
             e, o = ms(model, "eager", "fp32", b), ms(model, "ort", "fp32", b)
             if e and o:
-                out.append((f"ORT fp32 >= 2x eager, {model} batch {b}: {e / o:.2f}x "
-                            f"{verdict(e / o, 2.0)}", e / o >= 2.0,
+                out.append((f"ORT fp32 >= 2x eager, {model} batch {b}: {e / o:.2f}x"
+                            f"{spread(model, b)} {verdict(e / o, 2.0)}", e / o >= 2.0,
                             why_ort_vs_eager(model, "fp32", b)))
     for model in ("lenet5", "resnet"):  # 2. structured speed-up at batch 1: ORT >= eager
         ed, es = ms(model, "eager", "fp32", 1), ms(model, "eager", "structured", 1)
@@ -296,6 +308,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeats", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="interleaved rounds per batch size; the table shows the median of the "
+                   "rounds' medians, the ORT-vs-eager targets their range")
     p.add_argument("--engines", default="eager,ort,executorch")
     p.add_argument("--models", default="mlp,lenet5,resnet")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -325,8 +340,9 @@ def main() -> None:
             results[name] = measure_model(name, args, Path(tmp))
             for b in (1, args.batch):
                 print("\n".join(row(results, name, b, engines)), flush=True)
-        print("\n(ms: median latency per call; vs fp32: speed-up over the same engine's fp32 "
-              "model, timed interleaved; ORT/eager: eager ms / ORT ms of the same variant)\n")
+        print(f"\n(ms: median latency per call, median of {args.rounds} round(s); vs fp32: "
+              "speed-up over the same engine's fp32 model, timed interleaved; "
+              "ORT/eager: eager ms / ORT ms of the same variant)\n")
         for line, met, why in targets(results, args):
             print(line)
             if not met and not args.no_explain:
