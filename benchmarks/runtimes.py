@@ -1,6 +1,7 @@
 """PyTorch eager vs ONNX Runtime vs ExecuTorch (XNNPACK), measured side by side in one process.
 
     python benchmarks/runtimes.py [--threads 1] [--batch 256] [--repeats 200] [--rounds 1]
+        [--warm-calls 1]
         [--engines eager,ort,executorch] [--models mlp,lenet5,resnet] [--clock wall|cpu]
         [--no-explain]
 
@@ -35,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compression.data import DataSpec
-from compression.metrics import latency_side_by_side
+from compression.metrics import retain_freed_memory
 from compression.models import ModelConfig, build_model
 from compression.pruning import MaskSet
 from compression.pruning.structured import remove_channels_
@@ -172,6 +173,29 @@ def top(by_op: dict[str, float], n: int = 4) -> str:
 
 
 # ---------------------------------------------------------------------------- measuring
+@torch.inference_mode()
+def interleaved(cands: dict[str, tuple[Fn, object]], warmup: int, repeats: int,
+                clock: Callable[[], int], warm_calls: int) -> dict[str, float]:
+    """Median ms per candidate, all timed in turn like compression.metrics'
+    latency_side_by_side, but each timed call preceded by `warm_calls` untimed calls of the same
+    candidate: a model served back to back runs warm, and without them the call right after
+    another engine's paid for it (resnet batch 1: the ORT session timed right after eager ran
+    ~2.5x slower than the same session timed after another ORT session, whichever it was)."""
+    retain_freed_memory()
+    for fn, x in cands.values():
+        for _ in range(warmup):
+            fn(x)
+    samples: dict[str, list[float]] = {k: [] for k in cands}
+    for _ in range(repeats):
+        for k, (fn, x) in cands.items():
+            for _ in range(warm_calls):
+                fn(x)
+            t0 = clock()
+            fn(x)
+            samples[k].append((clock() - t0) / 1e6)
+    return {k: float(np.median(s)) for k, s in samples.items()}
+
+
 def measure_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
     """{(engine, variant, batch): median ms} of every candidate, and the built forms."""
     spec = DataSpec("fashion_mnist", 1, 28, 10)
@@ -201,9 +225,9 @@ def measure_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
         clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
         rounds: dict[str, list[float]] = {}
         for _ in range(args.rounds):  # each round: every candidate interleaved, one median
-            lat = latency_side_by_side(cands, warmup, repeats, clock)
+            lat = interleaved(cands, warmup, repeats, clock, args.warm_calls)
             for key, value in lat.items():
-                rounds.setdefault(key, []).append(value.median_ms)
+                rounds.setdefault(key, []).append(value)
         for key, values in rounds.items():
             engine, variant = key.split("/")
             result["ms"][(engine, variant, batch)] = float(np.median(values))
@@ -308,6 +332,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeats", type=int, default=200)
+    p.add_argument("--warm-calls", type=int, default=1,
+                   help="untimed calls of a candidate right before each of its timed calls")
     p.add_argument("--rounds", type=int, default=1,
                    help="interleaved rounds per batch size; the table shows the median of the "
                    "rounds' medians, the ORT-vs-eager targets their range")
@@ -327,7 +353,8 @@ def main() -> None:
     import onnxruntime
 
     print(f"CPU: {cpu_line()}")
-    print(f"threads={args.threads} clock={args.clock} torch={torch.__version__} onnxruntime="
+    print(f"threads={args.threads} clock={args.clock} warm_calls={args.warm_calls} "
+          f"rounds={args.rounds} torch={torch.__version__} onnxruntime="
           f"{onnxruntime.__version__} executorch={version('executorch')} input=1x28x28 "
           f"(Fashion-MNIST size), random weights; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")

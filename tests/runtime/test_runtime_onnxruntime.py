@@ -36,6 +36,7 @@ def test_runs_in_ort_within_half_a_point(run_metrics, tmp_path, model, pruning, 
     # Within half a point of torch's figure for the same mode, either way: ORT runs the same
     # model (static int8 carries torch's int8 weights and scales; ORT re-calibrating its own
     # had scored 0.84 pt below torch's on resnet-lowrank and 1.1 pt above on mlp-lowrank).
+    print(f"torch {m['accuracy']:.4f} ORT {m['rt_accuracy']:.4f}")  # shown by pytest -rA
     assert abs(m["rt_accuracy"] - m["accuracy"]) <= 0.005 + 1e-9, (m["rt_accuracy"],
                                                                     m["accuracy"])
     assert m["rt_accuracy"] > 0.5  # trained, not chance (10 classes)
@@ -134,6 +135,7 @@ def test_qat_scales_carried_into_onnx(run_metrics, tmp_path, model) -> None:
 
     m = run_metrics("runtime=onnxruntime", f"model={model}", "quantization=qat_int8",
                     "quantization.epochs=1", "pruning=structured", "pruning.sparsity=0.5")
+    print(f"torch {m['accuracy']:.4f} ORT {m['rt_accuracy']:.4f}")  # shown by pytest -rA
     assert abs(m["rt_accuracy"] - m["accuracy"]) <= 0.005 + 1e-9, (m["rt_accuracy"],
                                                                     m["accuracy"])
     [art] = (tmp_path / "artifacts").glob("local-*/model.safetensors")
