@@ -63,6 +63,9 @@ class OnnxRuntime:
         what = f"the model ({type(model).__name__})"
         with tempfile.TemporaryDirectory() as tmp:  # what cannot export fails here, untrained
             export_onnx(model, spec.example_input(1), Path(tmp) / "check.onnx", cfg, what)
+            rehearse = ort_quant.ORT_QUANT[quant.mode].rehearse
+            if rehearse is not None:
+                rehearse(model, quant, spec.example_input(1), Path(tmp))
 
     def deploy(self, job: DeployJob) -> Deployed:
         cfg: OnnxConfig = job.cfg  # type: ignore[assignment]

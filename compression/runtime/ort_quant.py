@@ -45,6 +45,9 @@ class OrtQuant:
     check: Callable[[nn.Module, QuantizationConfig], str | None]
     # (source, output .onnx, config) -> writes the output
     convert: Callable[[Source, Path, QuantizationConfig], None]
+    # Before training: build this mode's file from the untrained model (example input, temp
+    # folder), so what cannot be built fails then, not after training (None: nothing to try).
+    rehearse: Callable[[nn.Module, QuantizationConfig, torch.Tensor, Path], None] | None = None
 
 
 ORT_QUANT: dict[str, OrtQuant] = {}
@@ -105,8 +108,21 @@ def _static(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
     export_qdq(src.quantized, src.example, dst, src.opset)
 
 
-register("static_int8")(OrtQuant(_fine, _static))
-register("qat_int8")(OrtQuant(_fine, _static))
+def _rehearse_static(model: nn.Module, cfg: QuantizationConfig, example: torch.Tensor,
+                     tmp: Path) -> None:
+    """torch's int8 structure for this model (its artifact skeleton: prepared, converted) carried
+    into QDQ, so an op with no QDQ form is named before training."""
+    import copy
+
+    from compression.quantization import QUANTIZERS
+    from compression.runtime.qdq_twin import export_qdq
+
+    skeleton = QUANTIZERS.get(cfg.mode).handler.skeleton(copy.deepcopy(model), cfg, example)
+    export_qdq(skeleton, example, tmp / "check_qdq.onnx", 18)
+
+
+register("static_int8")(OrtQuant(_fine, _static, _rehearse_static))
+register("qat_int8")(OrtQuant(_fine, _static, _rehearse_static))
 
 
 def _check_lowbit(model: nn.Module, cfg: QuantizationConfig) -> str | None:
