@@ -107,6 +107,19 @@ class _Weighted(nn.Module):
         return torch.relu(y) if self.relu else y
 
 
+def _put(root: nn.Module, target: str, m: nn.Module) -> str:
+    """Add `m` at the int8 model's own module path (so the ONNX initializers keep the model's
+    names: conv1.weight, layer1.conv1.weight ...)."""
+    *path, last = target.split(".")
+    parent = root
+    for part in path:
+        if not hasattr(parent, part):
+            parent.add_module(part, nn.Module())
+        parent = getattr(parent, part)
+    parent.add_module(last, m)
+    return target
+
+
 def _attr_path(m: nn.Module, target: str) -> object:
     *path, last = target.split(".")
     return getattr(m.get_submodule(".".join(path)), last)
@@ -180,17 +193,14 @@ def float_twin(quantized: nn.Module, example: torch.Tensor) -> fx.GraphModule:
         elif node.op == "call_module":
             m = modules[str(node.target)]
             if isinstance(m, (*_CONV, *_LINEAR)):
-                name = str(node.target).replace(".", "_")
-                root.add_module(name, _Weighted(m))
+                name = _put(root, str(node.target), _Weighted(m))
             elif type(m) in _FLOAT:
-                name = str(node.target).replace(".", "_")
-                root.add_module(name, _FLOAT[type(m)](m))
+                name = _put(root, str(node.target), _FLOAT[type(m)](m))
             elif type(m).__module__.startswith("torch.ao.nn"):
                 raise ConfigError(f"runtime=onnxruntime: torch's quantized module "
                                   f"{type(m).__name__} ({node.target}) has no QDQ form here")
             else:  # a float module torch runs on int8 tensors (pooling, Identity, ReLU, ...)
-                name = str(node.target).replace(".", "_")
-                root.add_module(name, m)
+                name = _put(root, str(node.target), m)
             new = graph.call_module(name, arg(node.args), arg(node.kwargs))
         else:  # flatten, pooling, relu, reshape ... on (fake-)quantized values
             new = graph.create_node(node.op, node.target, arg(node.args), arg(node.kwargs))
@@ -243,16 +253,21 @@ def finish(model: object) -> object:
         else:
             keep.append(node)
     producer = {o: n for n in keep for o in n.output}
-    nodes = []
+    nodes, renamed = [], {}
     for node in keep:
         if node.op_type == "QuantizeLinear" and all(i in consts for i in node.input):
             nodes.append(None)  # folded: its output becomes an int8 initializer
             x, scale, zero = (consts[i] for i in node.input)
             axis = _attr(node, "axis", 1)
-            consts[node.output[0]] = _quantize(x, scale, zero, axis)
+            renamed[node.output[0]] = f"{node.input[0]}_quantized"  # ORT's own naming
+            consts[renamed[node.output[0]]] = _quantize(x, scale, zero, axis)
             continue
         nodes.append(node)
     nodes = [n for n in nodes if n is not None]
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
     for node in nodes:  # float bias -> DequantizeLinear(int32, in_scale x w_scale)
         if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2] \
                 or node.input[2] not in consts or consts[node.input[2]].dtype != np.float32:
