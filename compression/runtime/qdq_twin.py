@@ -250,6 +250,8 @@ def finish(model: object) -> object:
         if node.op_type == "Constant" and len(node.attribute) == 1 \
                 and node.attribute[0].name == "value":
             consts[node.output[0]] = nh.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in consts:  # a shared constant
+            consts[node.output[0]] = consts[node.input[0]]
         else:
             keep.append(node)
     producer = {o: n for n in keep for o in n.output}

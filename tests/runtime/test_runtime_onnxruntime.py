@@ -154,3 +154,46 @@ def test_qat_scales_carried_into_onnx(run_metrics, tmp_path, model) -> None:
     for w in weights:  # and every weight's (per-channel) scales dequantize an int8 weight
         assert any(d.shape == (len(w),) and np.allclose(d, w, rtol=1e-6, atol=0)
                    for d in dq_w), w
+
+
+def test_qdq_file_computes_what_torchs_int8_model_computes(tmp_path) -> None:
+    """torch's static int8 resnet (random weights) written as QDQ: ORT fuses it into int8
+    kernels, and its logits are torch's int8 logits (not a re-calibrated model's)."""
+    import copy
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from compression.data import DataSpec
+    from compression.models import ModelConfig, build_model
+    from compression.pruning import MaskSet
+    from compression.quantization import QUANTIZERS
+    from compression.runtime.qdq_twin import export_qdq
+
+    class Calibration:
+        masks, layer_extra, extra_metrics = MaskSet(), {}, {}
+
+        def calibration_batches(self, n: int) -> list[torch.Tensor]:
+            g = torch.Generator().manual_seed(0)
+            return [torch.randn(32, 1, 8, 8, generator=g) for _ in range(2)]
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="resnet"), DataSpec("digits", 1, 8, 10)).eval()
+    cfg = QUANTIZERS.build_config({"mode": "static_int8"})
+    q = QUANTIZERS.get("static_int8").handler.quantize(copy.deepcopy(model), cfg,
+                                                       Calibration()).model
+    x = torch.randn(64, 1, 8, 8)
+    path = export_qdq(q, x[:1], tmp_path / "q.onnx", 18)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    out = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        ref = q(x).numpy()
+    np.testing.assert_allclose(out, ref, atol=0.01)  # a requantize step at most, here
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+    assert {"QLinearConv", "QLinearAdd"} <= ops  # run by int8 kernels, not dequantized
+    names = {t.name for t in onnx.load(str(path)).graph.initializer}
+    assert "layer1.conv1.weight_quantized" in names
