@@ -1,6 +1,7 @@
 """PyTorch eager vs ONNX Runtime vs ExecuTorch (XNNPACK), measured side by side in one process.
 
-    python benchmarks/runtimes.py [--threads 1] [--batch 256] [--repeats 200]
+    python benchmarks/runtimes.py [--threads 1] [--batch 256] [--repeats 200] [--rounds 1]
+        [--warm-calls 1]
         [--engines eager,ort,executorch] [--models mlp,lenet5,resnet] [--clock wall|cpu]
         [--no-explain]
 
@@ -35,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compression.data import DataSpec
-from compression.metrics import latency_side_by_side
+from compression.metrics import retain_freed_memory
 from compression.models import ModelConfig, build_model
 from compression.pruning import MaskSet
 from compression.pruning.structured import remove_channels_
@@ -91,7 +92,10 @@ def eager_forms(dense: nn.Module, pruned: nn.Module) -> dict[str, tuple[nn.Modul
     return out
 
 
-def ort_files(dense: nn.Module, pruned: nn.Module, tmp: Path) -> dict[str, Path]:
+def ort_files(dense: nn.Module, pruned: nn.Module, eager: dict[str, tuple[nn.Module, bool]],
+              tmp: Path) -> dict[str, Path]:
+    """variant -> ORT file, built as the pipeline builds it (static int8: torch's int8 model
+    carried into QDQ)."""
     cfg = OnnxConfig()
     example = torch.zeros(1, 1, 28, 28)
     fp32 = export_onnx(dense, example, tmp / "fp32.onnx", cfg)
@@ -99,8 +103,8 @@ def ort_files(dense: nn.Module, pruned: nn.Module, tmp: Path) -> dict[str, Path]
     for variant in ("dynamic_int8", "static_int8", "fp16"):
         qcfg = QUANTIZERS.build_config({"mode": variant})
         files[variant] = tmp / f"{variant}.onnx"
-        ort_quant.ORT_QUANT[variant].convert(fp32, files[variant], qcfg,
-                                             CalibrationOnly().calibration_batches)
+        source = ort_quant.Source(fp32, eager[variant][0], example, cfg.opset)
+        ort_quant.ORT_QUANT[variant].convert(source, files[variant], qcfg)
     return files
 
 
@@ -108,6 +112,7 @@ def ort_session(path: Path, threads: int, profile: bool = False) -> object:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as the runtime
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
@@ -168,6 +173,29 @@ def top(by_op: dict[str, float], n: int = 4) -> str:
 
 
 # ---------------------------------------------------------------------------- measuring
+@torch.inference_mode()
+def interleaved(cands: dict[str, tuple[Fn, object]], warmup: int, repeats: int,
+                clock: Callable[[], int], warm_calls: int) -> dict[str, float]:
+    """Median ms per candidate, all timed in turn like compression.metrics'
+    latency_side_by_side, but each timed call preceded by `warm_calls` untimed calls of the same
+    candidate: a model served back to back runs warm, and without them the call right after
+    another engine's paid for it (resnet batch 1: the ORT session timed right after eager ran
+    ~2.5x slower than the same session timed after another ORT session, whichever it was)."""
+    retain_freed_memory()
+    for fn, x in cands.values():
+        for _ in range(warmup):
+            fn(x)
+    samples: dict[str, list[float]] = {k: [] for k in cands}
+    for _ in range(repeats):
+        for k, (fn, x) in cands.items():
+            for _ in range(warm_calls):
+                fn(x)
+            t0 = clock()
+            fn(x)
+            samples[k].append((clock() - t0) / 1e6)
+    return {k: float(np.median(s)) for k, s in samples.items()}
+
+
 def measure_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
     """{(engine, variant, batch): median ms} of every candidate, and the built forms."""
     spec = DataSpec("fashion_mnist", 1, 28, 10)
@@ -177,8 +205,9 @@ def measure_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
     remove_channels_(pruned, 0.5, spec.example_input(1))
     pruned.eval()
     engines = args.engines
-    eager = eager_forms(dense, pruned) if "eager" in engines else {}
-    files = ort_files(dense, pruned, tmp / name) if "ort" in engines else {}
+    torch_forms = eager_forms(dense, pruned) if {"eager", "ort"} & set(engines) else {}
+    eager = torch_forms if "eager" in engines else {}
+    files = ort_files(dense, pruned, torch_forms, tmp / name) if "ort" in engines else {}
     sessions = {v: ort_session(p, args.threads) for v, p in files.items()}
     result: dict = {"ms": {}, "eager": eager, "files": files}
     for batch, repeats in ((1, args.repeats), (args.batch, max(10, args.repeats // 10))):
@@ -194,10 +223,15 @@ def measure_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
                 cands[f"executorch/{v}"] = (prog, xn)
         warmup = 10 if batch == 1 else 3
         clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
-        lat = latency_side_by_side(cands, warmup, repeats, clock)
-        for key, value in lat.items():
+        rounds: dict[str, list[float]] = {}
+        for _ in range(args.rounds):  # each round: every candidate interleaved, one median
+            lat = interleaved(cands, warmup, repeats, clock, args.warm_calls)
+            for key, value in lat.items():
+                rounds.setdefault(key, []).append(value)
+        for key, values in rounds.items():
             engine, variant = key.split("/")
-            result["ms"][(engine, variant, batch)] = value.median_ms
+            result["ms"][(engine, variant, batch)] = float(np.median(values))
+            result.setdefault("rounds", {})[(engine, variant, batch)] = values
         result.setdefault("x", {})[batch] = x
     return result
 
@@ -235,7 +269,14 @@ def targets(results: dict, args: argparse.Namespace) -> list[tuple[str, bool, Ca
             e = eager_profile(r["eager"][v][0], x, 20 if b == 1 else 3)
             o = ort_profile(r["files"][v], np.ascontiguousarray(x.numpy()), args.threads,
                             20 if b == 1 else 3)
-            return f"eager: {top(e)}; ORT: {top(o)}"
+            import onnx
+
+            bn = sum(n.op_type == "BatchNormalization"
+                     for n in onnx.load(str(r["files"][v])).graph.node)
+            return (f"eager: {top(e)}; ORT: {top(o)}; ORT graph: {bn} BatchNormalization "
+                    "nodes (0: folded into the convolutions at export), ORT_ENABLE_ALL "
+                    "(NCHWc layout), the same thread count: what is left is kernel against "
+                    "kernel")
         return explain
 
     def why_ort(model: str, a: str, c: str, b: int) -> Callable[[], str]:
@@ -248,12 +289,19 @@ def targets(results: dict, args: argparse.Namespace) -> list[tuple[str, bool, Ca
             return f"ORT {a}: {top(pa)}; ORT {c}: {top(pc)}"
         return explain
 
+    def spread(model: str, b: int) -> str:
+        """The eager / ORT ratio of each round (both timed in the same round)."""
+        r = results.get(model, {}).get("rounds", {})
+        es, os_ = r.get(("eager", "fp32", b), []), r.get(("ort", "fp32", b), [])
+        ratios = [e / o for e, o in zip(es, os_, strict=True)]
+        return (f" (rounds: {min(ratios):.2f}-{max(ratios):.2f}x)" if len(ratios) > 1 else "")
+
     for model in ("lenet5", "resnet"):  # 1. ORT fp32 >= 2x eager at batch 1 and N
         for b in (1, B):
             e, o = ms(model, "eager", "fp32", b), ms(model, "ort", "fp32", b)
             if e and o:
-                out.append((f"ORT fp32 >= 2x eager, {model} batch {b}: {e / o:.2f}x "
-                            f"{verdict(e / o, 2.0)}", e / o >= 2.0,
+                out.append((f"ORT fp32 >= 2x eager, {model} batch {b}: {e / o:.2f}x"
+                            f"{spread(model, b)} {verdict(e / o, 2.0)}", e / o >= 2.0,
                             why_ort_vs_eager(model, "fp32", b)))
     for model in ("lenet5", "resnet"):  # 2. structured speed-up at batch 1: ORT >= eager
         ed, es = ms(model, "eager", "fp32", 1), ms(model, "eager", "structured", 1)
@@ -284,6 +332,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeats", type=int, default=200)
+    p.add_argument("--warm-calls", type=int, default=1,
+                   help="untimed calls of a candidate right before each of its timed calls")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="interleaved rounds per batch size; the table shows the median of the "
+                   "rounds' medians, the ORT-vs-eager targets their range")
     p.add_argument("--engines", default="eager,ort,executorch")
     p.add_argument("--models", default="mlp,lenet5,resnet")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -300,7 +353,8 @@ def main() -> None:
     import onnxruntime
 
     print(f"CPU: {cpu_line()}")
-    print(f"threads={args.threads} clock={args.clock} torch={torch.__version__} onnxruntime="
+    print(f"threads={args.threads} clock={args.clock} warm_calls={args.warm_calls} "
+          f"rounds={args.rounds} torch={torch.__version__} onnxruntime="
           f"{onnxruntime.__version__} executorch={version('executorch')} input=1x28x28 "
           f"(Fashion-MNIST size), random weights; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
@@ -313,8 +367,9 @@ def main() -> None:
             results[name] = measure_model(name, args, Path(tmp))
             for b in (1, args.batch):
                 print("\n".join(row(results, name, b, engines)), flush=True)
-        print("\n(ms: median latency per call; vs fp32: speed-up over the same engine's fp32 "
-              "model, timed interleaved; ORT/eager: eager ms / ORT ms of the same variant)\n")
+        print(f"\n(ms: median latency per call, median of {args.rounds} round(s); vs fp32: "
+              "speed-up over the same engine's fp32 model, timed interleaved; "
+              "ORT/eager: eager ms / ORT ms of the same variant)\n")
         for line, met, why in targets(results, args):
             print(line)
             if not met and not args.no_explain:

@@ -231,7 +231,7 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     session.timings["measure_seconds"] = time.perf_counter() - t0
     with _threads(rc.latency_threads):  # the runtime's export, evaluation and timing
         deployed = runtime_hook.deploy(rc, splits, session, baseline.model, pruned_fp32, out_dir,
-                                       results)
+                                       results, final)
     results.update(deployed.metrics if deployed else {})
     results.update(session.timings)
     results.update(session.extra_metrics)

@@ -67,6 +67,9 @@ class DeployJob:
     model: nn.Module  # pruned fp32 (physically smaller where pruning removed channels)
     calibration: Callable[[int], list[torch.Tensor]]  # Session.calibration_batches
     out_dir: Path
+    # torch's quantized model, as eager measured it (the reloaded artifact): static / QAT int8
+    # carry its weights and scales into the runtime instead of re-calibrating
+    quantized: nn.Module | None = None
 
     @property
     def spec(self) -> DataSpec:

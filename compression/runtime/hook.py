@@ -26,14 +26,15 @@ def check(model: nn.Module, rc: RunConfig, spec: DataSpec) -> None:
 
 
 def deploy(rc: RunConfig, splits: Splits, session: Any, baseline: nn.Module, model: nn.Module,
-           out_dir: Path, eager: dict[str, float]) -> Deployed | None:
+           out_dir: Path, eager: dict[str, float], quantized: nn.Module | None = None
+           ) -> Deployed | None:
     """Build, evaluate and time the run's model in its runtime (None for runtime=torch). The
     runtime's latencies are also set against eager's (`rt_vs_eager`: eager / runtime latency
     of the final model, > 1 when the runtime is faster)."""
     job = DeployJob(cfg=rc.runtime, quant=rc.quantization, pruning=rc.pruning,
                     measure=rc.measure, threads=rc.latency_threads, splits=splits,
                     baseline=baseline, model=model, calibration=session.calibration_batches,
-                    out_dir=out_dir)
+                    out_dir=out_dir, quantized=quantized)
     deployed = RUNTIMES.get(rc.runtime.name).handler.deploy(job)
     if deployed is None:
         return None
