@@ -89,7 +89,11 @@ class Session:
     def _report(self, model: nn.Module) -> None:
         assert self.reporter is not None
         self.epochs_done += 1
-        self.reporter.report(evaluate(model, self.data.val_x, self.data.val_y), self.epochs_done)
+        # the run's metric, as the study's val_accuracy objective holds it (perplexity: the
+        # sweeper minimizes, so a pruner reads a falling value as progress)
+        fn = None if self.rc.metric.is_default else self.rc.metric.fn()
+        self.reporter.report(evaluate(model, self.data.val_x, self.data.val_y, metric=fn),
+                             self.epochs_done)
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
         bs = self.rc.train.batch_size

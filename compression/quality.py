@@ -39,6 +39,26 @@ def higher_is_better(name: str | None) -> bool:
     return not name or name not in LOWER_IS_BETTER
 
 
+def direction_of(frame: Any) -> str:
+    """"min" when every run of a table of runs has a lower-is-better metric (its `metric.name`
+    param), else "max": how Pareto fronts and the sweet spot's ties read the accuracy column."""
+    if frame is None or "metric.name" not in getattr(frame, "columns", ()) or not len(frame):
+        return "max"
+    names = frame["metric.name"].fillna(DEFAULT).astype(str)
+    return "min" if not names.map(higher_is_better).any() else "max"
+
+
+def loss_sign(frame: Any) -> Any:
+    """Per run, +1 where higher is better and -1 where lower is: quality lost = sign *
+    (baseline - final)."""
+    import pandas as pd
+
+    if "metric.name" not in frame:
+        return pd.Series(1.0, index=frame.index)
+    names = frame["metric.name"].fillna(DEFAULT).astype(str)
+    return names.map(lambda n: 1.0 if higher_is_better(n) else -1.0)
+
+
 def quality_loss(baseline: float, final: float, name: str | None) -> float:
     """How much quality `final` lost against `baseline`: positive is worse, whatever the
     metric's direction (baseline - final for accuracy, final - baseline for perplexity)."""
