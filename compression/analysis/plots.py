@@ -86,6 +86,8 @@ def _q(value: float, metric: str | None) -> str:
 def _percent_axis(ax: plt.Axes, metric: str | None = None) -> None:
     if _fraction(metric):
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    else:  # shown as it is: no "(%)" in its label
+        ax.set_ylabel(ax.get_ylabel().replace(" (%)", ""))
 
 
 def _baseline(ax: plt.Axes, level: float | None, tolerance: float,
