@@ -56,7 +56,7 @@ def accuracies(base: list[str], seed: int, finetune: int
     metric = None if rc.metric.is_default else rc.metric.fn()
     out = {"dense": baseline.accuracy}
     for label, overrides in METHODS.items():
-        for ft in (0, finetune):
+        for ft in sorted({0, finetune}):  # --finetune 0: the no-fine-tuning column only
             rc = compose_run_config([*base, f"seed={seed}", f"finetune.epochs={ft}", *overrides])
             torch.manual_seed(seed)
             model = copy.deepcopy(baseline.model)
@@ -124,7 +124,8 @@ def main() -> None:
 
     print(f"| dense | {cell('dense')} | |")
     for label in METHODS:
-        print(f"| {label} | {cell(f'{label} ft0')} | {cell(f'{label} ft{args.finetune}')} |")
+        tuned = cell(f"{label} ft{args.finetune}") if args.finetune else "-"
+        print(f"| {label} | {cell(f'{label} ft0')} | {tuned} |")
     if not args.no_latency:
         latency(model, splits.spec, args.batch, args.repeats)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
