@@ -50,7 +50,9 @@ class Options:
     ui_url: str | None = None  # the MLflow UI the parent run's report.md links its figures to
 
     def __post_init__(self) -> None:
-        v.in_range("--tolerance", self.tolerance, 0, 1)
+        # at most 1 for accuracy-like metrics, which sweet_spot checks once it knows the runs'
+        # metric; a perplexity rise may exceed 1
+        v.in_range("--tolerance", self.tolerance, 0, None)
         v.one_of("--by", self.by, CRITERIA)
         v.one_of("--select-on", self.select_on, DROPS)
         for f in self.formats:
