@@ -56,6 +56,9 @@ def test_text_is_split_by_position_into_contiguous_blocks(tmp_path: Path) -> Non
     assert train == {bytes(data[i : i + 8]) for i in range(0, 8 * len(s.train_y), 8)}
     torch.testing.assert_close(s.val_x[:, 1:], s.val_y[:, :-1].float())  # y: the next byte
     assert s.spec.sequence and s.spec.num_classes == 256 and s.spec.input_shape == (8,)
+    other = load(DataConfig(name="text", root=str(tmp_path), context=16, val_fraction=0.2,
+                            test_fraction=0.1))
+    assert other.digest != s.digest  # the context is part of the data digest (cache key)
 
 
 def test_the_default_corpus_ships_offline() -> None:

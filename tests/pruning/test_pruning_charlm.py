@@ -72,3 +72,15 @@ def test_dynamic_int8_swaps_every_linear_of_charlm_and_reloads(prune, tmp_path) 
     x = session.data.val_x[:8]
     assert (q(x) - model(x)).abs().max() < 0.1 * model(x).abs().max()
     torch.testing.assert_close(_reload(q, session, tmp_path, "dynamic_int8")(x), q(x))
+
+
+@pytest.mark.parametrize("extra", [{"bits": 4}, {"bits": "ternary", "qat": True, "epochs": 1}],
+                         ids=["4bit", "ternary-qat"])
+def test_lowbit_runs_on_every_linear_of_charlm(prune, extra) -> None:
+    model, _, session = prune(*TEXT, "pruning=none")
+    qcfg = QUANTIZERS.build_config({"mode": "lowbit", **extra})
+    q = Quantized.of(QUANTIZERS.get("lowbit").handler.quantize(
+        copy.deepcopy(model.eval()), qcfg, session), qcfg).model
+    assert not any(type(m) is nn.Linear for m in q.modules())
+    out = q(session.data.val_x[:4])
+    assert out.shape == (4, 256, 16) and torch.isfinite(out).all()
