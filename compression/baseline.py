@@ -249,5 +249,6 @@ def _train_and_cache(model: nn.Module, key: str, path: Path, model_cfg: ModelCon
     if keys:  # repr keeps every digit: the float read back is the one evaluated
         meta.update({keys[0]: repr(acc), keys[1]: repr(val_acc)})
     _save_atomic(path, model, meta)
-    log.info("baseline trained in %.1fs (test accuracy %.4f), cached at %s", seconds, acc, path)
+    log.info("baseline trained in %.1fs (test %s %.4f), cached at %s", seconds,
+             "accuracy" if metric.is_default else metric.name, acc, path)
     return Baseline(model, path, False, seconds, acc, val_acc)

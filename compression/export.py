@@ -347,7 +347,8 @@ def save_artifact(
     meta = {
         "format": FORMAT,
         "model": model_cfg.to_dict(),
-        "spec": asdict(spec),
+        # `sequence` only when set: image and table artifacts keep the header they always had
+        "spec": {k: v for k, v in asdict(spec).items() if k != "sequence" or v},
         "quantization": asdict(quant_cfg),
         "transforms": transforms or [],
         "codec": cfg.codec,

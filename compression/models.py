@@ -20,6 +20,7 @@ from compression.model_config import (  # noqa: F401 (their home before; importe
     prunable_layers,
     register_model,
 )
+from compression.models_charlm import CharLM
 from compression.models_vit import ViT
 
 
@@ -41,10 +42,13 @@ def check_fits(model: nn.Module, spec: DataSpec, cfg: ModelConfig) -> None:
                           f"{type(e).__name__}: {first_line(e)}") from None
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, spec.num_classes):
+    # sequence data (data=text): one score per class at every position, (1, C, T)
+    want = (1, spec.num_classes, *spec.input_shape) if spec.sequence else (1, spec.num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        per = " at every position" if spec.sequence else ""
         raise ConfigError(f"{what} gives {got} for a {shape} input; {spec.name} needs "
-                          f"(1, {spec.num_classes}): one score per class")
+                          f"{want}: one score per class{per}")
 
 
 def factory_of(cfg: ModelConfig) -> ModelFactory:
@@ -191,6 +195,15 @@ class ResNet(nn.Module):
 def vit(spec: DataSpec, width: float = 1.0) -> nn.Module:
     """A tiny Vision Transformer (models_vit.py): 4x4 patches, 4 pre-norm blocks of 4 heads."""
     return ViT(spec.in_channels, spec.image_size, spec.num_classes, width)
+
+
+@register_model("charlm")
+def charlm(spec: DataSpec, width: float = 1.0) -> nn.Module:
+    """A tiny decoder-only byte LM (models_charlm.py): 4 causal pre-norm blocks of 4 heads."""
+    if not spec.sequence or len(spec.input_shape) != 1:
+        raise ConfigError(f"model.name=charlm reads byte sequences; data {spec.name} gives "
+                          f"inputs of shape {spec.input_shape} (use data=text)")
+    return CharLM(spec.num_classes, spec.input_shape[0], width)
 
 
 PRUNABLE_KINDS = nn_kinds(PRUNABLE_KIND_NAMES)

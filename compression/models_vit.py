@@ -23,11 +23,12 @@ GRID = 4  # patches per side
 
 class Attention(nn.Module):
     """Multi-head self-attention; head h owns rows h*d .. h*d+d-1 of q, k, v and the same
-    columns of `out` (d = head_dim), so removing a head slices those four matrices."""
+    columns of `out` (d = head_dim), so removing a head slices those four matrices. `causal`:
+    position t attends to positions <= t only (the character LM of models_charlm.py)."""
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int) -> None:
+    def __init__(self, dim: int, num_heads: int, head_dim: int, causal: bool = False) -> None:
         super().__init__()
-        self.num_heads, self.head_dim = num_heads, head_dim
+        self.num_heads, self.head_dim, self.causal = num_heads, head_dim, causal
         inner = num_heads * head_dim
         self.q, self.k, self.v = (nn.Linear(dim, inner) for _ in range(3))
         self.out = nn.Linear(inner, dim)
@@ -37,7 +38,7 @@ class Attention(nn.Module):
         # (B, T, H*d) -> (B, H, T, d); -1 so a model with removed heads needs no other change
         q, k, v = (p(x).view(b, t, -1, self.head_dim).transpose(1, 2)
                    for p in (self.q, self.k, self.v))
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, d)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, T, d)
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -53,9 +54,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, head_dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, num_heads: int, head_dim: int, hidden: int,
+                 causal: bool = False) -> None:
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads, head_dim)
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads, head_dim, causal)
         self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ from compression.pruning import PRUNERS, MaskSet, PruningConfig, layer_targets
 from compression.pruning import check as check_pruning
 from compression.pruning.allocation import allocated_config
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
-from compression.quality import named_metric
+from compression.quality import named_metric, quality_loss
 from compression.quantization import QUANTIZERS, Quantized
 from compression.quantization import allocation as bit_allocation
 from compression.runtime import hook as runtime_hook
@@ -92,7 +92,11 @@ class Session:
     def _report(self, model: nn.Module) -> None:
         assert self.reporter is not None
         self.epochs_done += 1
-        self.reporter.report(evaluate(model, self.data.val_x, self.data.val_y), self.epochs_done)
+        # the run's metric, as the study's val_accuracy objective holds it (perplexity: the
+        # sweeper minimizes, so a pruner reads a falling value as progress)
+        fn = None if self.rc.metric.is_default else self.rc.metric.fn()
+        self.reporter.report(evaluate(model, self.data.val_x, self.data.val_y, metric=fn),
+                             self.epochs_done)
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
         bs = self.rc.train.batch_size
@@ -348,9 +352,11 @@ def measure(
     r["val_accuracy"] = evaluate(final, splits.val_x, splits.val_y, cast=cast, metric=fn)
     r["baseline_accuracy"] = baseline.accuracy
     r["baseline_val_accuracy"] = baseline.val_accuracy
-    r["accuracy_drop"] = r["baseline_accuracy"] - r["accuracy"]
+    # quality lost, positive when worse whatever the metric's direction (perplexity rises)
+    r["accuracy_drop"] = quality_loss(r["baseline_accuracy"], r["accuracy"], rc.metric.name)
     # what a sweep may constrain on without ever tuning against the test set
-    r["val_accuracy_drop"] = r["baseline_val_accuracy"] - r["val_accuracy"]
+    r["val_accuracy_drop"] = quality_loss(r["baseline_val_accuracy"], r["val_accuracy"],
+                                          rc.metric.name)
     # relative to the baseline (what INC / NNCF tolerances mean): sweep=autotune's target.relative
     r["accuracy_drop_rel"] = r["accuracy_drop"] / max(r["baseline_accuracy"], 1e-12)
     r["val_accuracy_drop_rel"] = r["val_accuracy_drop"] / max(r["baseline_val_accuracy"], 1e-12)
@@ -406,7 +412,7 @@ def measure_latency(
     ):
         x = splits.test_x[:batch]
         if len(x) < batch:  # small test sets: tile to the requested batch
-            x = x.repeat((batch + len(x) - 1) // len(x), 1, 1, 1)[:batch]
+            x = x.repeat((batch + len(x) - 1) // len(x), *[1] * (x.dim() - 1))[:batch]
         lat = M.latency_side_by_side(
             {"baseline": (base, x), "final": (final, cast(x))}, warmup, repeats
         )

@@ -18,38 +18,82 @@ from compression.errors import ConfigError, first_line
 from compression.lazy import torch
 from compression.registry import registrar
 
-# (logits (N, C), labels (N,)) -> value
+# (logits (N, C), labels (N,)) -> value; sequence data give (N, C, T) and (N, T): one prediction
+# per position, torch's cross-entropy layout, and every built-in metric counts positions
 MetricFn = Callable[["torch.Tensor", "torch.Tensor"], float]
 METRICS: dict[str, MetricFn] = {}
 register_metric = registrar(METRICS)
 DEFAULT = "top1"
 # Names shown on axes and tables (the fraction is shown in %).
-TITLES = {"top1": "accuracy", "top5": "top-5 accuracy", "macro_f1": "macro F1"}
+TITLES = {"top1": "accuracy", "top5": "top-5 accuracy", "macro_f1": "macro F1",
+          "perplexity": "perplexity"}
+# Metrics where lower is better. Everything is logged in the `accuracy` slots as its own value;
+# the drops (`accuracy_drop`, ...) are signed so that a positive drop is always quality lost,
+# and sweeps, Pareto fronts and the sweet spot flip their direction for these (`higher_is_better`).
+LOWER_IS_BETTER = {"perplexity"}
+
+
+def higher_is_better(name: str | None) -> bool:
+    """False for metrics such as perplexity; a run without a metric name is top-1."""
+    return not name or name not in LOWER_IS_BETTER
+
+
+def direction_of(frame: Any) -> str:
+    """"min" when every run of a table of runs has a lower-is-better metric (its `metric.name`
+    param), else "max": how Pareto fronts and the sweet spot's ties read the accuracy column."""
+    if frame is None or "metric.name" not in getattr(frame, "columns", ()) or not len(frame):
+        return "max"
+    names = frame["metric.name"].fillna(DEFAULT).astype(str)
+    return "min" if not names.map(higher_is_better).any() else "max"
+
+
+def loss_sign(frame: Any) -> Any:
+    """Per run, +1 where higher is better and -1 where lower is: quality lost = sign *
+    (baseline - final)."""
+    import pandas as pd
+
+    if "metric.name" not in frame:
+        return pd.Series(1.0, index=frame.index)
+    names = frame["metric.name"].fillna(DEFAULT).astype(str)
+    return names.map(lambda n: 1.0 if higher_is_better(n) else -1.0)
+
+
+def quality_loss(baseline: float, final: float, name: str | None) -> float:
+    """How much quality `final` lost against `baseline`: positive is worse, whatever the
+    metric's direction (baseline - final for accuracy, final - baseline for perplexity)."""
+    return baseline - final if higher_is_better(name) else final - baseline
 
 
 @register_metric("top1")
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return int((logits.argmax(dim=1) == labels).sum()) / max(1, len(labels))
+    return int((logits.argmax(dim=1) == labels).sum()) / max(1, labels.numel())
 
 
 @register_metric("top5")
 def top5(logits: torch.Tensor, labels: torch.Tensor) -> float:
     k = min(5, logits.shape[1])
     hits = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
-    return int(hits.sum()) / max(1, len(labels))
+    return int(hits.sum()) / max(1, labels.numel())
 
 
 @register_metric("macro_f1")
 def macro_f1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean over classes (those in labels or predictions) of 2TP / (2TP + FP + FN)."""
-    pred = logits.argmax(dim=1)
     classes = logits.shape[1]
+    pred, labels = logits.argmax(dim=1).reshape(-1), labels.reshape(-1)  # positions too
     tp = torch.bincount(labels[pred == labels], minlength=classes).double()
     predicted = torch.bincount(pred, minlength=classes).double()
     actual = torch.bincount(labels, minlength=classes).double()
     seen = (predicted + actual) > 0
     f1 = 2 * tp[seen] / (predicted[seen] + actual[seen])
     return float(f1.mean()) if len(f1) else 0.0
+
+
+@register_metric("perplexity")
+def perplexity(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """exp of the mean cross-entropy (nats) of the true class over every prediction; lower is
+    better (1 = certain and right; a uniform guess over C classes gives C)."""
+    return float(torch.exp(torch.nn.functional.cross_entropy(logits.float(), labels)))
 
 
 @dataclass
@@ -80,6 +124,10 @@ class MetricConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name} if self.target is None else {"name": self.name,
                                                                  "_target_": self.target}
+
+    @property
+    def higher_is_better(self) -> bool:
+        return higher_is_better(self.name)  # by name, as the analysis of logged runs sees it
 
     @property
     def is_default(self) -> bool:

@@ -83,7 +83,9 @@ class Distillation:
                  ) -> torch.Tensor:
         t = self.temperature
         soft = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
-                        reduction="batchmean", log_target=True)
+                        reduction="sum", log_target=True)
+        # per prediction, like the hard term: N for (N, C) logits, N*T for (N, C, T) sequences
+        soft = soft / (student.numel() // student.shape[1])
         return (1 - self.alpha) * hard + self.alpha * t * t * soft
 
 
@@ -195,4 +197,4 @@ def evaluate(
             logits.append(out.float())
     if metric is not None:
         return metric(torch.cat(logits), y)
-    return correct / max(1, len(y))
+    return correct / max(1, y.numel())  # sequence labels (N, T): every position counts

@@ -10,23 +10,35 @@ from compression.errors import ConfigError
 from compression.models import MODELS, ModelConfig, build_model, check_fits
 
 SPECS = [DataSpec("digits", 1, 8, 10), DataSpec("fashion_mnist", 1, 28, 10)]
+TEXT = DataSpec("text", 1, 16, 256, (16,), sequence=True)  # byte windows: model=charlm
+SEQUENCE_MODELS = {"charlm"}
+
+
+def _fits(name: str) -> list[DataSpec]:
+    return [TEXT] if name in SEQUENCE_MODELS else SPECS
+
+
+PAIRS = [(name, spec) for name in sorted(MODELS) for spec in _fits(name)]
 
 
 def _params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@pytest.mark.parametrize(("name", "spec"), PAIRS, ids=[f"{n}-{s.name}" for n, s in PAIRS])
 def test_builtin_models_map_inputs_to_class_scores(name, spec) -> None:
     model = build_model(ModelConfig(name=name), spec)
-    assert model(spec.example_input(3)).shape == (3, spec.num_classes)
+    # sequence data: one score per class at every position, (N, C, T)
+    want = (3, spec.num_classes, *spec.input_shape) if spec.sequence else (3, spec.num_classes)
+    assert model(spec.example_input(3)).shape == want
+    check_fits(model, spec, ModelConfig(name=name))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_width_multiplier_shrinks_the_model(name) -> None:
-    full = _params(build_model(ModelConfig(name=name, width=1.0), SPECS[0]))
-    half = _params(build_model(ModelConfig(name=name, width=0.5), SPECS[0]))
+    spec = _fits(name)[0]
+    full = _params(build_model(ModelConfig(name=name, width=1.0), spec))
+    half = _params(build_model(ModelConfig(name=name, width=0.5), spec))
     assert half < 0.5 * full
 
 

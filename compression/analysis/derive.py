@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from compression import quality
 from compression.analysis import runtimes
 
 DENSE, SMALL_DENSE = "dense baseline", "small dense"
@@ -76,7 +77,9 @@ def _recompute_against_reference(frame: pd.DataFrame) -> pd.DataFrame:
     for split in ("", "val_"):  # test and validation drops alike
         if f"{split}accuracy_drop" in frame and f"{split}accuracy" in frame:
             frame[f"logged_{split}accuracy_drop"] = frame[f"{split}accuracy_drop"]
-            drop = frame[f"ref_{split}accuracy"] - frame[f"{split}accuracy"]
+            # signed: positive is quality lost, also for lower-is-better metrics (perplexity)
+            drop = quality.loss_sign(frame) * (frame[f"ref_{split}accuracy"]
+                                               - frame[f"{split}accuracy"])
             frame[f"{split}accuracy_drop"] = frame[f"{split}accuracy_drop"].where(
                 full | drop.isna(), drop)
     if "compression_ratio" in frame and "size_bytes" in frame:

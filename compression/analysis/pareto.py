@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,16 @@ FRONTS: dict[str, tuple[Objective, Objective]] = {
     # runs with runtime=onnxruntime|executorch: accuracy and latency measured in the runtime
     "rt_latency": (Objective("rt_latency_ms", "min", log=True), Objective("rt_accuracy", "max")),
 }
+
+
+QUALITY_COLUMNS = ("accuracy", "val_accuracy")  # the metric's slots (rt_accuracy is top-1)
+
+
+def oriented(objectives: Sequence[Objective], direction: str) -> tuple[Objective, ...]:
+    """`objectives` with the quality columns' direction set to `direction` ("min" for runs whose
+    metric is lower-is-better, such as perplexity; quality.direction_of)."""
+    return tuple(replace(o, direction=direction) if o.column in QUALITY_COLUMNS else o
+                 for o in objectives)
 
 
 def pareto_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:

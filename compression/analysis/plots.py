@@ -29,6 +29,7 @@ from matplotlib.ticker import (
     PercentFormatter,
 )
 
+from compression import quality
 from compression.analysis.derive import SMALL_DENSE
 from compression.analysis.pareto import Objective
 from compression.analysis.tables import points
@@ -72,22 +73,40 @@ def save_figure(fig: Figure, out_dir: Path, stem: str,
     return paths
 
 
-def _percent_axis(ax: plt.Axes) -> None:
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+def _fraction(metric: str | None) -> bool:
+    """Accuracy-like metrics are fractions shown in %; lower-is-better ones (perplexity) are
+    shown as they are."""
+    return quality.higher_is_better(metric)
 
 
-def _baseline(ax: plt.Axes, level: float | None, tolerance: float) -> None:
-    """The dense baseline as a line, with the band of accepted accuracy below it."""
+def _q(value: float, metric: str | None) -> str:
+    return f"{value:.1%}" if _fraction(metric) else f"{value:.4g}"
+
+
+def _percent_axis(ax: plt.Axes, metric: str | None = None) -> None:
+    if _fraction(metric):
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    else:  # shown as it is: no "(%)" in its label
+        ax.set_ylabel(ax.get_ylabel().replace(" (%)", ""))
+
+
+def _baseline(ax: plt.Axes, level: float | None, tolerance: float,
+              metric: str | None = None) -> None:
+    """The dense baseline as a line, with the band of accepted quality on its worse side
+    (below it for accuracy, above it for perplexity)."""
     if level is None:
         return
-    ax.axhline(level, color="black", lw=1.2, ls="--", label=f"dense baseline ({level:.1%})")
-    ax.axhspan(level - tolerance, level, color="black", alpha=0.08,
-               label=f"tolerance ({points(tolerance)})")
+    ax.axhline(level, color="black", lw=1.2, ls="--",
+               label=f"dense baseline ({_q(level, metric)})")
+    worse = level - tolerance if _fraction(metric) else level + tolerance
+    ax.axhspan(min(level, worse), max(level, worse), color="black", alpha=0.08,
+               label=f"tolerance ({points(tolerance, metric)})")
 
 
 def curves(curve_table: pd.DataFrame, auc: pd.DataFrame, *, x_column: str, x_label: str,
            log_x: bool,
-           baseline: float | None, tolerance: float, title: str) -> Figure:
+           baseline: float | None, tolerance: float, title: str,
+           metric: str | None = None) -> Figure:
     """Mean accuracy per series against x, a band of +-1 std over seeds where there are several,
     the dense baseline line and tolerance band; the area under each curve in the legend."""
     fig, axes = new_figure()
@@ -109,7 +128,7 @@ def curves(curve_table: pd.DataFrame, auc: pd.DataFrame, *, x_column: str, x_lab
         # of different ranges, which the raw area is not; a single point has no range
         span = (f"over {fmt(a['x_min'])}-{fmt(a['x_max'])}" if a["x_max"] > a["x_min"]
                 else f"at {fmt(a['x_min'])}")
-        label = (f"{series}: mean {a['mean_y']:.1%} {span}"
+        label = (f"{series}: mean {_q(a['mean_y'], metric)} {span}"
                  + (f", {seeds} seeds" if seeds > 1 else ""))
         color = f"C{i % 10}"
         ax.plot(g["x"], g["y_mean"], color=color, mfc="none" if i % 2 else color, zorder=2 + i,
@@ -117,11 +136,11 @@ def curves(curve_table: pd.DataFrame, auc: pd.DataFrame, *, x_column: str, x_lab
         if seeds > 1:
             ax.fill_between(g["x"], g["y_mean"] - g["y_std"], g["y_mean"] + g["y_std"],
                             color=color, alpha=0.15, lw=0)
-    _baseline(ax, baseline, tolerance)
+    _baseline(ax, baseline, tolerance, metric)
     if log_x:
         log_axis(ax.xaxis, x_column, curve_table["x"].dropna().to_numpy(dtype=float))
     ax.set(xlabel=x_label, ylabel=AXIS_LABELS["accuracy"], title=title)
-    _percent_axis(ax)
+    _percent_axis(ax, metric)
     fig.legend(loc="outside lower center", ncols=2, frameon=False)
     return fig
 
@@ -149,14 +168,14 @@ class ParetoPanel:
 
 
 def pareto(panels: Sequence[ParetoPanel], objectives: tuple[Objective, Objective], *,
-           tolerance: float, title: str) -> Figure:
+           tolerance: float, title: str, metric: str | None = None) -> Figure:
     """One panel per (model, data): every run (dominated ones faint), the front as a step line,
     sweet spot and knee marked. Runs of different models or data never share a front or a
     baseline line."""
     fig, axes = new_figure(1, len(panels))
     compact = len(panels) > 1
     for ax, panel in zip(axes.flat, panels, strict=True):
-        _pareto_panel(ax, panel, objectives, tolerance, compact)
+        _pareto_panel(ax, panel, objectives, tolerance, compact, metric)
         if compact:
             ax.set_title(panel.title)
     if compact:
@@ -173,7 +192,7 @@ def pareto(panels: Sequence[ParetoPanel], objectives: tuple[Objective, Objective
 
 
 def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective, Objective],
-                  tolerance: float, compact: bool = False) -> None:
+                  tolerance: float, compact: bool = False, metric: str | None = None) -> None:
     """`compact` (several panels side by side): the marks' labels give values, not the runs'
     configurations, which the caption's CSV has, so that they fit a narrow panel."""
     x_obj, y_obj = objectives
@@ -187,7 +206,7 @@ def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective,
     # Above the sweet-spot and knee marks (drawn hollow), so the front is never hidden.
     ax.scatter(front[x_obj.column], front[y_obj.column], s=36, color="C3", zorder=7,
                label=f"Pareto front ({len(front)} run{'s' if len(front) != 1 else ''})")
-    _baseline(ax, panel.baseline, tolerance)
+    _baseline(ax, panel.baseline, tolerance, metric)
     if sweet and knee and knee["run_id"] in sweet.get("run_ids", [sweet["run_id"]]):
         sweet, knee = {**sweet, "label": f"{sweet['label']} (also the knee)"}, None
     marks = [(p, m, c, n) for p, m, c, n in ((knee, "D", "C1", "knee"),
@@ -202,7 +221,7 @@ def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective,
         ax.scatter([px], [py], s=420 if marker == "*" else 160, marker=marker,
                    facecolors="none", edgecolors=color, linewidths=2.2, zorder=5, label=name)
         seeds = point.get("seeds", 1)
-        text = (f"{name}{'' if compact else ': ' + point['label']}\n{py:.1%}, "
+        text = (f"{name}{'' if compact else ': ' + point['label']}\n{_q(py, metric)}, "
                 f"{value_formatter(x_obj.column, places=1)(px)}"
                 + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
         _annotate(ax, px, py, text, "black", label_at[name])
@@ -211,7 +230,7 @@ def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective,
     else:
         ax.xaxis.set_major_formatter(value_formatter(x_obj.column))
     ax.set(xlabel=AXIS_LABELS.get(x_obj.column, x_obj.column), ylabel=AXIS_LABELS["accuracy"])
-    _percent_axis(ax)
+    _percent_axis(ax, metric)
 
 
 def value_formatter(column: str, places: int | None = None) -> FuncFormatter:
@@ -323,7 +342,7 @@ def weight_histograms(weights: dict[str, np.ndarray], title: str, bins: int = 60
 
 
 def sensitivity(table: pd.DataFrame, *, baseline: float | None, tolerance: float,
-                title: str) -> Figure:
+                title: str, metric: str | None = None) -> Figure:
     """Accuracy against the sparsity of the one pruned layer, one line per layer."""
     fig, axes = new_figure()
     ax = axes[0, 0]
@@ -333,9 +352,9 @@ def sensitivity(table: pd.DataFrame, *, baseline: float | None, tolerance: float
         if g["n"].max() > 1:
             ax.fill_between(g["sparsity"], g["y_mean"] - g["y_std"], g["y_mean"] + g["y_std"],
                             color=color, alpha=0.15, lw=0)
-    _baseline(ax, baseline, tolerance)
+    _baseline(ax, baseline, tolerance, metric)
     ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-    _percent_axis(ax)
+    _percent_axis(ax, metric)
     ax.set(xlabel="sparsity of the pruned layer (%)", ylabel=AXIS_LABELS["accuracy"],
            title=title)
     fig.legend(loc="outside lower center", ncols=4, frameon=False)

@@ -27,7 +27,7 @@ from compression.analysis import autotune_plots, plots, runtimes, tables
 from compression.analysis import layers as L
 from compression.analysis.curves import X_AXES, aggregate_curves, baseline_level, curve_auc
 from compression.analysis.derive import derive
-from compression.analysis.pareto import FRONTS, pareto_mask
+from compression.analysis.pareto import FRONTS, oriented, pareto_mask
 from compression.analysis.runs import RunTable
 from compression.analysis.sweet_spot import CRITERIA, DROPS, SweetSpot, sweet_spot
 from compression.errors import ArtifactError, ConfigError
@@ -52,7 +52,9 @@ class Options:
     ui_url: str | None = None  # the MLflow UI the parent run's report.md links its figures to
 
     def __post_init__(self) -> None:
-        v.in_range("--tolerance", self.tolerance, 0, 1)
+        # at most 1 for accuracy-like metrics, which sweet_spot checks once it knows the runs'
+        # metric; a perplexity rise may exceed 1
+        v.in_range("--tolerance", self.tolerance, 0, None)
         v.one_of("--by", self.by, CRITERIA)
         v.one_of("--select-on", self.select_on, DROPS)
         for f in self.formats:
@@ -138,7 +140,7 @@ def curves(a: Analysis) -> None:
         fig = plots.curves(table, auc, x_column=col, x_label=x_label, log_x=log_x,
                            baseline=a.baseline,
                            tolerance=a.opts.tolerance,
-                           title=f"Accuracy vs {x_label.split(' (')[0]}")
+                           title=f"Accuracy vs {x_label.split(' (')[0]}", metric=a.metric)
         a.figure(fig, f"curve_{name}", f"Accuracy vs {x_label}; mean over seeds with +-1 std.",
                  "curves")
         sections.append(f"Area under each curve (x: {x_label}; each over its own x range, so "
@@ -168,7 +170,7 @@ def pareto(a: Analysis) -> None:
             continue
         panels, fronts, spots = [], [], []
         for title, runs in _pairs(a.frame):
-            mask = pareto_mask(runs, objectives)
+            mask = pareto_mask(runs, oriented(objectives, quality.direction_of(runs)))
             spot = sweet_spot(runs, a.opts.tolerance, name, a.opts.select_on)
             panels.append(plots.ParetoPanel(title, runs, mask, spot.best, spot.knee,
                                             baseline_level(runs)))
@@ -177,7 +179,7 @@ def pareto(a: Analysis) -> None:
         front = pd.concat(fronts)
         a.table(front, f"pareto_{name}")
         what = plots.AXIS_LABELS[x].split(" (")[0].split(",")[0]
-        fig = plots.pareto(panels, objectives, tolerance=a.opts.tolerance,
+        fig = plots.pareto(panels, objectives, tolerance=a.opts.tolerance, metric=a.metric,
                            title=f"Accuracy vs {what}: Pareto front")
         per = " per model and data set" if len(panels) > 1 else ""
         a.figure(fig, f"pareto_{name}", f"Accuracy vs {what}{per}: the front in red, dominated "
@@ -220,7 +222,8 @@ def sensitivity(a: Analysis) -> None:
         return
     a.table(table, "layer_sensitivity")
     fig = plots.sensitivity(table, baseline=a.baseline, tolerance=a.opts.tolerance,
-                            title="Per-layer sensitivity: accuracy when pruning one layer")
+                            title="Per-layer sensitivity: accuracy when pruning one layer",
+                            metric=a.metric)
     a.figure(fig, "layer_sensitivity", "Accuracy against the sparsity of the one layer pruned.",
              "sensitivity")
     a.text["sensitivity"] = tables.markdown(table)
@@ -426,7 +429,8 @@ def _sections(a: Analysis, only: tuple[str, ...] | None = None
 
 def _intro(a: Analysis) -> str:
     return quality.relabel(f"Selection: `{a.opts.out.name}`; tolerance "
-                           f"{tables.points(a.opts.tolerance)}; sweet spot by {a.opts.by}.",
+                           f"{tables.points(a.opts.tolerance, a.metric)}; "
+                           f"sweet spot by {a.opts.by}.",
                            a.metric)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from compression import quality
 from compression import validation as v
 from compression.analysis.derive import SMALL_DENSE, relative_latency
 from compression.analysis.pareto import Objective, knee_index, pareto_mask
@@ -54,6 +55,7 @@ class SweetSpot:
     knee: dict[str, Any] | None = None  # knee of the accuracy-vs-criterion front
     notes: list[str] = field(default_factory=list)
     selected_on: str = "val"  # the accuracy drop that qualified: a key of DROPS
+    metric: str | None = None  # the runs' metric when not top-1 (the tolerance's unit)
 
     def to_json(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,8 +69,8 @@ class SweetSpot:
 
     def headline(self) -> str:
         return (f"sweet spot: {WHAT[self.criterion]} with {self.selected_on} accuracy drop <= "
-                f"{points(self.tolerance)} ({self.candidates} of {self.total} configurations "
-                "qualify)")
+                f"{points(self.tolerance, self.metric)} ({self.candidates} of {self.total} "
+                "configurations qualify)")
 
     def _rows(self) -> list[tuple[str, dict[str, Any] | None]]:
         return [("sweet spot", self.best), ("knee", self.knee)]
@@ -124,18 +126,22 @@ def config_means(frame: pd.DataFrame) -> pd.DataFrame:
 def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size",
                select_on: str = "val") -> SweetSpot:
     """Among configurations whose (seed-mean) accuracy drop on `select_on` (val or test) is <=
-    tolerance, the one with the smallest CRITERIA[by]; ties go to the higher test accuracy, then
+    tolerance, the one with the smallest CRITERIA[by]; ties go to the better test accuracy (the
+    lower perplexity for lower-is-better metrics), then
     the earlier run (row order, then run id). Runs logged without a validation drop make the
     whole selection fall back to the test drop (noted). Without a `config_key` column every run
     is its own configuration. The knee is that of the per-run Pareto front of test accuracy
     against the same criterion."""
     v.one_of("--by", by, CRITERIA)
-    v.in_range("--tolerance", tolerance, 0, 1)
+    higher = quality.direction_of(frame) == "max"
+    # a fraction for accuracy-like metrics; perplexity's rise has no upper bound
+    v.in_range("--tolerance", tolerance, 0, 1 if higher else None)
     v.one_of("--select-on", select_on, DROPS)
     col = CRITERIA[by]
     if col == "relative_latency" and col not in frame and "speedup" in frame:
         frame = frame.assign(relative_latency=relative_latency(frame))  # an underived table
-    result = SweetSpot(by, tolerance, 0, len(frame), None, selected_on=select_on)
+    result = SweetSpot(by, tolerance, 0, len(frame), None, selected_on=select_on,
+                       metric=quality.name_of(frame))
     if col not in frame or frame.empty:
         result.notes.append(f"no runs with {col}")
         return result
@@ -157,12 +163,13 @@ def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size",
     result.candidates, result.total = len(ok), len(units)
     if len(ok):
         ranked = ok.assign(_pos=range(len(ok))).sort_values(
-            [col, "accuracy", "_pos", "run_id"], ascending=[True, False, True, True],
+            [col, "accuracy", "_pos", "run_id"], ascending=[True, not higher, True, True],
             kind="stable")
         result.best = _row(units, ranked.index[0])
     else:
         result.notes.append("no run is within the tolerance; try a larger --tolerance")
-    objectives = (Objective(col, "min", log=True), Objective("accuracy", "max"))
+    objectives = (Objective(col, "min", log=True),
+                  Objective("accuracy", "max" if higher else "min"))
     knee = knee_index(frame[pareto_mask(frame, objectives)], objectives)
     result.knee = None if knee is None else _row(frame, knee)
     return result

@@ -33,8 +33,13 @@ def number(value: float, unit: str = "") -> str:
     return f"{text} {unit}" if unit else text
 
 
-def points(fraction: float) -> str:
-    """An accuracy fraction as points, with the right grammar: 0.01 -> '1 accuracy point'."""
+def points(fraction: float, metric: str | None = None) -> str:
+    """An accuracy fraction as points, with the right grammar: 0.01 -> '1 accuracy point'; a
+    lower-is-better metric's tolerance as it is: '0.5 perplexity'."""
+    from compression import quality
+
+    if not quality.higher_is_better(metric):
+        return f"{fraction:g} {quality.title(metric)}"
     n = fraction * 100
     return f"{n:g} accuracy point{'' if math.isclose(n, 1) else 's'}"
 

@@ -5,7 +5,7 @@ Small data are held in memory as tensors; data too large for memory stream from 
 (compression.data.streaming).
 """
 
-from compression.data import builtin, custom, image_folder, npz, tabular  # noqa: F401 (register)
+from compression.data import builtin, custom, image_folder, npz, tabular, text  # noqa: F401
 from compression.data.builtin import FASHION_MNIST_DEBIAN_ROOT, _digits_file, read_idx
 from compression.data.config import DataConfig, DataSpec, Raw, Splits
 from compression.data.registry import DATASETS, register_dataset

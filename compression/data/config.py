@@ -22,6 +22,7 @@ class DataConfig:
     val_fraction: float = 0.2  # share of the training pool held out for validation
     test_fraction: float = 0.2  # when the data have no test split of their own
     limit: int | None = None  # cap on training examples, for quick experiments and tests
+    context: int = 64  # text: bytes per example (the model's context length)
     label: str = "label"  # csv: the label column
     image_size: int | None = None  # image_folder: resize to this side (None: the first image's)
     channels: int | None = None  # image_folder: 1 or 3 (None: from the first image)
@@ -45,6 +46,7 @@ class DataConfig:
             )
         if self.limit is not None:
             v.in_range("data.limit", self.limit, 1, None, integer=True)
+        v.in_range("data.context", self.context, 2, None, integer=True)
         if self.root is not None and not isinstance(self.root, str):
             raise ConfigError(f"data.root={self.root!r} must be a path or null")
         if self.image_size is not None:
@@ -81,13 +83,15 @@ class DataConfig:
 @dataclass(frozen=True)
 class DataSpec:
     """What a model needs to know about its input. `shape` is one example's shape; when absent
-    it is the square image (in_channels, image_size, image_size)."""
+    it is the square image (in_channels, image_size, image_size). `sequence`: one label per
+    input position (data=text: the next byte after each), so a model gives (N, C, T) scores."""
 
     name: str
     in_channels: int
     image_size: int
     num_classes: int
     shape: tuple[int, ...] | None = None
+    sequence: bool = False
 
     def __post_init__(self) -> None:
         if self.shape is not None:  # a JSON header gives a list back
@@ -144,3 +148,4 @@ class Raw:
     source: str = ""
     num_classes: int | None = None  # known from the data themselves (class folders)
     digest: str | None = None  # given by loaders that hash files rather than arrays
+    sequence: bool = False  # labels are one class per input position (text: the next byte)

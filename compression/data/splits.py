@@ -122,7 +122,10 @@ def _carve(cfg: DataConfig, raw: Raw, n: int) -> tuple[np.ndarray, np.ndarray, n
     return train_idx, val_idx, test_idx
 
 
-def _spec(cfg: DataConfig, shape: tuple[int, ...], classes: int) -> DataSpec:
+def _spec(cfg: DataConfig, shape: tuple[int, ...], classes: int, sequence: bool = False
+          ) -> DataSpec:
+    if sequence:  # (T,): one byte per position, one label per position
+        return DataSpec(cfg.name, 1, shape[0], classes, shape, sequence=True)
     if len(shape) == 3:
         return DataSpec(cfg.name, shape[0], shape[1], classes,
                         None if shape[1] == shape[2] else shape)
@@ -141,7 +144,8 @@ def build(cfg: DataConfig, raw: Raw) -> Splits:
     else:
         # Standardize with training statistics only, so val/test never leak into preprocessing.
         train_x = pool_x[train_idx]
-        mean, std = _stats(train_x) if cfg.normalize else (0.0, 1.0)
+        # token ids are not features: never standardized
+        mean, std = _stats(train_x) if cfg.normalize and not raw.sequence else (0.0, 1.0)
         norm = lambda a: torch.from_numpy((a - mean) / std)  # noqa: E731
         val_x = raw.val[0] if raw.val else pool_x[val_idx]
         test_x = raw.test[0] if raw.test else pool_x[test_idx]
@@ -149,7 +153,7 @@ def build(cfg: DataConfig, raw: Raw) -> Splits:
             if a.shape[1:] != train_x.shape[1:]:
                 raise DataError(f"data {cfg.name} {name} split: examples of shape {a.shape[1:]}"
                                 f" but train has {train_x.shape[1:]}")
-        splits = Splits(_spec(cfg, train_x.shape[1:], classes),
+        splits = Splits(_spec(cfg, train_x.shape[1:], classes, raw.sequence),
                         norm(train_x), torch.from_numpy(pool_y[train_idx]),
                         norm(val_x), torch.from_numpy(val[1]),
                         norm(test_x), torch.from_numpy(test[1]))

@@ -378,13 +378,21 @@ def flatten_as_function(model: nn.Module) -> nn.Module:
     return gm
 
 
+def _mapping(qconfig: QConfig) -> QConfigMapping:
+    """`qconfig` everywhere but on token lookups (model=charlm): its input holds byte values
+    that `round().long().clamp()` turn into ids for an nn.Embedding; observing them (or an
+    int8 embedding with this qconfig's scheme) fails, so they and the table stay fp32."""
+    return (QConfigMapping().set_global(qconfig).set_object_type(nn.Embedding, None)
+            .set_object_type("round", None).set_object_type("long", None)
+            .set_object_type("clamp", None))
+
+
 def prepare_static(model: nn.Module, qconfig: QConfig, example: torch.Tensor, engine: str
                    ) -> nn.Module:
     """Trace, fuse (Conv+BN folded in eval mode) and insert observers; `model` is consumed."""
     set_engine(engine)
     with _quiet():
-        return prepare_fx(flatten_as_function(model.eval()), QConfigMapping().set_global(qconfig),
-                          (example,))
+        return prepare_fx(flatten_as_function(model.eval()), _mapping(qconfig), (example,))
 
 
 def prepare_qat(model: nn.Module, qconfig: QConfig, example: torch.Tensor, engine: str
@@ -394,8 +402,8 @@ def prepare_qat(model: nn.Module, qconfig: QConfig, example: torch.Tensor, engin
     masks keyed by layer name still apply."""
     set_engine(engine)
     with _quiet():
-        return prepare_qat_fx(flatten_as_function(model.train()),
-                              QConfigMapping().set_global(qconfig), (example,))
+        return prepare_qat_fx(flatten_as_function(model.train()), _mapping(qconfig),
+                              (example,))
 
 
 def convert(prepared: nn.Module, engine: str) -> nn.Module:

@@ -20,7 +20,7 @@ def accuracy(predict: Predict, x: torch.Tensor, y: torch.Tensor, batch: int = 51
     for i in range(0, len(x), batch):
         logits = np.asarray(predict(x[i : i + batch].numpy()))
         correct += int((logits.argmax(axis=1) == y[i : i + batch].numpy()).sum())
-    return correct / max(1, len(y))
+    return correct / max(1, y.numel())  # sequence labels (N, T): every position counts
 
 
 def tiled(x: torch.Tensor, batch: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from compression import tracking
+from compression import quality, tracking
 from compression.config import METRICS
 from compression.errors import ConfigError, TrialPruned, first_line
 from compression.redaction import redact
@@ -33,6 +33,10 @@ from compression.sweep.config import SweeperConfig
 from compression.sweep.space import SearchSpace
 
 log = logging.getLogger(__name__)
+
+# Objectives that hold the run's quality metric whatever it is (quality.py); the runtimes'
+# rt_accuracy stays top-1 (runtime/measure.py), so it keeps its direction
+QUALITY_SLOTS = ("accuracy", "val_accuracy", "baseline_accuracy", "baseline_val_accuracy")
 
 # Stop once this many batches' worth of trials in a row were lost to the infrastructure.
 LOST_IN_A_ROW = 3
@@ -87,6 +91,7 @@ class OptunaSweep:
             self.cfg.directions = [self.target.direction]
             self.cfg.constraints = {**self.cfg.constraints, **self.target.constraints()}
         self.cfg.check_objectives(self.objectives, METRICS)
+        self._orient(config)
         self.constraints = self.cfg.constraint_specs
         # The job returns the objectives, then the constraint metrics it does not already return.
         extra = [c.metric for c in self.constraints if c.metric not in self.objectives]
@@ -155,6 +160,21 @@ class OptunaSweep:
         if reason:
             log.info("autotune stops: %s", reason)
         return bool(reason)
+
+    def _orient(self, config: DictConfig) -> None:
+        """The quality slots (`val_accuracy`, ...) hold the run's metric; `maximize` on one
+        means "best quality", so for a lower-is-better metric (perplexity) it becomes
+        `minimize` (and the reverse). The metric's own names (`val_perplexity`) are taken as
+        written."""
+        name = str(OmegaConf.select(config, "metric.name", default="") or "")
+        if quality.higher_is_better(name):
+            return
+        flip = {"maximize": "minimize", "minimize": "maximize"}
+        for i, objective in enumerate(self.objectives):
+            if objective in QUALITY_SLOTS and i < len(self.cfg.directions):
+                log.info("metric %s is lower-is-better: objective %s is %sd", name, objective,
+                         flip[self.cfg.directions[i]])
+                self.cfg.directions[i] = flip[self.cfg.directions[i]]
 
     def _prepare(self, study: optuna.Study, space: SearchSpace) -> int:
         """Grid: queue every point not in the study yet. Returns the number of trials to reach."""

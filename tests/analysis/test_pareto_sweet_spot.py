@@ -142,3 +142,21 @@ def test_runs_without_a_validation_drop_fall_back_to_test_with_a_note() -> None:
                           "existed): selected on the test accuracy drop"]
     with pytest.raises(ConfigError, match="--select-on='train'"):
         sweet_spot(df, select_on="train")
+
+
+def test_perplexity_runs_are_minimized_on_fronts_and_in_the_sweet_spot() -> None:
+    """Lower is better: the front keeps low perplexity, ties go to the lower one, and the
+    tolerance (a perplexity rise, here above 1) applies to the signed drop."""
+    from compression import quality
+    from compression.analysis.pareto import oriented
+
+    df = table([("dense", 5.0, 200_000, 0.0), ("ok", 5.4, 40_000, 0.4),
+                ("ok-worse", 5.9, 40_000, 0.9), ("small", 9.0, 10_000, 4.0),
+                ("big-bad", 8.0, 300_000, 3.0)])
+    df["metric.name"] = "perplexity"
+    assert quality.direction_of(df) == "min"
+    mask = pareto_mask(df, oriented(SIZE, quality.direction_of(df)))
+    assert df.loc[mask, "run_id"].tolist() == ["dense", "ok", "small"]
+    assert sweet_spot(df, tolerance=1.0).best["run_id"] == "ok"  # tie at 40 kB: lower wins
+    assert sweet_spot(df, tolerance=5.0).best["run_id"] == "small"
+    assert "1 perplexity" in sweet_spot(df, tolerance=1.0).headline()
