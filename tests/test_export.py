@@ -12,13 +12,18 @@ from compression.pruning.unstructured import magnitude_masks
 from compression.quantization import QUANTIZERS
 
 SPEC = DataSpec("digits", 1, 8, 10)
+TEXT = DataSpec("text", 1, 16, 256, (16,), sequence=True)  # byte windows, for model=charlm
 NONE = QUANTIZERS.build_config({"mode": "none"})
 INT8 = QUANTIZERS.build_config({"mode": "dynamic_int8"})
 
 
+def _spec(name: str) -> DataSpec:
+    return TEXT if name == "charlm" else SPEC
+
+
 def _model(name: str = "mlp", sparsity: float = 0.0) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=name), SPEC).eval()
+    model = build_model(ModelConfig(name=name), _spec(name)).eval()
     if sparsity:
         magnitude_masks(prunable_layers(model), sparsity, "layer").apply(model)
     return model
@@ -26,8 +31,9 @@ def _model(name: str = "mlp", sparsity: float = 0.0) -> torch.nn.Module:
 
 def _save(tmp_path, model, name="m", quant=NONE, **kw):
     path = tmp_path / f"{name}.safetensors"
-    save_artifact(model, path, model_cfg=ModelConfig(name=kw.pop("model_name", "mlp")),
-                  spec=SPEC, quant_cfg=quant, **kw)
+    model_name = kw.pop("model_name", "mlp")
+    save_artifact(model, path, model_cfg=ModelConfig(name=model_name),
+                  spec=_spec(model_name), quant_cfg=quant, **kw)
     return path
 
 
@@ -39,7 +45,7 @@ def test_roundtrip_gives_identical_outputs(tmp_path, name, quant) -> None:
         model = QUANTIZERS.get(quant.mode).handler.quantize(model, quant, None).model
     path = _save(tmp_path, model, quant=quant, model_name=name)
     loaded, meta = load_artifact(path)
-    x = torch.randn(4, 1, 8, 8)
+    x = torch.randint(0, 256, (4, 16)).float() if name == "charlm" else torch.randn(4, 1, 8, 8)
     assert torch.equal(model(x), loaded(x))
     assert meta["model"]["name"] == name
 
