@@ -19,10 +19,11 @@ from compression.analysis import autotune_plots, plots
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "sweep"))
 from test_sweep_cli import sweep
 
+# the preset's conditions apply: quantization.allocation under lowbit, bits under uniform
 SPACE = ["hydra.sweeper.params={pruning: 'choice(unstructured)', "
          "pruning.sparsity: 'interval(0.5,0.95)', pruning.allocation: 'uniform,sensitivity', "
-         "quantization: 'none,lowbit', quantization.bits: '4,8'}",
-         "hydra.sweeper.when={quantization.bits: {quantization: [lowbit]}}"]
+         "quantization: 'none,lowbit', quantization.allocation: 'choice(uniform)', "
+         "quantization.bits: '4,8'}"]
 
 
 def test_trace_keeps_the_best_feasible_value_and_marks_the_rest() -> None:
