@@ -16,15 +16,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from compression import paths
 from compression import validation as v
 from compression.errors import ConfigError, TrialPruned, first_line
 from compression.redaction import redact
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:  # MLflow takes seconds to import: only once a run really starts
     from mlflow.tracking import MlflowClient
@@ -249,8 +251,31 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp is not None else _create_experiment(client, name)
     if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        retry_concurrent_insert(
+            lambda: client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND))
     return exp_id
+
+
+# What a store says when two writers insert the same key at once (SQLite, PostgreSQL through
+# SQLAlchemy or an `mlflow server`): MLflow's get-or-insert of experiment tags and datasets is
+# not atomic, so sweeps started together on a new store can collide.
+_DUPLICATE_KEY = ("unique constraint failed", "uniqueviolation", "duplicate key",
+                  "integrityerror")
+
+
+def retry_concurrent_insert(write: Callable[[], T], attempts: int = 5) -> T:
+    """Run an idempotent MLflow write, retrying when a concurrent writer inserted the same row
+    first (the retry finds that row and updates or reuses it)."""
+    from mlflow.exceptions import MlflowException
+
+    for i in range(attempts):
+        try:
+            return write()
+        except MlflowException as e:
+            if not any(k in str(e).lower() for k in _DUPLICATE_KEY) or i == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**i)
+    raise AssertionError("unreachable")
 
 
 def _create_experiment(client: MlflowClient, name: str) -> str:

@@ -114,3 +114,29 @@ def test_a_multirun_job_without_a_parent_run_is_refused_not_logged_single(
         HydraConfig.instance().cfg = None
     client = MlflowClient(tracking_uri=uri)
     assert not client.search_runs([tracking.ensure_experiment(client, "compression")])
+
+
+def test_a_concurrent_insert_is_retried_and_other_errors_are_not() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from compression.tracking import retry_concurrent_insert
+
+    calls: list[int] = []
+
+    def collides_once() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                  "datasets.experiment_id, datasets.name, datasets.digest")
+        return "logged"
+
+    assert retry_concurrent_insert(collides_once) == "logged" and len(calls) == 2
+
+    def broken() -> None:
+        calls.append(1)
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: run 'x' not found")
+
+    calls.clear()
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        retry_concurrent_insert(broken)
+    assert len(calls) == 1

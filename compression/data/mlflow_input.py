@@ -46,7 +46,10 @@ class SplitsDataset(MetaDataset):
 
 def log_dataset(client: Any, run_id: str, cfg: DataConfig, splits: Splits) -> SplitsDataset:
     """Log the run's data as one dataset input, context `train` (val/test are its splits)."""
+    from compression.tracking import retry_concurrent_insert  # (tracking imports MLflow)
+
     ds = SplitsDataset(cfg, splits)
-    client.log_inputs(run_id, datasets=[DatasetInput(
-        ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train")])])
+    entity = DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train")])
+    # trials starting together log the same dataset: MLflow's get-or-insert of it can collide
+    retry_concurrent_insert(lambda: client.log_inputs(run_id, datasets=[entity]))
     return ds
