@@ -197,6 +197,9 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, max_attempts: in
     return ended
 
 
+RETRY_BACKOFF_S = 1.0  # seconds per attempt made, before an infrastructure retry
+
+
 def fail_infra(study: optuna.Study, trial: Trial | FrozenTrial, reason: str,
                max_attempts: int) -> FrozenTrial:
     """FAIL a trial for a reason that is not its configuration's (a dead worker, the tracking
@@ -215,6 +218,9 @@ def fail_infra(study: optuna.Study, trial: Trial | FrozenTrial, reason: str,
         log.warning("trial %d of %s failed: %s; not queued again", trial.number,
                     study.study_name, text)
     else:
+        # Back off before the retry is launched: a store being restarted refuses connections
+        # for seconds, and immediate retries spent every attempt within one second.
+        time.sleep(min(RETRY_BACKOFF_S * attempt, 10.0))
         study.enqueue_trial(trial.params, user_attrs={QUEUED_ATTR: f"retry of {trial.number}",
                                                       ATTEMPT_ATTR: attempt + 1})
         log.warning("trial %d of %s failed: %s; queued again", trial.number, study.study_name,
