@@ -34,3 +34,15 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     """Resolve a relative path against the project root, never against a job's cwd."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (project_root() / p).resolve()
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write `data` as JSON so that readers (other trials of a sweep) see the old file or the
+    whole new one, never a part: a temporary file per process, then an atomic rename."""
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)

@@ -16,10 +16,10 @@ import glob
 import hashlib
 import json
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
+from compression import paths
 from compression.errors import ConfigError
 from compression.lazy import inference_mode, nn, torch
 from compression.pruning.base import PruningConfig, layer_targets
@@ -109,10 +109,7 @@ def cached_curves(model: nn.Module, layers: list[str], x: torch.Tensor, y: torch
         return data["base"], data["curves"]
     base, curves = sensitivity_curves(model, layers, x, y)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"base": base, "levels": LEVELS, "curves": curves}))
-        os.replace(tmp, path)
+        paths.write_json_atomic(path, {"base": base, "levels": LEVELS, "curves": curves})
         log.info("layer sensitivity cached at %s", path)
     return base, curves
 

@@ -24,11 +24,11 @@ import hashlib
 import json
 import logging
 import math
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from compression import paths
 from compression.errors import ConfigError
 from compression.lazy import F, inference_mode, nn, torch
 from compression.quantization import lowbit_modules as lbm  # its torch: on first use
@@ -148,10 +148,7 @@ def cached_sensitivity(model: nn.Module, layers: list[str], cfg: LowBitConfig, x
         return (data["base"][0], data["base"][1]), table
     base, table = sensitivity(model, layers, widths, cfg.group, x, y)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"base": base, "widths": widths, "layers": table}))
-        os.replace(tmp, path)
+        paths.write_json_atomic(path, {"base": base, "widths": widths, "layers": table})
         log.info("bit-width sensitivity cached at %s", path)
     return base, table
 
