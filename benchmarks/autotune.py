@@ -119,12 +119,15 @@ def fixed_step(base: list[str], max_drop: float, modes: list[str]) -> Search:
 def autotune(base: list[str], tmp: Path, seed: int, max_drop: float, n_trials: int) -> Search:
     # the preset's space narrowed to the benchmark's (its per-layer allocation kept: part of
     # what autotune searches that a grid over one global sparsity does not)
-    space = ("hydra.sweeper.params={pruning: 'choice(unstructured)', pruning.sparsity: "
+    space = ("+hydra.sweeper.params={pruning: 'choice(unstructured)', pruning.sparsity: "
              "'interval(0.5,0.99)', pruning.allocation: 'uniform,sensitivity', quantization: "
              "'none,dynamic_int8,lowbit', quantization.bits: '4,8'}")
     study = f"autotune-bench-{seed}"
-    cmd = [sys.executable, "train.py", "sweep=autotune", *base, space,
-           "hydra.sweeper.when={quantization.bits: {quantization: [lowbit]}}",
+    # the preset's space and conditions replaced, not merged into (its mixed-precision keys
+    # would otherwise stay in the space)
+    cmd = [sys.executable, "train.py", "sweep=autotune", *base, "~hydra.sweeper.params", space,
+           "~hydra.sweeper.when", "+hydra.sweeper.when={quantization.bits: {quantization: "
+           "[lowbit]}}",
            f"target.max_drop={max_drop}", f"hydra.sweeper.n_trials={n_trials}",
            f"hydra.sweeper.study_name={study}", f"hydra.sweeper.seed={seed}",
            f"hydra.sweeper.storage={tmp / 'optuna.journal'}", f"hydra.sweep.dir={tmp / study}",

@@ -1,6 +1,7 @@
 """`runtime=onnxruntime`: the final model exported to ONNX (fp32, at the pruned shapes),
-quantized by ORT's own tools per the run's mode (ort_quant), then evaluated and timed in an
-ONNX Runtime CPU session against ORT's fp32 build of the dense baseline."""
+quantized per the run's mode (ort_quant: int8 as torch quantized it, fp16 and 4-bit by ORT's
+tools), then evaluated and timed in an ONNX Runtime CPU session against ORT's fp32 build of
+the dense baseline."""
 
 from __future__ import annotations
 
