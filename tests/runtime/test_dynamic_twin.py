@@ -99,3 +99,18 @@ def test_eight_bit_engine_matches_too(tmp_path) -> None:
     got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
         None, {INPUT: x.numpy()})[0]
     assert np.abs(got - want).max() < 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def test_activation_range_skips_a_layer_pruned_to_zero() -> None:
+    # an all-zero weight computes the same at 7 and 8 bits: the next layer decides
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 4), nn.Linear(4, 2))
+    nn.init.zeros_(model[0].weight)
+    try:
+        quantized = ao.quantize_dynamic_int8(model, ["linear"], "qnnpack"
+                                             if "qnnpack" in torch.backends.quantized.
+                                             supported_engines else "x86")
+        want = 255 if torch.backends.quantized.engine == "qnnpack" else 127
+        assert activation_qmax(dynamic_layers(quantized)) == want
+    finally:
+        ao.set_engine("x86")
