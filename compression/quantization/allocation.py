@@ -11,7 +11,11 @@ cost per bit without the Hessian) then starts every layer at its widest choice a
 step at a time, the layer whose next step costs the least accuracy per stored bit saved (ties:
 the least loss per bit, then the larger saving), until sum(weights x bits) <= budget_bits x
 weights; a last pass widens layers again while the budget allows, the most accuracy (then loss)
-regained per bit first, so the budget is spent rather than undershot.
+regained per bit first, so the budget is spent rather than undershot. The greedy runs twice,
+ranking steps by accuracy first and by loss first, and the two allocations and uniform at the
+widest choice within the budget are then scored with all their layers quantized together (the
+summed single-layer costs miss how errors compound); the best of the three is kept (AIMET's
+second phase checks the joint accuracy the same way).
 
 The budget counts stored bits per weight: the width of the packed codes (32 for a layer left
 fp32). The fp16 group scales and the biases come on top and are in `size_bytes`.
@@ -89,8 +93,10 @@ def _costs(base: Score, scores: dict[int, Score], widths: list[int]) -> list[Sco
 
 
 def allocate_bits(sizes: dict[str, int], base: Score, table: Table, choices: list[int],
-                  budget_bits: float) -> dict[str, int]:
-    """Bits per layer with sum(sizes x bits) <= budget_bits x sum(sizes) (exact integers)."""
+                  budget_bits: float, primary: str = "accuracy") -> dict[str, int]:
+    """Bits per layer with sum(sizes x bits) <= budget_bits x sum(sizes) (exact integers).
+    `primary`: what a step's cost ranks by first, "accuracy" (then loss) or "loss" (then
+    accuracy; continuous, where a small validation set ties most accuracy costs at zero)."""
     widths = sorted(set(choices), reverse=True)
     capacity = math.floor(Fraction(str(budget_bits)) * sum(sizes.values()))
     if capacity < widths[-1] * sum(sizes.values()):
@@ -104,7 +110,8 @@ def allocate_bits(sizes: dict[str, int], base: Score, table: Table, choices: lis
         """Cost per bit of moving `name` from width index i to j; (0, 0, -bits) for free steps."""
         bits = sizes[name] * abs(widths[i] - widths[j])
         (a0, l0), (a1, l1) = costs[name][i], costs[name][j]
-        return abs(a1 - a0) / bits, abs(l1 - l0) / bits, -bits
+        acc, loss = abs(a1 - a0) / bits, abs(l1 - l0) / bits
+        return (acc, loss, -bits) if primary == "accuracy" else (loss, acc, -bits)
 
     while total > capacity:  # narrow the cheapest step
         name = min((n for n in sizes if index[n] + 1 < len(widths)),
@@ -121,6 +128,40 @@ def allocate_bits(sizes: dict[str, int], base: Score, table: Table, choices: lis
         total += sizes[name] * (widths[index[name] - 1] - widths[index[name]])
         index[name] -= 1
     return {n: widths[i] for n, i in index.items()}
+
+
+@inference_mode
+def joint_score(model: nn.Module, bits: dict[str, int], group: int | None, x: torch.Tensor,
+                y: torch.Tensor) -> Score:
+    """The score with every layer of `bits` quantized at its width at once (weights restored)."""
+    originals = {n: model.get_submodule(n).weight.detach().clone() for n in bits}
+    try:
+        for name, b in bits.items():
+            if b == FP32:
+                continue
+            w = originals[name]
+            g = lbm.group_len(w.shape, group)
+            q, scales = lbm.quantize_weight(w, b, g)
+            model.get_submodule(name).weight.copy_(lbm.dequantize_weight(q, scales, w.shape, g))
+        return _score(model.eval(), x, y)
+    finally:
+        for name, w in originals.items():
+            model.get_submodule(name).weight.copy_(w)
+
+
+def best_joint(model: nn.Module, candidates: dict[str, dict[str, int]], sizes: dict[str, int],
+               group: int | None, x: torch.Tensor, y: torch.Tensor) -> str:
+    """The candidate allocation scoring best with all its layers quantized together (accuracy,
+    then loss, then fewer bits): single-layer costs added up miss how errors compound (LeNet-5
+    on digits: the accuracy-ranked greedy alone scored 1.1-1.7 pt under uniform)."""
+    def rank(name: str) -> tuple[float, float, int]:
+        acc, loss = joint_score(model, candidates[name], group, x, y)
+        return -acc, loss, sum(sizes[n] * b for n, b in candidates[name].items())
+
+    ranks = {name: rank(name) for name in candidates}
+    log.info("mixed precision, joint validation score per candidate: %s", ", ".join(
+        f"{n} acc {-r[0]:.4f} loss {r[1]:.4f}" for n, r in ranks.items()))
+    return min(ranks, key=ranks.__getitem__)
 
 
 def _content_key(model: nn.Module, parts: list[Any]) -> str:
@@ -165,7 +206,13 @@ def allocated_config(model: nn.Module, cfg: QuantizationConfig, val_x: torch.Ten
     sizes = {n: model.get_submodule(n).weight.numel() for n in layers}
     base, table = cached_sensitivity(model, layers, cfg, val_x[:VAL_SAMPLES],
                                      val_y[:VAL_SAMPLES], cache_dir, prefix)
-    bits = allocate_bits(sizes, base, table, cfg.bit_choices, cfg.budget_bits)
+    x, y = val_x[:VAL_SAMPLES], val_y[:VAL_SAMPLES]
+    candidates = {f"greedy by {p}": allocate_bits(sizes, base, table, cfg.bit_choices,
+                                                  cfg.budget_bits, p)
+                  for p in ("accuracy", "loss")}
+    fitting = [b for b in cfg.bit_choices if b <= cfg.budget_bits]
+    candidates[f"uniform {max(fitting)}"] = dict.fromkeys(sizes, max(fitting))
+    bits = candidates[best_joint(model, candidates, sizes, cfg.group, x, y)]
     average = sum(sizes[n] * b for n, b in bits.items()) / sum(sizes.values())
     log.info("mixed precision within %g bits per weight (%.4g used): %s", cfg.budget_bits,
              average, ", ".join(f"{n} {b}" for n, b in bits.items()))

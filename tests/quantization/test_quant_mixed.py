@@ -80,14 +80,19 @@ def test_the_sensitivity_pass_finds_the_layer_that_low_bits_break() -> None:
 
 def test_mixed_precision_meets_the_budget_from_stored_bits_and_reloads_exactly(
         compose_cfg, tracking_uri, tmp_path: Path) -> None:
+    # widths 2 and 8 only, 5 bits on average: the allocation holds both widths and beats the
+    # uniform candidate (2 bits everywhere) on the joint check. A trained baseline: FAST's
+    # 3-epoch mlp scored better at 2 bits everywhere than in fp32 (quantization noise helped
+    # an undertrained model), so the joint check rightly kept uniform there.
     cfg = compose_cfg("quantization=lowbit", "quantization.allocation=sensitivity",
-                      "quantization.budget_bits=3", "objectives=[weight_bits,accuracy]")
+                      "quantization.bit_choices=[2,8,32]", "quantization.budget_bits=5",
+                      "train.epochs=12", "objectives=[weight_bits,accuracy]")
     sink: dict = {}
     weight_bits, accuracy = pipeline.run(cfg, sink=sink)
     stored = _stored_bits(sink["model"])
     total = sum(n for n, _ in stored.values())
     spent = sum(n * b for n, b in stored.values())
-    assert spent <= 3 * total  # the budget, from the stored widths of the reloaded artifact
+    assert spent <= 5 * total  # the budget, from the stored widths of the reloaded artifact
     assert weight_bits == pytest.approx(spent / total)
     assert len({b for _, b in stored.values()}) > 1  # mixed, not one width for all
     # the packed buffers hold exactly those widths
