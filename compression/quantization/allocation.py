@@ -12,10 +12,10 @@ step at a time, the layer whose next step costs the least accuracy per stored bi
 the least loss per bit, then the larger saving), until sum(weights x bits) <= budget_bits x
 weights; a last pass widens layers again while the budget allows, the most accuracy (then loss)
 regained per bit first, so the budget is spent rather than undershot. The greedy runs twice,
-ranking steps by accuracy first and by loss first, and the two allocations and uniform at the
-widest choice within the budget are then scored with all their layers quantized together (the
-summed single-layer costs miss how errors compound); the best of the three is kept (AIMET's
-second phase checks the joint accuracy the same way).
+ranking steps by accuracy first and by loss first, and the two allocations and uniform (at the
+widest choice within the budget, and at the budget's whole width, 2-8) are then scored with all
+their layers quantized together (the summed single-layer costs miss how errors compound); the
+best is kept (AIMET's second phase checks the joint accuracy the same way).
 
 The budget counts stored bits per weight: the width of the packed codes (32 for a layer left
 fp32). The fp16 group scales and the biases come on top and are in `size_bytes`.
@@ -210,8 +210,12 @@ def allocated_config(model: nn.Module, cfg: QuantizationConfig, val_x: torch.Ten
     candidates = {f"greedy by {p}": allocate_bits(sizes, base, table, cfg.bit_choices,
                                                   cfg.budget_bits, p)
                   for p in ("accuracy", "loss")}
+    # uniform at the widest choice within the budget, and at the budget's own whole width
+    # when lowbit has it (3 bits within budget 3 though bit_choices skip it)
     fitting = [b for b in cfg.bit_choices if b <= cfg.budget_bits]
-    candidates[f"uniform {max(fitting)}"] = dict.fromkeys(sizes, max(fitting))
+    whole = math.floor(cfg.budget_bits)
+    for width in sorted({max(fitting), *([whole] if 2 <= whole <= 8 else [])}):
+        candidates[f"uniform {width}"] = dict.fromkeys(sizes, width)
     bits = candidates[best_joint(model, candidates, sizes, cfg.group, x, y)]
     average = sum(sizes[n] * b for n, b in bits.items()) / sum(sizes.values())
     log.info("mixed precision within %g bits per weight (%.4g used): %s", cfg.budget_bits,
