@@ -218,8 +218,12 @@ def _pareto_panel(ax: plt.Axes, panel: ParetoPanel, objectives: tuple[Objective,
     label_at = {n: (0.55 if compact else 0.40, next(heights)) for *_, n in by_height}
     for point, marker, color, name in marks:
         px, py = point[x_obj.column], point.get(y_obj.column, point["accuracy"])
+        # the sweet spot is chosen on validation (a choice made on test would be fit to it):
+        # say so, or a test point inside the band but past it on validation looks missed
+        legend = (f"{name} (chosen on validation)"
+                  if name == "sweet spot" and point.get("selected_on") == "val" else name)
         ax.scatter([px], [py], s=420 if marker == "*" else 160, marker=marker,
-                   facecolors="none", edgecolors=color, linewidths=2.2, zorder=5, label=name)
+                   facecolors="none", edgecolors=color, linewidths=2.2, zorder=5, label=legend)
         seeds = point.get("seeds", 1)
         text = (f"{name}{'' if compact else ': ' + point['label']}\n{_q(py, metric)}, "
                 f"{value_formatter(x_obj.column, places=1)(px)}"

@@ -172,7 +172,8 @@ def pareto(a: Analysis) -> None:
         for title, runs in _pairs(a.frame):
             mask = pareto_mask(runs, oriented(objectives, quality.direction_of(runs)))
             spot = sweet_spot(runs, a.opts.tolerance, name, a.opts.select_on)
-            panels.append(plots.ParetoPanel(title, runs, mask, spot.best, spot.knee,
+            best = None if spot.best is None else {**spot.best, "selected_on": spot.selected_on}
+            panels.append(plots.ParetoPanel(title, runs, mask, best, spot.knee,
                                             baseline_level(runs)))
             fronts.append(runs[mask].sort_values(x))
             spots.append(spot)
