@@ -10,7 +10,9 @@ from compression.runtime.base import (
     Deployed,
     DeployJob,
     OnnxConfig,
+    OrtConfig,
     RuntimeConfig,
 )
 
-__all__ = ["RT_METRICS", "RUNTIMES", "DeployJob", "Deployed", "OnnxConfig", "RuntimeConfig"]
+__all__ = ["RT_METRICS", "RUNTIMES", "DeployJob", "Deployed", "OnnxConfig", "OrtConfig",
+           "RuntimeConfig"]

@@ -15,7 +15,7 @@ from compression.lazy import nn, np
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.runtime import measure, ort_quant
-from compression.runtime.base import RUNTIMES, Deployed, DeployJob, OnnxConfig
+from compression.runtime.base import RUNTIMES, Deployed, DeployJob, OnnxConfig, OrtConfig
 from compression.runtime.onnx_export import INPUT, export_onnx
 
 
@@ -67,7 +67,7 @@ class OnnxRuntime:
                 rehearse(model, quant, spec.example_input(1), Path(tmp))
 
     def deploy(self, job: DeployJob) -> Deployed:
-        cfg: OnnxConfig = job.cfg  # type: ignore[assignment]
+        cfg: OrtConfig = job.cfg  # type: ignore[assignment]
         example = job.spec.example_input(1)
         t0 = time.perf_counter()
         base_file = export_onnx(job.baseline, example, job.out_dir / "baseline_fp32.onnx", cfg,
@@ -75,7 +75,8 @@ class OnnxRuntime:
         fp32_file = export_onnx(job.model, example, job.out_dir / "model_fp32.onnx", cfg,
                                 "the compressed model")
         final_file = job.out_dir / "model.onnx"
-        source = ort_quant.Source(fp32_file, job.quantized, example, cfg.opset)
+        source = ort_quant.Source(fp32_file, job.quantized, example, cfg.opset,
+                                  ort_dynamic=cfg.dynamic_int8 == "ort")
         ort_quant.ORT_QUANT[job.quant.mode].convert(source, final_file, job.quant)
         export_seconds = time.perf_counter() - t0
         base, final = session(base_file, job.threads), session(final_file, job.threads)
@@ -99,7 +100,9 @@ class OnnxRuntime:
         tags = {"runtime": cfg.name, "runtime_opset": str(cfg.opset),
                 "runtime_exporter": cfg.exporter, "runtime_version": ort.__version__,
                 "runtime_threads": str(job.threads)}
+        if job.quant.mode == "dynamic_int8":
+            tags["runtime_dynamic_int8"] = cfg.dynamic_int8
         return Deployed(metrics, tags, final_file, onnx_file=final_file)
 
 
-RUNTIMES.register("onnxruntime", OnnxConfig)(OnnxRuntime())
+RUNTIMES.register("onnxruntime", OrtConfig)(OnnxRuntime())

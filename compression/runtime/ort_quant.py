@@ -36,6 +36,7 @@ class Source:
     quantized: nn.Module | None  # torch's quantized model of the run (what eager measured)
     example: torch.Tensor  # one input (batch 1)
     opset: int
+    ort_dynamic: bool = False  # dynamic_int8: ORT's own quantize_dynamic (runtime.dynamic_int8=ort)
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,11 @@ def _dynamic(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
     """torch's own dynamic int8 model carried into ONNX (dynamic_twin): its int8 weights and
     scales, its 7-bit activation range where its kernels use one. ORT's own quantize_dynamic
     (8-bit activations, its own weight scales) had scored 0.84 pt above torch's int8 on
-    lenet5-structured. Without a torch.ao model (backend torchao) ORT's own is used."""
+    lenet5-structured. ORT's own is used with runtime.dynamic_int8=ort, and without a torch.ao
+    model (backend torchao)."""
     from compression.runtime.dynamic_twin import dynamic_layers, export_dynamic
 
-    if src.quantized is not None and dynamic_layers(src.quantized):
+    if not src.ort_dynamic and src.quantized is not None and dynamic_layers(src.quantized):
         export_dynamic(src.quantized, src.fp32, dst)
         return
     from onnxruntime.quantization import QuantType, quantize_dynamic

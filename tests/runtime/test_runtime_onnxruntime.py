@@ -48,8 +48,8 @@ def test_runs_in_ort_within_half_a_point(run_metrics, tmp_path, model, pruning, 
     ops = {n.op_type for n in graph.node}
     if quant in ("static_int8",):
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    if quant == "dynamic_int8":
-        assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+    if quant == "dynamic_int8":  # torch's model carried over: its own range ops, not ORT's
+        assert "MatMulInteger" in ops and "DynamicQuantizeLinear" not in ops
     if quant == "fp16":
         assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
     if model == "lenet5" and pruning == "structured":  # exported at its smaller shapes
@@ -68,6 +68,18 @@ def test_lowbit_4bit_runs_on_matmulnbits(run_metrics, tmp_path) -> None:
     assert "MatMulNBits" in {n.op_type for n in onnx.load(str(file)).graph.node}
     assert abs(m["rt_accuracy"] - m["accuracy"]) <= 0.02  # two different 4-bit roundings
     assert m["rt_size_bytes"] < 0.3 * m["dense_size_bytes"]
+
+
+def test_dynamic_int8_ort_own_form_on_request(run_metrics, tmp_path) -> None:
+    # runtime.dynamic_int8=ort: ORT's quantize_dynamic (fused 8-bit DynamicQuantizeLinear),
+    # not torch's model carried over (its explicit 7-bit range ops)
+    m = run_metrics("runtime=onnxruntime", "runtime.dynamic_int8=ort", "model=mlp",
+                    "quantization=dynamic_int8")
+    [file] = (tmp_path / "artifacts").glob("local-*/model.onnx")
+    ops = {n.op_type for n in onnx.load(str(file)).graph.node}
+    assert "DynamicQuantizeLinear" in ops and "ReduceMin" not in ops
+    assert abs(m["rt_accuracy"] - m["accuracy"]) <= 0.01  # two int8 schemes: close, not equal
+    assert m["rt_accuracy"] > 0.5
 
 
 @pytest.mark.parametrize(("overrides", "says"), [
