@@ -14,7 +14,8 @@ from compression.runtime.base import OrtConfig
     (["runtime=onnxruntime", "runtime.exporter=jit"], "runtime.exporter='jit' is not a known"),
     (["runtime=onnxruntime", "runtime.dynamic_int8=fast"],
      "runtime.dynamic_int8='fast' is not a known"),
-    (["runtime=executorch", "+runtime.dynamic_int8=ort"], "runtime.dynamic_int8 is not a valid key"),
+    (["runtime=executorch", "+runtime.dynamic_int8=ort"],
+     "runtime.dynamic_int8 is not a valid key"),
     (["runtime.name=tflite"], "runtime.name='tflite' is not a known value; allowed: "
                               "executorch, onnxruntime, torch"),
     (["runtime=torch", "+runtime.opset=18"], "runtime.opset is not a valid key"),
