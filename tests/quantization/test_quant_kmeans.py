@@ -84,3 +84,24 @@ def test_the_artifact_reloads_to_the_same_accuracy(trained, digits, tmp_path, co
         assert meta["entries"]["conv2.codes"]["vb"] == 5  # codes stored in 5 bits
     dense = sum(p.numel() * 4 for p in model.parameters())
     assert path.stat().st_size < dense / 6
+
+
+def test_the_rebuilt_weight_is_kept_until_codes_or_codebook_change() -> None:
+    from compression.quantization.kmeans import KMeansConfig
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8)
+    layer = SharedLinear(lin.weight.shape, 4, True)
+    layer.load_float(lin.weight, lin.bias, KMeansConfig())
+    bare = sum(t.numel() * t.element_size() for t in [*layer.buffers(), *layer.parameters()])
+    with torch.inference_mode():
+        first = layer.weight()
+        assert layer.weight() is first  # kept, not rebuilt
+    assert not first.is_inference()  # usable outside inference mode too
+    assert layer.memory_bytes() == bare + first.numel() * 4  # model_bytes counts what is kept
+    other = SharedLinear(lin.weight.shape, 4, True)
+    other.load_float(2 * lin.weight, lin.bias, KMeansConfig())
+    layer.load_state_dict(other.state_dict())  # new codes and codebook, written in place
+    assert torch.equal(layer.weight(), other.weight())
+    layer.start_tuning()  # while the codebook trains the weight is rebuilt, with its gradient
+    assert layer.weight().requires_grad
