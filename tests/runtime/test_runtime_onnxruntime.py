@@ -139,7 +139,7 @@ def _torch_scales(model) -> tuple[list[float], list[list[float]]]:
 
 
 @pytest.mark.parametrize("model", ["mlp", pytest.param("lenet5", marks=pytest.mark.slow)])
-def test_qat_scales_carried_into_onnx(run_metrics, tmp_path, model) -> None:
+def test_qat_scales_carried_into_onnx(run_metrics, compose_cfg, tmp_path, model) -> None:
     """The ORT file of a QAT run is the QAT model: its weights' and activations' scales in the
     QDQ nodes, and its accuracy within half a point of torch's."""
     import numpy as np
@@ -147,14 +147,20 @@ def test_qat_scales_carried_into_onnx(run_metrics, tmp_path, model) -> None:
 
     from compression.export import load_artifact
 
-    m = run_metrics("runtime=onnxruntime", f"model={model}", "quantization=qat_int8",
-                    "quantization.epochs=1", "pruning=structured", "pruning.sparsity=0.5")
+    overrides = ("runtime=onnxruntime", f"model={model}", "quantization=qat_int8",
+                 "quantization.epochs=1", "pruning=structured", "pruning.sparsity=0.5")
+    m = run_metrics(*overrides)
     print(f"torch {m['accuracy']:.4f} ORT {m['rt_accuracy']:.4f}")  # shown by pytest -rA
-    assert abs(m["rt_accuracy"] - m["accuracy"]) <= 0.005 + 1e-9, (m["rt_accuracy"],
-                                                                    m["accuracy"])
     [art] = (tmp_path / "artifacts").glob("local-*/model.safetensors")
     [file] = (tmp_path / "artifacts").glob("local-*/model.onnx")
-    acts, weights = _torch_scales(load_artifact(art)[0])
+    torch_int8 = load_artifact(art)[0]
+    if abs(m["rt_accuracy"] - m["accuracy"]) > 0.005 + 1e-9:
+        # Allowed only as one-step rounding: both output int8 logits on the same grid, and
+        # the requantization rounding of fbgemm and MLAS can differ by one step (lenet5 on an
+        # AVX2 EPYC: max difference one step, 0.10, flipping 2 of 359 images whose top two
+        # logits were tied or one step apart; equal accuracy on an AVX-512 Xeon).
+        _same_up_to_one_step(torch_int8, file, pipeline.check(compose_cfg(*overrides))[1])
+    acts, weights = _torch_scales(torch_int8)
     graph = onnx.load(str(file)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     q_scales = [float(inits[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear"]
@@ -211,3 +217,23 @@ def test_qdq_file_computes_what_torchs_int8_model_computes(tmp_path) -> None:
     assert {"QLinearConv", "QLinearAdd"} <= ops  # run by int8 kernels, not dequantized
     names = {t.name for t in onnx.load(str(path)).graph.initializer}
     assert "layer1.conv1.weight_quantized" in names
+
+
+def _same_up_to_one_step(torch_int8, onnx_file, splits) -> None:
+    """ORT's logits equal torch's int8 logits to one step of their quantization grid, and
+    every image whose prediction differs had its top two torch logits within that step."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    x = splits.test_x
+    with torch.inference_mode():
+        want = torch_int8(x).float().numpy()
+    got = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    grid = np.unique(want)
+    step = float(np.diff(grid).min())  # the output's quantization scale
+    assert np.abs(got - want).max() <= step * 1.01, (np.abs(got - want).max(), step)
+    top2 = np.sort(want, axis=1)[:, -2:]
+    flipped = got.argmax(1) != want.argmax(1)
+    assert np.all(top2[flipped, 1] - top2[flipped, 0] <= step * 1.01)
