@@ -52,26 +52,22 @@ np: Any = LazyModule("numpy")
 safetensors_torch: Any = LazyModule("safetensors.torch")
 
 
-def no_grad(fn: Callable[P, R]) -> Callable[P, R]:
-    """`@torch.no_grad()` that imports torch when `fn` is first called, not when it is defined."""
+def _under(context: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A decorator running `fn` under `torch.<context>()`, torch imported at the first call."""
 
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with torch.no_grad():
-            return fn(*args, **kwargs)
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with getattr(torch, context)():
+                return fn(*args, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
-def inference_mode(fn: Callable[P, R]) -> Callable[P, R]:
-    """`@torch.inference_mode()`, importing torch at the first call."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with torch.inference_mode():
-            return fn(*args, **kwargs)
-
-    return wrapper
+no_grad = _under("no_grad")  # `@torch.no_grad()` without importing torch at definition
+inference_mode = _under("inference_mode")  # `@torch.inference_mode()`, likewise
 
 
 def is_traceable_wrapper_subclass(value: Any) -> bool:

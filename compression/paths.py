@@ -7,7 +7,9 @@ sweep (the MLflow database, the baseline cache, analysis output) is anchored her
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,3 +48,19 @@ def write_json_atomic(path: Path, data: object) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
+
+
+def cached_json(path: Path | None, compute: Callable[[], Any], what: str) -> Any:
+    """The JSON kept at `path`, or `compute()` written there atomically (and logged as `what`)
+    when it is missing; `path` None: computed, nothing kept. What comes back is either the
+    stored JSON or the computed value, so callers normalize both the same way."""
+    import json
+    import logging
+
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    data = compute()
+    if path is not None:
+        write_json_atomic(path, data)
+        logging.getLogger(__name__).info("%s cached at %s", what, path)
+    return data

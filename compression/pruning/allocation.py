@@ -104,14 +104,12 @@ def cached_curves(model: nn.Module, layers: list[str], x: torch.Tensor, y: torch
     """The sensitivity pass, computed once per baseline (and layer set) and kept on disk."""
     path = (_cache_file(cache_dir, baseline_path, layers, len(y))
             if cache_dir is not None and baseline_path is not None else None)
-    if path is not None and path.exists():
-        data = json.loads(path.read_text())
-        return data["base"], data["curves"]
-    base, curves = sensitivity_curves(model, layers, x, y)
-    if path is not None:
-        paths.write_json_atomic(path, {"base": base, "levels": LEVELS, "curves": curves})
-        log.info("layer sensitivity cached at %s", path)
-    return base, curves
+    def compute() -> dict:
+        base, curves = sensitivity_curves(model, layers, x, y)
+        return {"base": base, "levels": LEVELS, "curves": curves}
+
+    data = paths.cached_json(path, compute, "layer sensitivity")
+    return data["base"], data["curves"]
 
 
 def allocated_config(model: nn.Module, cfg: PruningConfig, val_x: torch.Tensor,

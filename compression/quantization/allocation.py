@@ -64,19 +64,8 @@ def sensitivity(model: nn.Module, layers: list[str], widths: list[int], group: i
     """(fp32 score, per-layer score at each width below 32 with only that layer quantized)."""
     model.eval()
     base = _score(model, x, y)
-    table: Table = {}
-    for name in layers:
-        weight = model.get_submodule(name).weight
-        original = weight.detach().clone()
-        g = lbm.group_len(original.shape, group)
-        table[name] = {}
-        for bits in widths:
-            if bits == FP32:
-                continue
-            q, scales = lbm.quantize_weight(original, bits, g)
-            weight.copy_(lbm.dequantize_weight(q, scales, original.shape, g))
-            table[name][bits] = _score(model, x, y)
-        weight.copy_(original)
+    table: Table = {name: {bits: joint_score(model, {name: bits}, group, x, y)
+                           for bits in widths if bits != FP32} for name in layers}
     return base, table
 
 
@@ -182,16 +171,14 @@ def cached_sensitivity(model: nn.Module, layers: list[str], cfg: LowBitConfig, x
     if cache_dir is not None:
         key = _content_key(model, [layers, widths, cfg.group, len(y), VAL_SAMPLES])
         path = cache_dir / f"{prefix}-bits-sensitivity-{key}.json"
-    if path is not None and path.exists():
-        data = json.loads(path.read_text())
-        table = {n: {int(b): (s[0], s[1]) for b, s in row.items()}
-                 for n, row in data["layers"].items()}
-        return (data["base"][0], data["base"][1]), table
-    base, table = sensitivity(model, layers, widths, cfg.group, x, y)
-    if path is not None:
-        paths.write_json_atomic(path, {"base": base, "widths": widths, "layers": table})
-        log.info("bit-width sensitivity cached at %s", path)
-    return base, table
+    def compute() -> dict:
+        base, table = sensitivity(model, layers, widths, cfg.group, x, y)
+        return {"base": base, "widths": widths, "layers": table}
+
+    data = paths.cached_json(path, compute, "bit-width sensitivity")
+    table = {n: {int(b): (s[0], s[1]) for b, s in row.items()}  # JSON keys are strings
+             for n, row in data["layers"].items()}
+    return (data["base"][0], data["base"][1]), table
 
 
 def allocated_config(model: nn.Module, cfg: QuantizationConfig, val_x: torch.Tensor,

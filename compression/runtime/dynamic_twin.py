@@ -24,6 +24,7 @@ about 4% at batch 256 than ORT's fused DynamicQuantizeLinear.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from compression.errors import ConfigError
@@ -41,24 +42,39 @@ def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:
             type(m).__module__}
 
 
-def _int8_weight(m: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(int8 weight (out, in), scale, zero point (scalar or per output row), float bias)."""
-    w, b = m._packed_params._weight_bias()
-    if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-        scale = w.q_per_channel_scales().float().numpy()
-        zero = w.q_per_channel_zero_points().numpy().astype(np.int8)
-    else:
-        scale = np.array(w.q_scale(), np.float32)
-        zero = np.array(w.q_zero_point(), np.int8)
-    return (w.int_repr().numpy(), scale.astype(np.float32), zero,
-            None if b is None else b.detach().float().numpy())
+@dataclass(frozen=True)
+class _Int8:
+    """One dynamic layer's int8 weight, unpacked once (torch unpacks on every call)."""
+
+    module: nn.Module
+    q: np.ndarray  # int8 (out, in)
+    scale: np.ndarray  # scalar, or one per output row
+    zero: np.ndarray  # int8, shaped like scale
+    bias: np.ndarray | None
+    deq: np.ndarray  # the dequantized weight (out, in)
+
+    @property
+    def step(self) -> np.ndarray:
+        """The quantization step, broadcastable over (out, in)."""
+        return self.scale[:, None] if self.scale.ndim else self.scale
 
 
-def _dequantized(m: nn.Module) -> np.ndarray:
-    q, scale, zero, _ = _int8_weight(m)
-    s = scale[:, None] if scale.ndim else scale
-    z = zero[:, None] if zero.ndim else zero
-    return (q.astype(np.float32) - z) * s
+def _unpack(layers: dict[str, nn.Module]) -> dict[str, _Int8]:
+    out = {}
+    for name, m in layers.items():
+        w, b = m._packed_params._weight_bias()
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            scale = w.q_per_channel_scales().float().numpy().astype(np.float32)
+            zero = w.q_per_channel_zero_points().numpy().astype(np.int8)
+        else:
+            scale = np.array(w.q_scale(), np.float32)
+            zero = np.array(w.q_zero_point(), np.int8)
+        q = w.int_repr().numpy()
+        z = zero[:, None] if zero.ndim else zero
+        deq = (q.astype(np.float32) - z) * (scale[:, None] if scale.ndim else scale)
+        out[name] = _Int8(m, q, scale, zero, None if b is None else b.detach().float().numpy(),
+                          deq)
+    return out
 
 
 def activation_qmax(layers: dict[str, nn.Module]) -> int:
@@ -66,10 +82,13 @@ def activation_qmax(layers: dict[str, nn.Module]) -> int:
     layers on a fixed input and comparing with both computations (the first layer whose
     output tells them apart decides; an all-zero pruned layer cannot, and any answer then
     computes the same)."""
+    return _activation_qmax(_unpack(layers))
+
+
+def _activation_qmax(layers: dict[str, _Int8]) -> int:
     gen = torch.Generator().manual_seed(0)
-    for m in layers.values():
-        w = _dequantized(m)
-        b = _int8_weight(m)[3]
+    for layer in layers.values():
+        m, w, b = layer.module, layer.deq, layer.bias
         x = (torch.randn(4, w.shape[1], generator=gen) * 3 + 1).numpy()
         with torch.inference_mode():
             y = m(torch.from_numpy(x)).float().numpy()
@@ -98,18 +117,14 @@ def _qparams(lo: float, hi: float, qmax: int) -> tuple[float, float]:
     return max(raw, SMALL_SCALE), zero
 
 
-def _match(w: np.ndarray, layers: dict[str, nn.Module], prefer: str) -> str | None:
+def _match(w: np.ndarray, layers: dict[str, _Int8], prefer: str) -> str | None:
     """The dynamic layer whose int8 weight dequantizes to within quantization error of `w`
     (out, in), the one named like `prefer` first; None when none does."""
-    names = sorted(layers, key=lambda n: n != prefer)
-    for name in names:
-        deq = _dequantized(layers[name])
-        if deq.shape != w.shape:
-            continue
-        _, scale, _, _ = _int8_weight(layers[name])
+    for name in sorted(layers, key=lambda n: n != prefer):
+        layer = layers[name]
         # torch's rounding error (half its step) plus ORT's (its step is no larger than 2x)
-        step = scale[:, None] if scale.ndim else scale
-        if np.all(np.abs(deq - w) <= 1.5 * step + 1e-6):
+        if layer.deq.shape == w.shape and np.all(
+                np.abs(layer.deq - w) <= 1.5 * layer.step + 1e-6):
             return name
     return None
 
@@ -133,7 +148,7 @@ def _node_weight(node: object, inits: dict[str, object]) -> np.ndarray | None:
     return w.astype(np.float32) if trans else w.T.astype(np.float32)
 
 
-def _excluded(fp32: object, layers: dict[str, nn.Module]) -> list[str]:
+def _excluded(fp32: object, layers: dict[str, _Int8]) -> list[str]:
     """Names of the fp32 graph's MatMul / Gemm nodes that torch did not quantize."""
     graph = fp32.graph  # type: ignore[attr-defined]
     inits = _initializers(graph)
@@ -147,7 +162,7 @@ def _excluded(fp32: object, layers: dict[str, nn.Module]) -> list[str]:
     return out
 
 
-def _carry_weights(model: object, layers: dict[str, nn.Module], qmax: int) -> None:
+def _carry_weights(model: object, layers: dict[str, _Int8], qmax: int) -> None:
     """Replace each MatMulInteger's weight, zero point and weight scale by torch's. With 8-bit
     activations the weights go in as uint8 (+128, zero point too): ORT's u8 x s8 MatMulInteger
     sums pairs of products in int16 (vpmaddubsw) and saturated, 0.04 off torch QNNPACK's
@@ -173,7 +188,7 @@ def _carry_weights(model: object, layers: dict[str, nn.Module], qmax: int) -> No
         if name is None:
             raise ConfigError(f"runtime=onnxruntime: no dynamic int8 layer of torch's model "
                               f"matches ONNX weight {prefer!r}")
-        q, scale, zero, _ = _int8_weight(layers[name])
+        q, scale, zero = layers[name].q, layers[name].scale, layers[name].zero
         if qmax > 127:
             q, zero = ((x.astype(np.int16) + 128).astype(np.uint8) for x in (q, zero))
         for init_name, value in ((b_name, q.T.copy()), (scale_name, scale), (b_zero, zero)):
@@ -229,11 +244,11 @@ def export_dynamic(quantized: nn.Module, fp32: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    layers = dynamic_layers(quantized)
+    layers = _unpack(dynamic_layers(quantized))
     if not layers:
         raise ConfigError("runtime=onnxruntime: torch's dynamic int8 model has no torch.ao "
                           "dynamic Linear layer to carry into ONNX")
-    qmax = activation_qmax(layers)
+    qmax = _activation_qmax(layers)
     from compression.runtime.ort_quant import gemm_to_matmul
 
     # ORT's dynamic quantizer makes MatMulInteger of MatMul only (a Gemm would stay float)
