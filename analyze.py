@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from compression.errors import ConfigError, first_line
-from compression.redaction import install_log_redaction, redact
+from compression.core.errors import ConfigError, first_line
+from compression.core.redaction import install_log_redaction, redact
 
 EPILOG = """examples:
   python analyze.py report --sweep latest                 # the newest sweep, everything

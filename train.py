@@ -15,9 +15,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from compression import interrupt, paths
-from compression.errors import ConfigError, DatasetNotFoundError
-from compression.redaction import install_log_redaction, redact
+from compression.core import interrupt, paths
+from compression.core.errors import ConfigError, DatasetNotFoundError
+from compression.core.redaction import install_log_redaction, redact
 from compression.sweep.workers import watch_sweep
 
 # Only light modules above: torch and MLflow (seconds to import) wait until a job really runs,
@@ -37,10 +37,10 @@ def _trial_of_optuna_sweep() -> bool:
 def main(cfg: DictConfig) -> float | tuple[float, ...]:
     watch_sweep()  # a joblib worker ends with the sweep that started it
     try:
-        from compression.config import RunConfig
+        from compression.config.run import RunConfig
 
         RunConfig.from_cfg(cfg)  # a bad value answers now, before torch is imported
-        from compression import pipeline
+        from compression.run import pipeline
 
         return pipeline.run(cfg)
     except (ConfigError, DatasetNotFoundError) as e:

@@ -39,8 +39,8 @@ import optuna  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 
-from compression import pipeline  # noqa: E402
-from compression.config import CONFIG_DIR  # noqa: E402
+from compression.config.run import CONFIG_DIR  # noqa: E402
+from compression.run import pipeline  # noqa: E402
 from compression.sweep.study import make_storage  # noqa: E402
 
 MODES = {"fp32": ["quantization=none"], "int8": ["quantization=dynamic_int8"],

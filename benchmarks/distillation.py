@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from compression import pipeline
-from compression.config import CONFIG_DIR
+from compression.config.run import CONFIG_DIR
+from compression.run import pipeline
 
 CASES = {
     "unstructured 95%": ["pruning=unstructured", "pruning.sparsity=0.95",

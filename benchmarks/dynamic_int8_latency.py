@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from compression.artifact.format import save_artifact
 from compression.data import DataSpec
-from compression.export import save_artifact
-from compression.metrics import latency_side_by_side
-from compression.models import ModelConfig, build_model
+from compression.measure import latency_side_by_side
+from compression.models.build import ModelConfig, build_model
 from compression.quantization import QUANTIZERS
 
 

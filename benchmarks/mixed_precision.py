@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from compression import pipeline
-from compression.config import CONFIG_DIR
+from compression.config.run import CONFIG_DIR
+from compression.run import pipeline
 
 METRICS = ("accuracy", "val_accuracy", "weight_bits", "size_bytes", "baseline_accuracy")
 

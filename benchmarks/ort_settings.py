@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.runtimes import cpu_line, interleaved
 from compression.data import DataSpec
-from compression.models import ModelConfig, build_model
+from compression.models.build import ModelConfig, build_model
 from compression.runtime.base import OnnxConfig
 from compression.runtime.onnx_export import INPUT, OUTPUT, export_onnx, quiet
 

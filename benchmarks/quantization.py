@@ -42,16 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hydra import compose, initialize_config_dir
 
-import compression.config
+import compression.config.run
 from compression import data as data_mod
-from compression.baseline import get_baseline
-from compression.config import RunConfig
-from compression.export import load_artifact, save_artifact
-from compression.metrics import latency_side_by_side
-from compression.pipeline import Session
+from compression.artifact.format import load_artifact, save_artifact
+from compression.config.run import RunConfig
+from compression.measure import latency_side_by_side
 from compression.quantization import QUANTIZERS
+from compression.run.pipeline import Session
 from compression.tracking import cpu_model
-from compression.training import evaluate
+from compression.training.baseline import get_baseline
+from compression.training.loop import evaluate
 
 # label -> quantization config values (engine variants are added from --engines)
 MODES: dict[str, dict[str, Any]] = {
@@ -81,7 +81,8 @@ class Row:
 
 
 def compose_run(data: str, model: str, train: str) -> RunConfig:
-    with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(compression.config.run.CONFIG_DIR),
+                               version_base="1.3"):
         cfg = compose("config", overrides=[f"data={data}", f"model={model}", f"train={train}",
                                            "tracking=off"])
     return RunConfig.from_cfg(cfg)

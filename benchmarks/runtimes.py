@@ -36,8 +36,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compression.data import DataSpec
-from compression.metrics import retain_freed_memory
-from compression.models import ModelConfig, build_model
+from compression.measure import retain_freed_memory
+from compression.models.build import ModelConfig, build_model
 from compression.pruning import MaskSet
 from compression.pruning.structured import remove_channels_
 from compression.quantization import QUANTIZERS
@@ -176,7 +176,7 @@ def top(by_op: dict[str, float], n: int = 4) -> str:
 @torch.inference_mode()
 def interleaved(cands: dict[str, tuple[Fn, object]], warmup: int, repeats: int,
                 clock: Callable[[], int], warm_calls: int) -> dict[str, float]:
-    """Median ms per candidate, all timed in turn like compression.metrics'
+    """Median ms per candidate, all timed in turn like compression.measure'
     latency_side_by_side, but each timed call preceded by `warm_calls` untimed calls of the same
     candidate: a model served back to back runs warm, and without them the call right after
     another engine's paid for it (resnet batch 1: the ORT session timed right after eager ran

@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from compression.artifact.format import state_bytes
 from compression.data import DataSpec
-from compression.export import state_bytes
-from compression.metrics import latency_side_by_side, retain_freed_memory
-from compression.models import ModelConfig, build_model
+from compression.measure import latency_side_by_side, retain_freed_memory
+from compression.models.build import ModelConfig, build_model
 from compression.pruning.sparse_kernel import swap_
 from compression.pruning.unstructured import magnitude_masks
 
@@ -40,7 +40,7 @@ def main() -> None:
                    default=[0.5, 0.8, 0.9, 0.95, 0.98, 0.99])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as in every run's measurement (see compression/metrics.py)
+    retain_freed_memory()  # as in every run's measurement (see compression/measure/__init__.py)
     spec = DataSpec("bench", 1, args.image_size, 10)
     torch.manual_seed(0)
     dense = build_model(ModelConfig(name="mlp"), spec).eval()

@@ -45,8 +45,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compression.data import DataSpec
-from compression.metrics import flops_per_layer, latency_side_by_side
-from compression.models import ModelConfig, build_model
+from compression.measure import flops_per_layer, latency_side_by_side
+from compression.models.build import ModelConfig, build_model
 from compression.pruning.structured import remove_channels_
 from compression.pruning.surgery import fold_batchnorm_
 

@@ -98,8 +98,8 @@ def _train_child(model: str, epochs: int, threads: int) -> None:
 
     sys.path.insert(0, str(ROOT))
     from compression.data import DataConfig, load
-    from compression.models import ModelConfig, build_model
-    from compression.training import TrainConfig, train
+    from compression.models.build import ModelConfig, build_model
+    from compression.training.loop import TrainConfig, train
 
     logging.disable(logging.INFO)
     torch.set_num_threads(threads)

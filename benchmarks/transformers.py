@@ -29,13 +29,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compression.analysis.profile import compose_run_config
-from compression.baseline import get_baseline
 from compression.data import DataSpec, Splits, load
-from compression.metrics import latency_side_by_side
-from compression.pipeline import Session
+from compression.measure import latency_side_by_side
 from compression.pruning import PRUNERS
 from compression.quantization import QUANTIZERS
-from compression.training import evaluate
+from compression.run.pipeline import Session
+from compression.training.baseline import get_baseline
+from compression.training.loop import evaluate
 
 METHODS: dict[str, list[str]] = {  # label -> pruning overrides
     "magnitude 50%": ["pruning=unstructured"],

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from shrink import FAST
 
-import compression.config  # registers the ${project_root:} resolver
+import compression.config.run  # registers the ${project_root:} resolver
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,7 +48,7 @@ def compose_cfg(
             f"paths.artifacts={tmp_path / 'artifacts'}",
         ]
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR),
+        with initialize_config_dir(config_dir=str(compression.config.run.CONFIG_DIR),
                                    version_base="1.3"):
             return compose("config", overrides=[*base, *(FAST if fast else []), *overrides])
 

@@ -11,9 +11,9 @@ from shrink import FAST
 from torch import nn
 
 from compression import compress, load
-from compression.api import overrides_for
-from compression.errors import ConfigError
-from compression.training import evaluate
+from compression.core.errors import ConfigError
+from compression.run.api import overrides_for
+from compression.training.loop import evaluate
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from compression.coding.codecs import CODECS
-from compression.coding.positions import KINDS
-from compression.data import DataSpec
-from compression.errors import ArtifactError, ConfigError
-from compression.export import (
+from compression.artifact.coding.codecs import CODECS
+from compression.artifact.coding.positions import KINDS
+from compression.artifact.format import (
     META_KEY,
     ExportConfig,
     itemize,
@@ -25,7 +23,9 @@ from compression.export import (
     save_artifact,
     state_dict_bytes,
 )
-from compression.models import ModelConfig, build_model, prunable_layers
+from compression.core.errors import ArtifactError, ConfigError
+from compression.data import DataSpec
+from compression.models.build import ModelConfig, build_model, prunable_layers
 from compression.pruning.unstructured import magnitude_masks
 from compression.quantization import QUANTIZERS
 

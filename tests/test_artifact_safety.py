@@ -13,16 +13,17 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from compression import pipeline
+from compression.artifact.format import load_artifact, rewrite_meta, save_artifact
+from compression.core.errors import ArtifactError
 from compression.data import DataSpec
-from compression.errors import ArtifactError
-from compression.export import load_artifact, rewrite_meta, save_artifact
-from compression.models import ModelConfig, build_model
+from compression.models.build import ModelConfig, build_model
 from compression.quantization import QUANTIZERS
+from compression.run import pipeline
 
 SPEC = DataSpec("digits", 1, 8, 10)
 NONE = QUANTIZERS.build_config({"mode": "none"})
-USER = ModelConfig.from_dict({"_target_": "compression.models.example_user_model", "hidden": 8})
+USER = ModelConfig.from_dict({"_target_": "compression.models.build.example_user_model",
+                              "hidden": 8})
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -19,9 +19,9 @@ import pytest
 from shrink import FAST
 
 import analyze
-from compression import pipeline
-from compression.errors import ConfigError
-from compression.paths import PROJECT_ROOT
+from compression.core.errors import ConfigError
+from compression.core.paths import PROJECT_ROOT
+from compression.run import pipeline
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from compression.baseline import cache_key, get_baseline
 from compression.data import DataConfig, load
-from compression.models import ModelConfig
-from compression.training import TrainConfig, evaluate
+from compression.models.build import ModelConfig
+from compression.training.baseline import cache_key, get_baseline
+from compression.training.loop import TrainConfig, evaluate
 
 DATA = DataConfig(limit=200)
 TRAIN = TrainConfig(epochs=1)
@@ -29,7 +29,7 @@ def _get(tmp_path, splits, seed=0, train=TRAIN):
 def test_second_call_is_a_cache_hit_with_identical_weights(tmp_path, caplog) -> None:
     splits = load(DATA)
     first = _get(tmp_path, splits)
-    with caplog.at_level(logging.INFO, logger="compression.baseline"):
+    with caplog.at_level(logging.INFO, logger="compression.training.baseline"):
         second = _get(tmp_path, splits)
     assert not first.cache_hit and second.cache_hit and second.train_seconds == 0
     assert "baseline cache hit" in caplog.text
@@ -51,7 +51,7 @@ def test_corrupt_entry_is_retrained_not_crashed_on(tmp_path, caplog) -> None:
     splits = load(DATA)
     first = _get(tmp_path, splits)
     first.path.write_bytes(b"\x00garbage" * 10)
-    with caplog.at_level(logging.WARNING, logger="compression.baseline"):
+    with caplog.at_level(logging.WARNING, logger="compression.training.baseline"):
         again = _get(tmp_path, splits)
     assert not again.cache_hit and "unreadable" in caplog.text
     assert _get(tmp_path, splits).cache_hit  # the retrained entry was written back
@@ -86,7 +86,7 @@ def test_a_process_waits_for_the_one_training_the_entry_then_loads_it(tmp_path, 
     entry = tmp_path / trained_elsewhere.path.name
     result = {}
     with open(entry.with_suffix(".lock"), "a") as lock, \
-            caplog.at_level(logging.INFO, logger="compression.baseline"):
+            caplog.at_level(logging.INFO, logger="compression.training.baseline"):
         fcntl.flock(lock, fcntl.LOCK_EX)  # as the process training this entry holds it
         waiter = threading.Thread(target=lambda: result.update(b=_get(tmp_path, splits)))
         waiter.start()
@@ -144,7 +144,7 @@ def test_a_model_class_in_another_file_is_hashed_too(tmp_path, monkeypatch) -> N
     (tmp_path / "user_model_factory.py").write_text(
         "from user_model_classes import Net\n\ndef make():\n    return Net()\n")
     cfg = ModelConfig.from_dict({"_target_": "user_model_factory.make"})
-    from compression.models import build_model
+    from compression.models.build import build_model
 
     built = build_model(cfg, load(DATA).spec)
     before = cache_key(cfg, DATA, TRAIN, 0, built=built)
@@ -154,7 +154,7 @@ def test_a_model_class_in_another_file_is_hashed_too(tmp_path, monkeypatch) -> N
 
 def test_key_covers_training_code_torch_version_data_digest_and_checkpoint(
         tmp_path, monkeypatch) -> None:
-    from compression import fingerprint
+    from compression.models import fingerprint
 
     base = cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="a")
     assert base != cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="b")
@@ -170,13 +170,13 @@ def test_key_covers_training_code_torch_version_data_digest_and_checkpoint(
     shutil.copytree(fingerprint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
     assert base == cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="a")
-    with (copy / "training.py").open("a") as f:
+    with (copy / "training" / "loop.py").open("a") as f:
         f.write("\n# an edited training loop\n")
     assert base != cache_key(ModelConfig(name="mlp"), DATA, TRAIN, 0, data_digest="a")
 
 
 def test_a_user_factorys_own_width_is_passed_through(tmp_path, monkeypatch) -> None:
-    from compression.models import build_model
+    from compression.models.build import build_model
 
     _, cfg = _user_module(tmp_path, monkeypatch, "user_model_width")
     wide = ModelConfig.from_dict({"_target_": "user_model_width.make", "width": 8})
@@ -187,8 +187,8 @@ def test_a_user_factorys_own_width_is_passed_through(tmp_path, monkeypatch) -> N
 
 
 def test_a_width_the_factory_does_not_take_is_dropped_at_1_and_refused_otherwise() -> None:
-    from compression.errors import ConfigError
-    from compression.models import build_model
+    from compression.core.errors import ConfigError
+    from compression.models.build import build_model
 
     spec = load(DATA).spec
     carried = ModelConfig.from_dict({"_target_": "factories.tiny_mlp", "width": 1.0})

@@ -13,15 +13,15 @@ import torch
 from mlflow.tracking import MlflowClient
 from shrink import FAST
 
-from compression import quality
-from compression.config import RunConfig
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
+from compression.core.paths import PROJECT_ROOT
 from compression.data import DataConfig, load
 from compression.data.text import DEFAULT_CORPUS, FALLBACK_CORPUS, default_root
-from compression.errors import ConfigError
-from compression.models import ModelConfig, build_model, check_fits
-from compression.models_charlm import CharLM
-from compression.paths import PROJECT_ROOT
-from compression.pipeline import run
+from compression.models.build import ModelConfig, build_model, check_fits
+from compression.models.charlm import CharLM
+from compression.run.pipeline import run
+from compression.training import quality
 
 TINY = ["model=charlm", "data=text", "data.context=32", "data.limit=64", "model.width=0.5",
         "train.epochs=2", "finetune.epochs=0"]

@@ -9,10 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
 
-from compression import pipeline
-from compression.checkpoint import CheckpointError, load_into, read
 from compression.data import DataConfig, load
-from compression.models import ModelConfig, build_model
+from compression.models.build import ModelConfig, build_model
+from compression.models.checkpoint import CheckpointError, load_into, read
+from compression.run import pipeline
 
 SPEC = load(DataConfig()).spec
 

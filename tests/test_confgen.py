@@ -1,5 +1,5 @@
 """Config defaults have one source: the dataclasses. conf/pruning and conf/quantization YAML keys
-are generated from them (compression/confgen.py), and agree with them."""
+are generated from them (compression/config/confgen.py), and agree with them."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 import pytest
 from omegaconf import OmegaConf
 
-from compression import confgen
+from compression.config import confgen
 
 
 def test_yaml_files_are_generated_from_the_dataclasses() -> None:
-    assert confgen.stale() == [], "run `python -m compression.confgen` after changing a config"
+    assert confgen.stale() == [], (
+        "run `python -m compression.config.confgen` after changing a config")
 
 
 @pytest.mark.parametrize("group", ["pruning", "quantization"])

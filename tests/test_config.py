@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from compression.config import CONFIG_DIR, RunConfig
-from compression.errors import ConfigError
+from compression.config.run import CONFIG_DIR, RunConfig
+from compression.core.errors import ConfigError
 
 GROUPS = ["data", "model", "train", "pruning", "quantization", "measure", "tracking", "runtime"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONFIG_DIR / g).glob("*.yaml"))]

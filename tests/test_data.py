@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from compression import data
+from compression.core.errors import DatasetNotFoundError
 from compression.data import DataConfig, load, read_idx
-from compression.errors import DatasetNotFoundError
 
 
 def test_digits_splits_are_fixed_disjoint_and_complete() -> None:

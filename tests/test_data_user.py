@@ -13,9 +13,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from compression import data, paths, pipeline
+from compression import data
+from compression.core import paths
+from compression.core.errors import ConfigError
 from compression.data import DataConfig, DataError, Lazy
-from compression.errors import ConfigError
+from compression.run import pipeline
 
 RNG = np.random.default_rng(0)
 

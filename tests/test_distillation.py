@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from compression import pipeline
+from compression.core.errors import ConfigError
 from compression.data import DataSpec, Splits
-from compression.errors import ConfigError
-from compression.training import Distillation, FinetuneConfig, TrainConfig, train
+from compression.run import pipeline
+from compression.training.loop import Distillation, FinetuneConfig, TrainConfig, train
 
 
 def test_the_loss_blends_labels_and_the_teachers_soft_targets() -> None:

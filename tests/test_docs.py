@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from compression.paths import PROJECT_ROOT
+from compression.core.paths import PROJECT_ROOT
 
 DOCS = [PROJECT_ROOT / "README.md", PROJECT_ROOT / "benchmarks" / "README.md",
         *sorted((PROJECT_ROOT / "docs").glob("*.md"))]

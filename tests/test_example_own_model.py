@@ -13,8 +13,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from compression import pipeline
-from compression.paths import PROJECT_ROOT
+from compression.core.paths import PROJECT_ROOT
+from compression.run import pipeline
 from examples.own_model import prepare
 from examples.own_model.model import small_cnn
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compression.artifact.format import load_artifact, read_meta, save_artifact
 from compression.data import DataSpec
-from compression.export import load_artifact, read_meta, save_artifact
-from compression.models import MODELS, ModelConfig, build_model, prunable_layers
+from compression.models.build import MODELS, ModelConfig, build_model, prunable_layers
 from compression.pruning.unstructured import magnitude_masks
 from compression.quantization import QUANTIZERS
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from compression.paths import PROJECT_ROOT
+from compression.core.paths import PROJECT_ROOT
 
 
 def test_ruff_is_clean() -> None:

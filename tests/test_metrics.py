@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compression.metrics import (
+from compression.measure import (
     dead_rows,
     effective_flops,
     flops_per_layer,
@@ -89,7 +89,7 @@ def test_peak_rss_is_measured_per_window() -> None:
     """The peak is reset per run: a large allocation of an earlier window does not count."""
     import mmap
 
-    from compression.metrics import peak_rss_resettable, reset_peak_rss
+    from compression.measure import peak_rss_resettable, reset_peak_rss
 
     assert peak_rss_resettable()  # Linux: /proc/self/clear_refs
     reset_peak_rss()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compression.core.errors import ConfigError
 from compression.data import DataSpec
-from compression.errors import ConfigError
-from compression.models import MODELS, ModelConfig, build_model, check_fits
+from compression.models.build import MODELS, ModelConfig, build_model, check_fits
 
 SPECS = [DataSpec("digits", 1, 8, 10), DataSpec("fashion_mnist", 1, 28, 10)]
 TEXT = DataSpec("text", 1, 16, 256, (16,), sequence=True)  # byte windows: model=charlm
@@ -72,7 +72,7 @@ def test_a_model_that_does_not_fit_the_data_is_refused_in_one_line() -> None:
     with pytest.raises(ConfigError, match=r"cannot run on digits inputs of shape \(1, 1, 8, 8\): "
                                           r"RuntimeError: mat1 and mat2"):
         check_fits(build_model(wrong_input, spec), spec, wrong_input)
-    seven = ModelConfig(name="custom", target="compression.models.example_user_model",
+    seven = ModelConfig(name="custom", target="compression.models.build.example_user_model",
                         kwargs={"num_classes": 7})
     with pytest.raises(ConfigError, match=r"gives \(1, 7\) for a \(1, 1, 8, 8\) input; digits "
                                           r"needs \(1, 10\)"):

@@ -6,9 +6,10 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from compression import paths, tracking
+from compression import tracking
 from compression.analysis.selection import Selection
-from compression.hydra_callbacks import sweep_name
+from compression.core import paths
+from compression.tracking.callbacks import sweep_name
 
 
 def test_plain_multirun_parent_is_named_by_what_it_sweeps() -> None:

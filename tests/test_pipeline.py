@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from compression import pipeline
-from compression.config import RunConfig
-from compression.errors import ConfigError
-from compression.export import load_artifact
-from compression.training import evaluate
+from compression.artifact.format import load_artifact
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
+from compression.run import pipeline
+from compression.training.loop import evaluate
 
 # The metric contract of DESIGN.md: every tracked run logs all of these.
 CONTRACT = [
@@ -154,7 +154,7 @@ def test_peak_rss_is_per_run(compose_cfg, tracking_uri) -> None:
     import mmap
     import resource
 
-    from compression.config import METRICS
+    from compression.config.run import METRICS
 
     size = 512 << 20
     buf = mmap.mmap(-1, size)

@@ -13,16 +13,16 @@ import torch
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import f1_score
 
-from compression import pipeline
-from compression.errors import ConfigError
-from compression.quality import (
+from compression.core.errors import ConfigError
+from compression.run import pipeline
+from compression.training.loop import evaluate
+from compression.training.quality import (
     METRICS,
     MetricConfig,
     name_of,
     relabel,
     relabel_figure,
 )
-from compression.training import evaluate
 
 G = torch.Generator().manual_seed(0)
 LOGITS = torch.randn(300, 7, generator=G)

@@ -1,5 +1,5 @@
-"""compression/redaction.py: no password in URLs reaches MLflow params or tags, log lines, or the
-files Hydra and the sweeper write."""
+"""compression/core/redaction.py: no password in URLs reaches MLflow params or tags, log lines,
+or the files Hydra and the sweeper write."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from shrink import FAST
 
-from compression import redaction, tracking
-from compression.hydra_callbacks import MlflowParentRun
-from compression.paths import PROJECT_ROOT
-from compression.redaction import RedactHydraFiles, redact
+from compression import tracking
+from compression.core import redaction
+from compression.core.paths import PROJECT_ROOT
+from compression.core.redaction import RedactHydraFiles, redact
 from compression.sweep import study
+from compression.tracking.callbacks import MlflowParentRun
 
 PW = "Pa55w0rdXYZ"
 

@@ -1,5 +1,5 @@
 """Methods and modes are discovered, not listed: a new module registers a method, declares its
-metrics, and the config accepts both (compression/registry.py)."""
+metrics, and the config accepts both (compression/core/registry.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import pytest
 from omegaconf import OmegaConf
 
 import compression.pruning
-from compression import config, pipeline
+from compression.config import run as config
+from compression.core.registry import discover
 from compression.pruning import PRUNERS
 from compression.quantization import QUANTIZERS
-from compression.registry import discover
+from compression.run import pipeline
 
 TOY = '''
 from dataclasses import dataclass

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from compression.paths import PROJECT_ROOT
+from compression.core.paths import PROJECT_ROOT
 
 
 def imported(*args: str) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -40,8 +40,8 @@ def test_a_bad_value_is_reported_without_importing_torch() -> None:
 
 CHECK_EVERY_CONFIG = """
 import sys
-from compression.config import RunConfig
-from compression.errors import ConfigError
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
 from compression.pruning import PRUNERS
 from compression.quantization import QUANTIZERS
 

@@ -1,4 +1,4 @@
-"""compression/tracking.py: the quick reachability check in front of MLflow's slow retries."""
+"""compression/tracking/: the quick reachability check in front of MLflow's slow retries."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from compression import pipeline, tracking
-from compression.errors import ConfigError
+from compression import tracking
+from compression.core.errors import ConfigError
+from compression.run import pipeline
 
 
 @pytest.mark.parametrize("uri, message", [
@@ -98,7 +99,7 @@ def test_a_multirun_job_without_a_parent_run_is_refused_not_logged_single(
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    from compression.config import CONFIG_DIR
+    from compression.config.run import CONFIG_DIR
 
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     GlobalHydra.instance().clear()

@@ -9,7 +9,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from shrink import FAST
 
-from compression.paths import PROJECT_ROOT
+from compression.core.paths import PROJECT_ROOT
 
 
 def _train(tmp_path, *args: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""compression/training.py: a loss that turns NaN or infinite stops training in one line, and a
+"""compression/training/loop.py: a loss that turns NaN or infinite stops training in one line, and a
 diverged baseline is never cached."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compression.baseline import get_baseline
+from compression.core.errors import ConfigError
 from compression.data import DataConfig, load
-from compression.errors import ConfigError
-from compression.models import ModelConfig, build_model
-from compression.training import DivergedError, TrainConfig, train
+from compression.models.build import ModelConfig, build_model
+from compression.training.baseline import get_baseline
+from compression.training.loop import DivergedError, TrainConfig, train
 
 # Finite, in-range settings that diverge on the MLP (NaN at step 43, in the third epoch).
 DIVERGES = TrainConfig(epochs=3, lr=5.0, optimizer="sgd", momentum=0.99)

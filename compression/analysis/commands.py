@@ -8,15 +8,15 @@ from pathlib import Path
 import pandas as pd
 
 from compression import data as data_mod
-from compression import paths
 from compression.analysis import layers as L
 from compression.analysis.profile import compose_run_config, profile_overrides
 from compression.analysis.report import Analysis, Options, layer_views, run_command
 from compression.analysis.runs import RunTable, load_runs
 from compression.analysis.selection import Selection
-from compression.baseline import cached_baseline
-from compression.errors import ConfigError
-from compression.models import ModelConfig, build_model
+from compression.core import paths
+from compression.core.errors import ConfigError
+from compression.models.build import ModelConfig, build_model
+from compression.training.baseline import cached_baseline
 
 
 def _options(args: argparse.Namespace, out: Path) -> Options:

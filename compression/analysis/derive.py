@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from compression import quality
 from compression.analysis import runtimes
+from compression.training import quality
 
 DENSE, SMALL_DENSE = "dense baseline", "small dense"
 SEED_KEYS = ("seed",)  # what varies between repeats of one configuration

@@ -11,10 +11,10 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from compression.artifact.format import load_artifact
 from compression.data import DataSpec
-from compression.export import load_artifact
-from compression.metrics import PRUNABLE_TYPES, dense_weight, flops_per_layer, layer_stats
-from compression.models import ModelConfig
+from compression.measure import PRUNABLE_TYPES, dense_weight, flops_per_layer, layer_stats
+from compression.models.build import ModelConfig
 
 LAYER_COLUMNS = ["layer", "type", "params", "weight_numel", "weight_zeros", "sparsity",
                  "nonzero_params", "bytes", "artifact_bytes", "flops"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
 
 DIRECTIONS = {"max": -1.0, "min": 1.0}  # sign that turns each objective into one to minimize
 

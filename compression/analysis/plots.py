@@ -29,10 +29,10 @@ from matplotlib.ticker import (
     PercentFormatter,
 )
 
-from compression import quality
 from compression.analysis.derive import SMALL_DENSE
 from compression.analysis.pareto import Objective
 from compression.analysis.tables import points
+from compression.training import quality
 
 FIGSIZE = (10.0, 6.0)  # inches
 DPI = 120  # PNG: 1200 x 720 pixels

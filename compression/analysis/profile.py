@@ -15,11 +15,11 @@ from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
 from compression import data as data_mod
-from compression.config import CONFIG_DIR, RunConfig
+from compression.artifact.format import itemize, save_artifact, state_bytes, state_dict_bytes
+from compression.config.run import CONFIG_DIR, RunConfig
 from compression.data import DataConfig, DataSpec
-from compression.export import itemize, save_artifact, state_bytes, state_dict_bytes
-from compression.metrics import flops_per_layer
-from compression.models import MODELS, ModelConfig, build_model
+from compression.measure import flops_per_layer
+from compression.models.build import MODELS, ModelConfig, build_model
 from compression.quantization import QUANTIZERS
 
 # Input shapes of the built-in datasets, so profiling needs no dataset on disk (Fashion-MNIST

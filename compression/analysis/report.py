@@ -20,8 +20,6 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from compression import quality
-from compression import validation as v
 from compression.analysis import autotune as at
 from compression.analysis import autotune_plots, plots, runtimes, tables
 from compression.analysis import layers as L
@@ -30,8 +28,10 @@ from compression.analysis.derive import derive
 from compression.analysis.pareto import FRONTS, oriented, pareto_mask
 from compression.analysis.runs import RunTable
 from compression.analysis.sweet_spot import CRITERIA, DROPS, SweetSpot, sweet_spot
-from compression.errors import ArtifactError, ConfigError
-from compression.models import ModelConfig
+from compression.core import validation as v
+from compression.core.errors import ArtifactError, ConfigError
+from compression.models.build import ModelConfig
+from compression.training import quality
 
 log = logging.getLogger(__name__)
 ARTIFACT_DIR = "analysis"  # folder of the parent run's artifacts holding the analysis

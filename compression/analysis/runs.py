@@ -21,8 +21,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from compression.analysis.selection import LATEST, Selection
-from compression.errors import ConfigError, first_line
-from compression.redaction import redact
+from compression.core.errors import ConfigError, first_line
+from compression.core.redaction import redact
 from compression.tracking import PARENT_TAG, client_for
 
 PAGE = 1000

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression import paths
-from compression.errors import ConfigError
+from compression.core import paths
+from compression.core.errors import ConfigError
 from compression.tracking import resolve_uri
 
 LATEST = "latest"  # --sweep latest: the most recently started parent run

@@ -9,13 +9,13 @@ from typing import Any
 
 import pandas as pd
 
-from compression import quality
-from compression import validation as v
 from compression.analysis.derive import SMALL_DENSE, relative_latency
 from compression.analysis.pareto import Objective, knee_index, pareto_mask
 from compression.analysis.runtimes import RANK_COLUMN
 from compression.analysis.tables import markdown as markdown_table
 from compression.analysis.tables import number, points
+from compression.core import validation as v
+from compression.training import quality
 
 # `--by` picks what "most compressed" means: the column to minimise. Latency is ranked by the
 # run's latency relative to its own baseline, timed interleaved in the same process (1/speedup):

@@ -36,7 +36,7 @@ def number(value: float, unit: str = "") -> str:
 def points(fraction: float, metric: str | None = None) -> str:
     """An accuracy fraction as points, with the right grammar: 0.01 -> '1 accuracy point'; a
     lower-is-better metric's tolerance as it is: '0.5 perplexity'."""
-    from compression import quality
+    from compression.training import quality
 
     if not quality.higher_is_better(metric):
         return f"{fraction:g} {quality.title(metric)}"

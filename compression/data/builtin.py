@@ -6,10 +6,10 @@ import gzip
 import importlib.util
 from pathlib import Path
 
+from compression.core.errors import DatasetNotFoundError
+from compression.core.lazy import np
 from compression.data.config import DataConfig, Raw
 from compression.data.registry import register_dataset
-from compression.errors import DatasetNotFoundError
-from compression.lazy import np
 
 FASHION_MNIST_DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 

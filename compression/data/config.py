@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import np, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import np, torch
 
 # Every value `data.name` may take; filled by the loaders' registry (compression.data.registry).
 DATASET_NAMES: list[str] = []

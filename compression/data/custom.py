@@ -12,12 +12,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from compression.core.errors import ConfigError, first_line
+from compression.core.lazy import np, torch
 from compression.data.config import DataConfig, Pair, Raw
 from compression.data.registry import register_dataset
 from compression.data.splits import as_arrays
 from compression.data.streaming import DataError, Lazy, as_example
-from compression.errors import ConfigError, first_line
-from compression.lazy import np, torch
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset

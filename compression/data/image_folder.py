@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from compression.core.errors import first_line
+from compression.core.lazy import np, torch
 from compression.data.config import DataConfig, Raw
 from compression.data.npz import existing
 from compression.data.registry import register_dataset
 from compression.data.streaming import DataError, Lazy, worker_errors
-from compression.errors import first_line
-from compression.lazy import np, torch
 
 if TYPE_CHECKING:
     pass

@@ -8,12 +8,12 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+from compression.core.errors import first_line
+from compression.core.lazy import np
 from compression.data.config import DataConfig, Raw
 from compression.data.registry import register_dataset
 from compression.data.splits import as_arrays
 from compression.data.streaming import DataError
-from compression.errors import first_line
-from compression.lazy import np
 
 
 def existing(path: str | None, what: str, name: str) -> Path:

@@ -12,11 +12,11 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
+from compression.core.errors import first_line
+from compression.core.lazy import np, torch
 from compression.data.config import DataConfig, DataSpec, Raw, Splits
 from compression.data.registry import DATASETS
 from compression.data.streaming import DataError, Lazy, train_statistics
-from compression.errors import first_line
-from compression.lazy import np, torch
 
 log = logging.getLogger(__name__)
 

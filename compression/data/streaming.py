@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from compression.errors import ConfigError, first_line
-from compression.lazy import np, torch
+from compression.core.errors import ConfigError, first_line
+from compression.core.lazy import np, torch
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset

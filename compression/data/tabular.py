@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compression.core.errors import first_line
+from compression.core.lazy import np
 from compression.data.config import DataConfig, Raw
 from compression.data.npz import existing
 from compression.data.registry import register_dataset
 from compression.data.splits import as_arrays
 from compression.data.streaming import DataError
-from compression.errors import first_line
-from compression.lazy import np
 
 
 def _read(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from compression.core.errors import DatasetNotFoundError
+from compression.core.lazy import np
 from compression.data.config import DataConfig, Raw
 from compression.data.registry import register_dataset
 from compression.data.streaming import DataError
-from compression.errors import DatasetNotFoundError
-from compression.lazy import np
 
 VOCAB = 256  # bytes: every file is valid input, no tokenizer to ship or fit
 DEFAULT_CORPUS = Path("/usr/share/common-licenses")
@@ -62,7 +62,7 @@ def corpus_files_or_none(root: Path) -> list[Path] | None:
 
 def read_corpus(cfg: DataConfig) -> tuple[bytes, str]:
     """The corpus bytes and where they came from."""
-    from compression.paths import resolve
+    from compression.core.paths import resolve
 
     root = resolve(cfg.root) if cfg.root else default_root()
     files = corpus_files(root)

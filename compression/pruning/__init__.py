@@ -3,6 +3,7 @@ module here is imported (registry.discover), and registers its own (none, unstru
 block, nm, structured, lowrank, mask, small_dense, sparsegpt, the wanda criterion, and the
 sparse-kernel and head-removal loader transforms)."""
 
+from compression.core.registry import discover
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -12,7 +13,6 @@ from compression.pruning.base import (
     layer_targets,
     select_layers,
 )
-from compression.registry import discover
 
 MODULES = discover(__name__, __path__)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from compression.lazy import nn, torch
-from compression.metrics import stands_in_for_prunable
+from compression.core.lazy import nn, torch
+from compression.measure import stands_in_for_prunable
 
 
 def _csr(weight: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from compression import paths
-from compression.errors import ConfigError
-from compression.lazy import inference_mode, nn, torch
+from compression.core import paths
+from compression.core.errors import ConfigError
+from compression.core.lazy import inference_mode, nn, torch
 from compression.pruning.base import PruningConfig, layer_targets
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from compression import validation as v
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, no_grad, torch
+from compression.core.registry import Registry, registrar
 from compression.data import Splits
-from compression.errors import ConfigError
-from compression.lazy import nn, no_grad, torch
-from compression.model_config import prunable_layers
-from compression.registry import Registry, registrar
+from compression.models.config import prunable_layers
 
 
 @dataclass
@@ -148,12 +148,12 @@ def check_overrides_match(model: nn.Module, cfg: PruningConfig) -> None:
 
 
 class PruneSession(Protocol):
-    """What a method may use besides the model (implemented by `compression.pipeline.Session`):
+    """What a method may use besides the model (implemented by `compression.run.pipeline.Session`):
     the run config and data splits, fine-tuning that keeps masks applied, and places to record
     structural transforms (so the artifact loader can rebuild changed modules) and extra
     metrics."""
 
-    rc: Any  # compression.config.RunConfig (not imported: config imports this package)
+    rc: Any  # compression.config.run.RunConfig (not imported: config imports this package)
     data: Splits
     transforms: list[dict[str, Any]]
     extra_metrics: dict[str, float]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-from compression.errors import ConfigError
-from compression.lazy import F, nn, no_grad, torch
+from compression.core.errors import ConfigError
+from compression.core.lazy import F, nn, no_grad, torch
 
 SUPPORTED = ("Linear", "Conv2d")  # torch.nn class names (torch is imported on first use)
 

@@ -25,9 +25,9 @@ import copy
 from collections.abc import Callable
 from typing import Protocol
 
-from compression.lazy import nn, torch
+from compression.core.lazy import nn, torch
+from compression.core.registry import registrar
 from compression.pruning.base import PruneSession
-from compression.registry import registrar
 
 
 class Criterion(Protocol):

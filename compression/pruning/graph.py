@@ -30,8 +30,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from compression.errors import ConfigError
-from compression.lazy import F, fx, nn, torch
+from compression.core.errors import ConfigError
+from compression.core.lazy import F, fx, nn, torch
 
 CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "detach"}
 ELEMENTWISE_METHODS = {"add", "add_", "sub", "mul", "mul_"}

@@ -21,8 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from compression.errors import ConfigError
-from compression.lazy import LazyModule, nn, torch
+from compression.artifact.transforms import register_transform
+from compression.core.errors import ConfigError
+from compression.core.lazy import LazyModule, nn, torch
 from compression.pruning.base import MaskSet, PruneSession, layer_targets
 from compression.pruning.schedules import lowest_k_mask, no_revival, prune_with
 from compression.pruning.structured import (
@@ -30,9 +31,8 @@ from compression.pruning.structured import (
     StructuredConfig,
     removed_count,
 )
-from compression.transforms import register_transform
 
-vit = LazyModule("compression.models_vit")  # its classes: torch, imported on first use
+vit = LazyModule("compression.models.vit")  # its classes: torch, imported on first use
 
 KIND = "heads"
 

@@ -14,9 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import nn, no_grad, torch
+from compression.artifact.transforms import register_transform
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, no_grad, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -25,7 +26,6 @@ from compression.pruning.base import (
     layer_targets,
     register_check,
 )
-from compression.transforms import register_transform
 
 KIND = "lowrank"
 

@@ -14,9 +14,9 @@ from typing import ClassVar
 
 from safetensors import SafetensorError
 
-from compression import paths
-from compression.errors import ConfigError
-from compression.lazy import nn, safetensors_torch, torch
+from compression.core import paths
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, safetensors_torch, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import F, nn, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import F, nn, torch
 from compression.pruning.base import PRUNERS, MaskSet, PruneSession
 from compression.pruning.schedules import MaskPruningConfig, PerLayerPattern, no_revival, prune_with
 

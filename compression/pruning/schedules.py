@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import nn, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, torch
 from compression.pruning.base import MaskSet, PruneSession, PruningConfig, layer_targets
 from compression.pruning.criteria import CRITERIA, Criterion, reinitialize_
 

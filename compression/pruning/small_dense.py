@@ -13,11 +13,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from compression.core.errors import ConfigError
+from compression.core.lazy import torch
+from compression.core.registry import build_dataclass
 from compression.data import DataConfig, DataSpec
-from compression.errors import ConfigError
-from compression.lazy import torch
-from compression.model_config import ModelConfig
-from compression.registry import build_dataclass
+from compression.models.config import ModelConfig
 
 MIN_WIDTH, MAX_WIDTH = 1e-3, 4.0
 
@@ -35,7 +35,7 @@ def dense_params(model_cfg: ModelConfig, spec: DataSpec, width: float) -> int:
     cfg = ModelConfig(name=model_cfg.name, width=width, target=model_cfg.target,
                       kwargs=model_cfg.kwargs)
     with torch.device("meta"):
-        from compression.models import build_model
+        from compression.models.build import build_model
 
         return sum(p.numel() for p in build_model(cfg, spec).parameters())
 

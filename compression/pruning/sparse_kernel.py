@@ -20,10 +20,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from compression.errors import ConfigError, first_line
-from compression.lazy import nn, torch
+from compression.artifact.transforms import register_transform
+from compression.core.errors import ConfigError, first_line
+from compression.core.lazy import nn, torch
 from compression.pruning.base import PruneSession, PruningConfig, select_layers
-from compression.transforms import register_transform
 
 KIND = "sparse_linear"
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import nn, no_grad, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, no_grad, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import nn, torch
+from compression.artifact.transforms import register_transform
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -38,7 +39,6 @@ from compression.pruning.surgery import (
     apply_fold_record,
     channel_record,
 )
-from compression.transforms import register_transform
 
 if TYPE_CHECKING:
     from compression.pruning.graph import Group

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from compression.lazy import nn, no_grad, torch
+from compression.core.lazy import nn, no_grad, torch
 
 if TYPE_CHECKING:
     from compression.pruning.graph import Group

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import nn, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, torch
 from compression.pruning.allocation import ALLOCATIONS
 from compression.pruning.base import PRUNERS, MaskSet, PruneSession, PruningConfig
 from compression.pruning.criteria import CRITERIA

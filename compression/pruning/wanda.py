@@ -12,7 +12,7 @@ column of its unfolded input.
 
 from __future__ import annotations
 
-from compression.lazy import torch
+from compression.core.lazy import torch
 from compression.pruning.calibration import input_norms
 from compression.pruning.criteria import _Stateless, register_criterion
 

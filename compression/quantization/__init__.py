@@ -3,6 +3,7 @@ module here is imported (registry.discover), and registers its own (none, fp16, 
 dynamic_int8, static_int8, qat_int8 (torch.ao int8 kernels), lowbit (packed 2..8-bit / ternary
 weights), kmeans (shared weights, Deep Compression))."""
 
+from compression.core.registry import discover
 from compression.quantization.base import (
     QUANTIZERS,
     QuantizationConfig,
@@ -10,7 +11,6 @@ from compression.quantization.base import (
     Quantizer,
     QuantSession,
 )
-from compression.registry import discover
 
 MODULES = discover(__name__, __path__)
 

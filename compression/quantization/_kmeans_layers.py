@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compression.lazy import F, nn, no_grad, torch
-from compression.metrics import stands_in_for_prunable
+from compression.core.lazy import F, nn, no_grad, torch
+from compression.measure import stands_in_for_prunable
 from compression.quantization.kmeans import assign, kmeans_1d
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ only the packed codes and scales, whatever the kernel.
 
 from __future__ import annotations
 
-from compression.lazy import F, nn, torch
-from compression.metrics import stands_in_for_prunable
+from compression.core.lazy import F, nn, torch
+from compression.measure import stands_in_for_prunable
 from compression.quantization import affine, packing
 from compression.quantization import lowbit_kernels as kernels
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from compression.lazy import nn, torch
+from compression.core.lazy import nn, torch
 from compression.quantization._engines import (  # noqa: F401 (ao.ENGINES, ... for its users)
     AUTO,
     AUTO_CANDIDATES,

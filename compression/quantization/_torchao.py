@@ -12,7 +12,7 @@ import importlib.util
 import logging
 import warnings
 
-from compression.lazy import nn
+from compression.core.lazy import nn
 
 INSTALL_HINT = "pip install torchao==0.18.0"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from compression.lazy import torch
+from compression.core.lazy import torch
 
 EPS = 2.0**-23  # float32's eps, the smallest scale: keeps all-zero groups finite
 

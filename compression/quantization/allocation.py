@@ -32,9 +32,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from compression import paths
-from compression.errors import ConfigError
-from compression.lazy import F, inference_mode, nn, torch
+from compression.core import paths
+from compression.core.errors import ConfigError
+from compression.core.lazy import F, inference_mode, nn, torch
 from compression.quantization import lowbit_modules as lbm  # its torch: on first use
 from compression.quantization.base import QuantizationConfig
 from compression.quantization.lowbit import FP32, LowBitConfig, _targets

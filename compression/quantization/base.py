@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from compression.lazy import nn, torch
-from compression.registry import Registry
+from compression.core.lazy import nn, torch
+from compression.core.registry import Registry
 
 if TYPE_CHECKING:  # a runtime import would cycle: pruning -> export -> quantization
     from compression.pruning.base import MaskSet
@@ -42,7 +42,7 @@ class Quantized:
 
 
 class QuantSession(Protocol):
-    """What a mode may use besides the model (implemented by `compression.pipeline.Session`):
+    """What a mode may use besides the model (implemented by `compression.run.pipeline.Session`):
     training batches (static calibration), fine-tuning with the pruning masks kept applied (QAT),
     `layer_extra`, where a mode records per-layer figures (e.g. quantization error) that end up
     as columns of the per-layer CSV, and `extra_metrics`, merged into the run's metrics."""

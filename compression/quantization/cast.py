@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from compression.lazy import nn, torch
-from compression.model_config import prunable_layers
+from compression.core.lazy import nn, torch
+from compression.models.config import prunable_layers
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import LazyModule, nn, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import LazyModule, nn, torch
 from compression.quantization import _engines as names
 from compression.quantization import _torchao
 from compression.quantization.base import (

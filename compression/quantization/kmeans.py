@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import nn, nn_kinds, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, nn_kinds, torch
 from compression.quantization.base import (
     QUANTIZERS,
     Passthrough,

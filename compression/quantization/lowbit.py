@@ -17,9 +17,9 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import nn, nn_kinds, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, nn_kinds, torch
 from compression.quantization import lowbit_kernels as kernels
 from compression.quantization import lowbit_modules as lbm  # its torch: on first use
 from compression.quantization.base import (

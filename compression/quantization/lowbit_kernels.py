@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from compression.lazy import F, nn, torch
+from compression.core.lazy import F, nn, torch
 from compression.quantization.timing import time_candidates
 
 AUTO = "auto"

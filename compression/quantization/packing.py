@@ -9,7 +9,7 @@ the layout is the same either way.
 
 from __future__ import annotations
 
-from compression.lazy import torch
+from compression.core.lazy import torch
 
 _BYTE_ALIGNED = (1, 2, 4, 8)
 

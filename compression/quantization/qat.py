@@ -12,9 +12,9 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import LazyModule, nn, torch
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import LazyModule, nn, torch
 from compression.quantization.base import QUANTIZERS, SQNR, Quantized, QuantSession
 from compression.quantization.static import (
     Int8Config,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.lazy import LazyModule, nn, torch
-from compression.model_config import prunable_layers
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.lazy import LazyModule, nn, torch
+from compression.models.config import prunable_layers
 from compression.quantization import _engines as names
 from compression.quantization.base import (
     QUANTIZERS,

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 
-from compression.lazy import torch
+from compression.core.lazy import torch
 
 
 def time_candidates(fns: dict[str, Callable[[torch.Tensor], object]],
@@ -19,7 +19,7 @@ def time_candidates(fns: dict[str, Callable[[torch.Tensor], object]],
     all alike; each batch gets as many rounds as fit its share of `budget_s` (5 to 200).
     `clock` (ns): wall time by default; time.thread_time_ns counts only this thread's CPU time,
     which other processes on a loaded machine cannot inflate (right for one torch thread)."""
-    from compression.metrics import latency_side_by_side  # metrics imports quantization
+    from compression.measure import latency_side_by_side  # metrics imports quantization
 
     logs = {name: 0.0 for name in fns}
     for x in batches:

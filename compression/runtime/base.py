@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from compression import validation as v
+from compression.core import validation as v
+from compression.core.lazy import nn, torch
+from compression.core.registry import Registry
 from compression.data import DataSpec, Splits
-from compression.lazy import nn, torch
-from compression.metrics import MeasureConfig
+from compression.measure import MeasureConfig
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
-from compression.registry import Registry
 
 # Metrics a non-torch runtime logs (config.METRICS includes them; absent for runtime=torch).
 RT_METRICS = (

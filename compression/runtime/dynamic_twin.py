@@ -27,8 +27,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression.errors import ConfigError
-from compression.lazy import nn, np, torch
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, np, torch
 from compression.runtime.onnx_export import quiet
 
 SMALL_SCALE = 6.1e-5  # ATen's SMALL_SCALE_THRESHOLD: smaller activation scales are raised to it

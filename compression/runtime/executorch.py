@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, np, torch
 from compression.data import DataSpec
-from compression.errors import ConfigError
-from compression.lazy import nn, np, torch
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.runtime import measure

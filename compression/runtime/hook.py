@@ -12,7 +12,7 @@ from torch import nn
 from compression.runtime.base import RUNTIMES, Deployed, DeployJob
 
 if TYPE_CHECKING:  # a runtime import would cycle: config -> runtime
-    from compression.config import RunConfig
+    from compression.config.run import RunConfig
     from compression.data import DataSpec, Splits
     from compression.tracking import Run
 

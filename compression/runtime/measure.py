@@ -1,5 +1,5 @@
 """Accuracy and latency of a runtime's model, measured IN the runtime: the same test split and
-the same interleaved timing (compression.metrics.latency_side_by_side) as the eager figures, so
+the same interleaved timing (compression.measure.latency_side_by_side) as the eager figures, so
 the two sit side by side. A `Predict` takes an fp32 batch as a numpy array (converted before the
 clock starts) and returns the logits."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from compression import metrics as M
-from compression.lazy import np, torch
-from compression.metrics import MeasureConfig
+from compression import measure as M
+from compression.core.lazy import np, torch
+from compression.measure import MeasureConfig
 
 Predict = Callable[["np.ndarray"], "np.ndarray"]
 

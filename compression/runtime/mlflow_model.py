@@ -67,7 +67,7 @@ def register(client: object, run_id: str, name: str, tags: dict[str, str]) -> st
     tag it; returns the version. A run logged without one fails in one line."""
     from mlflow.exceptions import MlflowException
 
-    from compression.errors import ConfigError
+    from compression.core.errors import ConfigError
 
     run = client.get_run(run_id)  # type: ignore[attr-defined]
     try:

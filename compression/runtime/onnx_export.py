@@ -11,8 +11,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from compression.errors import ConfigError
-from compression.lazy import nn, torch
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, torch
 from compression.runtime.base import OnnxConfig
 
 INPUT, OUTPUT = "input", "logits"  # tensor names in every exported graph

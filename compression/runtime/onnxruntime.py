@@ -9,9 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, np
 from compression.data import DataSpec
-from compression.errors import ConfigError
-from compression.lazy import nn, np
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.runtime import measure, ort_quant

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression.errors import ConfigError
-from compression.lazy import nn, torch
+from compression.core.errors import ConfigError
+from compression.core.lazy import nn, torch
+from compression.core.registry import registrar
 from compression.quantization import QuantizationConfig
-from compression.registry import registrar
 from compression.runtime.onnx_export import quiet
 
 

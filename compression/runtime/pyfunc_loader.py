@@ -13,7 +13,7 @@ import torch
 
 class CompressedModel:
     def __init__(self, path: Path) -> None:
-        from compression.export import load_artifact
+        from compression.artifact.format import load_artifact
         from compression.quantization import QUANTIZERS
 
         self.model, meta = load_artifact(path)

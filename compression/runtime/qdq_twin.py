@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
 from compression.runtime.onnx_export import INPUT, OUTPUT, quiet
 
 with quiet():

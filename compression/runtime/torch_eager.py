@@ -3,8 +3,8 @@ latency_ms, ...) are this runtime's figures; nothing more is built or logged."""
 
 from __future__ import annotations
 
+from compression.core.lazy import nn
 from compression.data import DataSpec
-from compression.lazy import nn
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.runtime.base import RUNTIMES, Deployed, DeployJob, RuntimeConfig

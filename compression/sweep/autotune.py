@@ -29,9 +29,9 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from compression import validation as v
-from compression.errors import ConfigError
-from compression.registry import build_dataclass
+from compression.core import validation as v
+from compression.core.errors import ConfigError
+from compression.core.registry import build_dataclass
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from compression import validation as v
-from compression.errors import ConfigError
+from compression.core import validation as v
+from compression.core.errors import ConfigError
 from compression.sweep.pruners import PRUNERS, make_pruner
 from compression.sweep.pruners import check as check_pruner
 from compression.sweep.samplers import SAMPLERS

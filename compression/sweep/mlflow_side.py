@@ -11,7 +11,7 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from compression import tracking
-from compression.hydra_callbacks import MlflowParentRun
+from compression.tracking.callbacks import MlflowParentRun
 
 log = logging.getLogger(__name__)
 

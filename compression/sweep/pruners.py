@@ -18,8 +18,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from compression.errors import ConfigError, TrialPruned
-from compression.registry import Registry
+from compression.core.errors import ConfigError, TrialPruned
+from compression.core.registry import Registry
 
 if TYPE_CHECKING:  # Optuna is imported only where a sweep prunes (every run imports this)
     import optuna

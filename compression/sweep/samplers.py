@@ -14,8 +14,8 @@ from typing import Any
 import optuna
 from optuna.samplers import BaseSampler
 
-from compression.errors import ConfigError
-from compression.registry import Registry
+from compression.core.errors import ConfigError
+from compression.core.registry import Registry
 
 SamplerFactory = Callable[[int | None, dict[str, Any]], BaseSampler]
 SAMPLERS: Registry[SamplerFactory] = Registry("hydra.sweeper.sampler")

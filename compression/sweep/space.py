@@ -40,7 +40,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, Trial
 
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from compression import paths
-from compression.errors import ConfigError, first_line
-from compression.redaction import redact
+from compression.core import paths
+from compression.core.errors import ConfigError, first_line
+from compression.core.redaction import redact
 from compression.sweep.config import SweeperConfig
 from compression.sweep.pruners import make_pruner
 from compression.sweep.samplers import make_sampler

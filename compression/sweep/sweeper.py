@@ -22,15 +22,16 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from compression import quality, tracking
-from compression.config import METRICS
-from compression.errors import ConfigError, TrialPruned, first_line
-from compression.redaction import redact
-from compression.registry import build_dataclass
+from compression import tracking
+from compression.config.run import METRICS
+from compression.core.errors import ConfigError, TrialPruned, first_line
+from compression.core.redaction import redact
+from compression.core.registry import build_dataclass
 from compression.sweep import autotune, failures, mlflow_side, pruners, results, workers
 from compression.sweep import study as st
 from compression.sweep.config import SweeperConfig
 from compression.sweep.space import SearchSpace
+from compression.training import quality
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ EXIT_GRACE_S = 10.0
 SWEEP_PID_ENV = "COMPRESSION_SWEEP_PID"
 # Imported once by the fork server. torch._dynamo: the first optimizer's import (about 1 s,
 # see training.load_optimizer_machinery), else paid by every worker's first trial.
-PRELOAD = ["compression.pipeline", "compression.hydra_callbacks", "hydra.core.utils",
+PRELOAD = ["compression.run.pipeline", "compression.tracking.callbacks", "hydra.core.utils",
            "torch._dynamo"]
 _watching = False  # this process runs the watch-sweep thread
 

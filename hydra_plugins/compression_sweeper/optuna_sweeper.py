@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 def _one_line_errors() -> Iterator[None]:
     """A bad setting or search space: one readable line and exit 2, as train.py does for jobs
     (Hydra would wrap it in a multi-line instantiation error)."""
-    from compression.errors import ConfigError
-    from compression.hydra_callbacks import MlflowParentRun
+    from compression.core.errors import ConfigError
     from compression.sweep.sweeper import SweepFailedError
+    from compression.tracking.callbacks import MlflowParentRun
 
     try:
         yield

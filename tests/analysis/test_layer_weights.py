@@ -8,7 +8,7 @@ from torch import nn
 
 from compression.analysis.layers import layer_weights
 from compression.data import DataSpec
-from compression.models import ModelConfig, build_model
+from compression.models.build import ModelConfig, build_model
 from compression.pruning.sparse_kernel import SparseLinear
 from compression.quantization import QUANTIZERS
 

@@ -9,7 +9,7 @@ import torch
 import analyze
 from compression import data as data_mod
 from compression.analysis.profile import compose_run_config
-from compression.baseline import cached_baseline, get_baseline
+from compression.training.baseline import cached_baseline, get_baseline
 
 
 @pytest.mark.slow  # trains a baseline and draws two sets of figures: ~1 min on 2 shared cores

@@ -10,7 +10,7 @@ import pytest
 
 from compression.analysis.pareto import FRONTS, Objective, knee_index, pareto_mask
 from compression.analysis.sweet_spot import sweet_spot
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
 
 SIZE = FRONTS["size"]
 
@@ -147,8 +147,8 @@ def test_runs_without_a_validation_drop_fall_back_to_test_with_a_note() -> None:
 def test_perplexity_runs_are_minimized_on_fronts_and_in_the_sweet_spot() -> None:
     """Lower is better: the front keeps low perplexity, ties go to the lower one, and the
     tolerance (a perplexity rise, here above 1) applies to the signed drop."""
-    from compression import quality
     from compression.analysis.pareto import oriented
+    from compression.training import quality
 
     df = table([("dense", 5.0, 200_000, 0.0), ("ok", 5.4, 40_000, 0.4),
                 ("ok-worse", 5.9, 40_000, 0.9), ("small", 9.0, 10_000, 4.0),

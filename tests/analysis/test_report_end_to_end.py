@@ -15,13 +15,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-import compression.config
-from compression import pipeline, tracking
+import compression.config.run
+from compression import tracking
 from compression.analysis import plots
 from compression.analysis.report import ARTIFACT_DIR, Options, run_command
 from compression.analysis.runs import load_runs
 from compression.analysis.selection import Selection
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
+from compression.run import pipeline
 
 FAST = ["train.epochs=3", "finetune.epochs=1", "measure.repeats=3", "measure.warmup=1",
         "measure.batch_size=8"]
@@ -46,7 +47,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     base = [f"tracking.uri={uri}", f"tracking.parent_run_id={parent}",
             f"paths.cache={tmp / 'cache'}", f"paths.artifacts={tmp / 'artifacts'}", *FAST]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(compression.config.run.CONFIG_DIR),
+                               version_base="1.3"):
         for overrides in RUNS:
             pipeline.run(compose("config", overrides=[*base, *overrides]))
         with pytest.raises(RuntimeError):
@@ -156,7 +158,7 @@ def test_unknown_selection_fails_in_one_line(sweep) -> None:
 
 
 def test_cli_help_and_profile(tmp_path: Path) -> None:
-    root = Path(compression.config.__file__).parent.parent
+    root = Path(compression.config.run.__file__).parents[2]
     out = subprocess.run([sys.executable, "analyze.py", "--help"], cwd=root, text=True,
                          capture_output=True, check=True).stdout
     assert "report" in out and "--sweep" in out

@@ -11,7 +11,7 @@ from compression.analysis import plots, tables
 from compression.analysis import report as R
 from compression.analysis.report import Options, render_markdown, run_command, ui_artifact_url
 from compression.analysis.runs import RunTable
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
 
 
 def runs(pairs: tuple[tuple[str, str], ...] = (("mlp", "digits"),)) -> RunTable:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from compression.coding import bits as B
-from compression.coding import huffman, positions
-from compression.coding.codecs import CODECS
+from compression.artifact.coding import bits as B
+from compression.artifact.coding import huffman, positions
+from compression.artifact.coding.codecs import CODECS
 
 KINDS = positions.KINDS
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from compression.config import RunConfig
+from compression.config.run import RunConfig
 from compression.data import load
-from compression.models import build_model
-from compression.pipeline import Session
+from compression.models.build import build_model
 from compression.pruning import PRUNERS, MaskSet
+from compression.run.pipeline import Session
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from compression import pipeline
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
 from compression.pruning.allocation import LEVELS, allocate
+from compression.run import pipeline
 
 
 def test_the_greedy_spends_the_budget_on_the_layer_that_tolerates_it() -> None:

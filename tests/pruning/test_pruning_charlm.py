@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from compression.export import load_artifact, save_artifact
-from compression.models_vit import Attention
+from compression.artifact.format import load_artifact, save_artifact
+from compression.models.vit import Attention
 from compression.pruning.nm import groups_view
 from compression.quantization import QUANTIZERS, Quantized
 

@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from compression.config import RunConfig
+from compression.artifact.format import load_artifact, save_artifact
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
 from compression.data import DataSpec
-from compression.errors import ConfigError
-from compression.export import load_artifact, save_artifact
-from compression.models import ModelConfig, build_model
+from compression.models.build import ModelConfig, build_model
 from compression.pruning import check
 from compression.pruning.lowrank import choose_rank, factorize
 from compression.pruning.small_dense import dense_params, width_for_nonzero
@@ -44,7 +44,7 @@ def test_energy_rank_keeps_the_asked_energy() -> None:
 
 @pytest.mark.parametrize("name", ["mlp", "lenet5", "resnet"])
 def test_lowrank_run_has_fewer_params_and_flops_and_reloads(prune, tmp_path, name) -> None:
-    from compression.metrics import flops_per_layer
+    from compression.measure import flops_per_layer
 
     model, _, session = prune(f"model={name}", "pruning=lowrank", "pruning.sparsity=0.6")
     full = build_model(session.rc.model, SPEC)

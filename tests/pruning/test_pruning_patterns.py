@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compression.config import RunConfig
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
 from compression.data import DataSpec
-from compression.errors import ConfigError
-from compression.models import build_model, prunable_layers
+from compression.models.build import build_model, prunable_layers
 from compression.pruning import check
 from compression.pruning.nm import groups_view
 
@@ -67,7 +67,7 @@ def test_nm_sparsity_is_implied_and_a_mismatch_fails_in_one_line(compose_cfg) ->
 @pytest.mark.parametrize("shape", [[4, 4], [1, 4], [32, 32], [3, 5]])
 def test_blocks_are_all_zero_or_untouched(prune, shape) -> None:
     torch.manual_seed(0)
-    from compression.models import build_model
+    from compression.models.build import build_model
 
     model, _, session = prune("model=lenet5", "pruning=block", f"pruning.block=[{shape[0]},"
                               f"{shape[1]}]", "pruning.sparsity=0.6")

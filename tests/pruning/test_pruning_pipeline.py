@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from compression import pipeline
-from compression.errors import ConfigError
-from compression.export import load_artifact
+from compression.artifact.format import load_artifact
+from compression.core.errors import ConfigError
+from compression.run import pipeline
 
 
 def _run(uri: str):

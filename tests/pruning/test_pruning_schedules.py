@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
-from compression.config import RunConfig
-from compression.errors import ConfigError
-from compression.models import prunable_layers
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
+from compression.models.build import prunable_layers
 from compression.pruning.criteria import accumulated, summed_grads
 from compression.pruning.schedules import cubic_plan
 
@@ -45,7 +45,7 @@ def test_schedules_reach_the_target_with_growing_masks(prune, schedule) -> None:
 
 
 def test_iterative_rounds_prune_geometrically(make_session, monkeypatch) -> None:
-    from compression.models import build_model
+    from compression.models.build import build_model
     from compression.pruning import PRUNERS
 
     session = make_session("pruning=unstructured", "pruning.sparsity=0.875",
@@ -90,7 +90,7 @@ def test_criteria_and_schedules_compose_with_other_patterns(prune, method) -> No
 
 
 def test_snip_prunes_a_reinitialized_model_then_trains_it_from_scratch(prune) -> None:
-    from compression.training import evaluate
+    from compression.training.loop import evaluate
 
     trained, _, _ = prune("pruning=none")
     trained.fc1.weight.data.fill_(1.0)  # a marker the re-initialization must overwrite

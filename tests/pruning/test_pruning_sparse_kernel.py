@@ -10,12 +10,12 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from compression import pipeline
-from compression.errors import ConfigError
-from compression.export import load_artifact, state_bytes
-from compression.metrics import layer_stats, sparsity
-from compression.models import build_model
+from compression.artifact.format import load_artifact, state_bytes
+from compression.core.errors import ConfigError
+from compression.measure import layer_stats, sparsity
+from compression.models.build import build_model
 from compression.pruning.sparse_kernel import SparseLinear, check_swappable, sparse_layers
+from compression.run import pipeline
 
 
 def _sparse_linear(out: int, inp: int, zeros: float, bias: bool = True) -> nn.Linear:

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression.artifact.format import load_artifact, save_artifact
+from compression.core.errors import ConfigError
 from compression.data import DataSpec
-from compression.errors import ConfigError
-from compression.export import load_artifact, save_artifact
-from compression.models import ModelConfig, build_model
+from compression.models.build import ModelConfig, build_model
 from compression.pruning import PRUNERS, check
 from compression.pruning.graph import channel_groups, conv_bn_pairs
 from compression.pruning.structured import removed_count

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from compression.config import RunConfig
-from compression.errors import ConfigError
-from compression.export import load_artifact, save_artifact
-from compression.models_vit import Attention
+from compression.artifact.format import load_artifact, save_artifact
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
+from compression.models.vit import Attention
 from compression.pruning.nm import groups_view
 from compression.pruning.sparsegpt import Layout, sparsegpt_solve
 from compression.quantization import QUANTIZERS
@@ -81,7 +81,7 @@ def test_sparsegpt_reconstruction_beats_plain_masking_at_the_same_mask(nm) -> No
 
 def test_sparsegpt_in_the_pipeline_session_lowers_the_first_layer_error(prune, digits) -> None:
     torch.manual_seed(0)
-    from compression.models import ModelConfig, build_model
+    from compression.models.build import ModelConfig, build_model
 
     dense = build_model(ModelConfig(name="mlp"), digits.spec)
     pruned, masks, session = prune("model=mlp", "pruning=sparsegpt", model=copy.deepcopy(dense))

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from compression import data as data_mod
-from compression.config import RunConfig
-from compression.models import ModelConfig, build_model
-from compression.pipeline import Session
-from compression.training import TrainConfig, train
+from compression.config.run import RunConfig
+from compression.models.build import ModelConfig, build_model
+from compression.run.pipeline import Session
+from compression.training.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from compression.export import load_artifact, save_artifact, state_bytes
-from compression.models import ModelConfig
+from compression.artifact.format import load_artifact, save_artifact, state_bytes
+from compression.models.build import ModelConfig
 from compression.quantization import QUANTIZERS
 from compression.quantization import lowbit_kernels as kernels
 from compression.quantization.lowbit import kernel_tag
@@ -148,7 +148,7 @@ def test_kernel_tag_names_layers_only_when_they_differ() -> None:
 
 
 def test_bad_kernel_is_one_line() -> None:
-    from compression.errors import ConfigError
+    from compression.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"quantization\.kernel"):
         QUANTIZERS.build_config({"mode": "lowbit", "kernel": "fastest"})

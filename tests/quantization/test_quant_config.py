@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from compression import pipeline
-from compression.config import RunConfig
-from compression.errors import ConfigError
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
 from compression.quantization import QUANTIZERS
+from compression.run import pipeline
 
 
 def test_every_mode_has_a_config_file_and_a_handler() -> None:

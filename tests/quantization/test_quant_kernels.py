@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from compression.export import load_artifact, save_artifact
-from compression.models import ModelConfig
+from compression.artifact.format import load_artifact, save_artifact
+from compression.models.build import ModelConfig
 from compression.quantization import QUANTIZERS
 from compression.quantization import _torch_ao as ao
-from compression.training import evaluate
+from compression.training.loop import evaluate
 
 
 def _quantize(values: dict, model: nn.Module, session) -> tuple[nn.Module, object]:

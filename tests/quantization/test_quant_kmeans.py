@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compression.errors import ConfigError
-from compression.export import ExportConfig, load_artifact, save_artifact
-from compression.models import ModelConfig, prunable_layers
+from compression.artifact.format import ExportConfig, load_artifact, save_artifact
+from compression.core.errors import ConfigError
+from compression.models.build import ModelConfig, prunable_layers
 from compression.pruning.unstructured import magnitude_masks
 from compression.quantization import QUANTIZERS
 from compression.quantization.kmeans import SharedLinear, kmeans_1d
-from compression.training import evaluate
+from compression.training.loop import evaluate
 
 
 def _cfg(**kw):

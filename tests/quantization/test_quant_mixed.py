@@ -13,11 +13,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from compression import metrics as M
-from compression import pipeline
-from compression.errors import ConfigError
-from compression.export import load_artifact
-from compression.models import ModelConfig, build_model
+from compression import measure as M
+from compression.artifact.format import load_artifact
+from compression.core.errors import ConfigError
+from compression.models.build import ModelConfig, build_model
 from compression.quantization.allocation import (
     allocate_bits,
     allocated_config,
@@ -27,7 +26,8 @@ from compression.quantization.allocation import (
 )
 from compression.quantization.lowbit import LowBit, LowBitConfig
 from compression.quantization.lowbit_modules import LowBitLayer
-from compression.training import evaluate
+from compression.run import pipeline
+from compression.training.loop import evaluate
 
 LAYERS = ("fc1", "fc2", "fc3")
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from quant_helpers import prune
 
-from compression.export import load_artifact, save_artifact
-from compression.metrics import layer_stats, sparsity
-from compression.models import ModelConfig
-from compression.pipeline import Session
+from compression.artifact.format import load_artifact, save_artifact
+from compression.measure import layer_stats, sparsity
+from compression.models.build import ModelConfig
 from compression.quantization import QUANTIZERS
-from compression.training import evaluate
+from compression.run.pipeline import Session
+from compression.training.loop import evaluate
 
 MODES: list[dict[str, Any]] = [
     {"mode": "none"},
@@ -136,7 +136,7 @@ def test_every_engine_granularity_scheme_round_trips(combo, model_name, digits, 
     values = {"mode": mode, "engine": engine, "granularity": granularity, "scheme": scheme}
     values.update({"calibration_batches": 1} if mode == "static_int8" else {"epochs": 1})
     torch.manual_seed(0)
-    from compression.models import build_model
+    from compression.models.build import build_model
 
     model = build_model(ModelConfig(name=model_name), digits.spec).eval()
     rc = run_config

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from compression.models import ModelConfig, build_model
-from compression.pipeline import Session
+from compression.models.build import ModelConfig, build_model
 from compression.quantization import QUANTIZERS, Quantized
+from compression.run.pipeline import Session
 
 LINEARS = 1 + 4 * 6 + 1  # embed, 4 blocks x (q, k, v, out, fc1, fc2), head
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compression import pipeline
+from compression.run import pipeline
 
 TRAIN = ["train.epochs=12"]
 

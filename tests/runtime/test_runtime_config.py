@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from compression.config import RunConfig
-from compression.errors import ConfigError
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
 from compression.runtime.base import OrtConfig
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from compression import pipeline
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
+from compression.run import pipeline
 
 
 @pytest.mark.parametrize("overrides", [

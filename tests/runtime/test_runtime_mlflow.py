@@ -13,9 +13,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 import analyze
-from compression import pipeline
-from compression.config import RunConfig
+from compression.config.run import RunConfig
 from compression.data import load
+from compression.run import pipeline
 from compression.runtime.mlflow_model import ARTIFACT_PATH
 
 

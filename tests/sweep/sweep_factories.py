@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.models import example_user_model
+from compression.models.build import example_user_model
 
 
 class _Exploding(nn.Module):

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from test_sweep_cli import FAST, HERE
 
-from compression.paths import PROJECT_ROOT
+from compression.core.paths import PROJECT_ROOT
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 N_TRIALS = 24

@@ -18,10 +18,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from test_sweep_cli import runs, sweep, trials
 
-import compression.config
-from compression.config import RunConfig
-from compression.errors import ConfigError
-from compression.paths import PROJECT_ROOT
+import compression.config.run
+from compression.config.run import RunConfig
+from compression.core.errors import ConfigError
+from compression.core.paths import PROJECT_ROOT
 from compression.sweep.autotune import AutotuneTarget, best, enqueue_first_trials, stop_reason
 from compression.sweep.space import SearchSpace
 
@@ -76,7 +76,8 @@ def test_bad_targets_fail_in_one_line(raw, message: str) -> None:
 
 def test_the_preset_composes_with_its_target() -> None:
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(compression.config.run.CONFIG_DIR),
+                               version_base="1.3"):
         cfg = compose("config", overrides=["sweep=autotune", "target.relative=true"],
                       return_hydra_config=True)
     GlobalHydra.instance().clear()
@@ -84,8 +85,8 @@ def test_the_preset_composes_with_its_target() -> None:
     assert (target.metric, target.direction, target.drop_metric) == (
         "size_bytes", "minimize", "val_accuracy_drop_rel")
     assert cfg.hydra.sweeper.study_name == "autotune-digits-mlp-size"
-    assert target.metric in compression.config.METRICS
-    assert target.drop_metric in compression.config.METRICS
+    assert target.metric in compression.config.run.METRICS
+    assert target.drop_metric in compression.config.run.METRICS
 
 
 def test_the_space_holds_mixed_precision_as_a_strategy() -> None:
@@ -93,7 +94,8 @@ def test_the_space_holds_mixed_precision_as_a_strategy() -> None:
     that picks sensitivity gets a bits budget instead of one width, and its overrides make a
     valid run config."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(compression.config.run.CONFIG_DIR),
+                               version_base="1.3"):
         cfg = compose("config", overrides=["sweep=autotune"], return_hydra_config=True)
     GlobalHydra.instance().clear()
     sweeper = cfg.hydra.sweeper
@@ -115,7 +117,7 @@ def test_the_space_holds_mixed_precision_as_a_strategy() -> None:
             assert ("quantization.bits" in keys) == (not mixed)
             seen.add(mixed)
             if mixed:
-                with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR),
+                with initialize_config_dir(config_dir=str(compression.config.run.CONFIG_DIR),
                                            version_base="1.3"):
                     trial_cfg = compose("config", overrides=overrides)
                 GlobalHydra.instance().clear()

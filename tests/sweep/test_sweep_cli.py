@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from compression.paths import PROJECT_ROOT
+from compression.core.paths import PROJECT_ROOT
 
 FAST = ["train.epochs=3", "finetune.epochs=1", "measure.repeats=5", "measure.warmup=1",
         "measure.batch_size=16"]
@@ -65,8 +65,8 @@ def test_constrained_multi_objective_sweep_with_a_failing_trial(tmp_path: Path) 
         "hydra.sweeper.directions=[maximize,minimize]", "hydra.sweeper.max_failure_rate=0.5",
         "+hydra.sweeper.constraints.accuracy_drop=0.05",
         "+hydra.sweeper.when={pruning.sparsity: {model._target_: "
-        "[compression.models.example_user_model]}}",
-        "model._target_=compression.models.example_user_model,sweep_factories.exploding",
+        "[compression.models.build.example_user_model]}}",
+        "model._target_=compression.models.build.example_user_model,sweep_factories.exploding",
         "pruning.sparsity=0.3,0.6,0.99", f"hydra.sweep.dir={tmp_path / 'multirun'}",
     )
     assert out.returncode == 0, out.stderr[-3000:]

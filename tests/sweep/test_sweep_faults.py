@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from test_sweep_cli import FAST, HERE, runs, sweep, trials
 
-from compression.paths import PROJECT_ROOT
+from compression.core.paths import PROJECT_ROOT
 from compression.sweep import study as st
 
 

@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-import compression.config
+import compression.config.run
+from compression.core.registry import build_dataclass
 from compression.pruning import PRUNERS
 from compression.quantization import QUANTIZERS
-from compression.registry import build_dataclass
 from compression.sweep.config import SweeperConfig
 from compression.sweep.space import SearchSpace
 
@@ -25,7 +25,8 @@ GROUPS = {"pruning": PRUNERS, "quantization": QUANTIZERS}
 @pytest.fixture(autouse=True)
 def _hydra() -> Iterator[None]:
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(compression.config.run.CONFIG_DIR),
+                               version_base="1.3"):
         yield
     GlobalHydra.instance().clear()
 
@@ -40,7 +41,7 @@ def _missing(space: SearchSpace) -> list[str]:
     for p in space.params:
         registry = GROUPS.get(p.key)
         for text in p.texts if registry else ():
-            yaml = compression.config.CONFIG_DIR / p.key / f"{text}.yaml"
+            yaml = compression.config.run.CONFIG_DIR / p.key / f"{text}.yaml"
             if text not in registry.names() or not yaml.exists():
                 out.append(f"{p.key}={text}")
     return out
@@ -48,13 +49,13 @@ def _missing(space: SearchSpace) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_composes_and_every_point_validates(name: str) -> None:
-    assert (Path(compression.config.CONFIG_DIR) / "sweep" / f"{name}.yaml").exists()
+    assert (Path(compression.config.run.CONFIG_DIR) / "sweep" / f"{name}.yaml").exists()
     cfg = _compose(f"sweep={name}")
     assert cfg.hydra.mode.name == "MULTIRUN"
     settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings.pop("_target_")
     sweeper = build_dataclass(SweeperConfig, settings, "hydra.sweeper")
-    sweeper.check_objectives(list(cfg.objectives), compression.config.METRICS)
+    sweeper.check_objectives(list(cfg.objectives), compression.config.run.METRICS)
     assert sweeper.study_name == f"{name}-digits-mlp"
     space = SearchSpace.parse([f"{k}={v}" for k, v in sweeper.params.items()], sweeper.when)
     if sweeper.sampler == "grid":
@@ -65,7 +66,7 @@ def test_preset_composes_and_every_point_validates(name: str) -> None:
     points = space.grid() if sweeper.sampler == "grid" else []
     for point in points[:: max(1, len(points) // 4)]:  # a spread of points, each composed
         job = _compose(f"sweep={name}", *(f"{k}={v}" for k, v in point.items()))
-        compression.config.RunConfig.from_cfg(
+        compression.config.run.RunConfig.from_cfg(
             {k: v for k, v in OmegaConf.to_container(job).items() if k != "hydra"})
 
 

@@ -13,8 +13,8 @@ from test_sweep_cli import runs, sweep, trials
 
 from compression.analysis.runs import load_runs
 from compression.analysis.selection import Selection
-from compression.errors import ConfigError, TrialPruned
-from compression.registry import build_dataclass
+from compression.core.errors import ConfigError, TrialPruned
+from compression.core.registry import build_dataclass
 from compression.sweep import pruners
 from compression.sweep.config import SweeperConfig
 from compression.sweep.study import make_storage

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
 from compression import tracking
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
 from compression.sweep import failures
 from compression.sweep import study as st
 from compression.sweep.sweeper import OptunaSweep, SweepFailedError

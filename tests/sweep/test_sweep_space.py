@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from compression.errors import ConfigError
+from compression.core.errors import ConfigError
 from compression.sweep.space import SearchSpace
 
 TABLE = [

@@ -15,10 +15,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-import compression.config
-from compression import paths
-from compression.config import METRICS
-from compression.errors import ConfigError
+import compression.config.run
+from compression.config.run import METRICS
+from compression.core import paths
+from compression.core.errors import ConfigError
 from compression.sweep import results
 from compression.sweep import study as st
 from compression.sweep.config import SweeperConfig
@@ -179,7 +179,8 @@ def test_results_hold_only_the_feasible_pareto_set(tmp_path: Path) -> None:
 def test_mapping_settings_can_be_assigned_from_the_command_line() -> None:
     """conf/ leaves them null: Hydra would refuse `constraints={...}` on an empty mapping."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(compression.config.CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(compression.config.run.CONFIG_DIR),
+                               version_base="1.3"):
         cfg = compose("config", return_hydra_config=True, overrides=[
             "hydra/sweeper=optuna", "hydra.sweeper.constraints={val_accuracy_drop: 0.01}",
             "hydra.sweeper.when={quantization.bits: {quantization: [lowbit]}}",

@@ -1,0 +1,20 @@
+"""Structural transforms the artifact loader replays (channel removal, low-rank factorization).
+
+A transform is recorded in the artifact header as {"kind": name, ...}; its function rebuilds the
+changed module structure before weights are loaded. This module imports nothing of ours, so
+pruning methods can register here at import time whatever was imported first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from compression.core.lazy import nn
+
+Transform = Callable[["nn.Module", dict[str, Any]], "nn.Module"]
+TRANSFORMS: dict[str, Transform] = {}
+
+
+def register_transform(kind: str, fn: Transform) -> None:
+    TRANSFORMS[kind] = fn

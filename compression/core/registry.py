@@ -1,0 +1,118 @@
+"""A name -> (config dataclass, handler, metrics) registry shared by pruning methods and
+quantization modes.
+
+Adding a method is: one module in compression/pruning/ (or quantization/) holding its config
+dataclass and its handler, registered here with the metrics it logs (`discover` imports every
+module of the package, so nothing else imports it; `config.METRICS` and therefore `objectives`
+take its metrics), and its YAML in the matching config group, generated from the dataclass
+(`python -m compression.config.confgen`). Dispatch never uses if/elif chains on names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Generic, TypeVar
+
+from compression.core.errors import ConfigError
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[H]):
+    name: str
+    config_cls: type
+    handler: H
+    metrics: tuple[str, ...] = ()  # run metrics this handler may log besides the pipeline's
+
+
+class Registry(Generic[H]):
+    """Maps a name (the value of `key`, e.g. `pruning.method`) to its config class and handler."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key  # fully qualified config key, used in error messages
+        self._entries: dict[str, Entry[H]] = {}
+
+    def register(self, name: str, config_cls: type, metrics: Sequence[str] = ()
+                 ) -> Callable[[H], H]:
+        def deco(handler: H) -> H:
+            if name in self._entries:
+                raise ValueError(f"{self.key}: {name!r} is registered twice")
+            self._entries[name] = Entry(name, config_cls, handler, tuple(metrics))
+            return handler
+
+        return deco
+
+    def unregister(self, name: str) -> None:
+        """Forget `name` (a plug-in or test that registered a method temporarily)."""
+        self._entries.pop(name, None)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry[H]]:
+        return [self._entries[n] for n in self.names()]
+
+    def metrics(self) -> list[str]:
+        """Every metric a registered handler declares, in name order, without repeats."""
+        return list(dict.fromkeys(m for e in self.entries() for m in e.metrics))
+
+    def get(self, name: str) -> Entry[H]:
+        if name not in self._entries:
+            raise ConfigError(
+                f"{self.key}={name!r} is not a known value; allowed: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+    def build_config(self, values: Mapping[str, Any]) -> Any:
+        """Build and validate the config dataclass for `values[<leaf of key>]`."""
+        leaf = self.key.rsplit(".", 1)[-1]
+        if leaf not in values:
+            raise ConfigError(f"{self.key} is missing; allowed: {', '.join(self.names())}")
+        entry = self.get(str(values[leaf]))
+        section = self.key.rsplit(".", 1)[0]
+        return build_dataclass(entry.config_cls, values, section)
+
+
+def build_dataclass(cls: type, values: Mapping[str, Any], section: str) -> Any:
+    """Instantiate `cls(**values)`, rejecting unknown keys with the list of allowed ones."""
+    allowed = [f.name for f in fields(cls) if f.init]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"{section}.{unknown[0]} is not a valid key here; allowed: {', '.join(allowed)}"
+        )
+    return cls(**dict(values))
+
+
+T = TypeVar("T")
+
+
+def registrar(table: dict[str, T]) -> Callable[[str], Callable[[T], T]]:
+    """`register = registrar(TABLE)` gives the `@register(name)` decorator that stores into TABLE
+    (for plain name -> object tables that need no config class)."""
+
+    def register(name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            table[name] = obj
+            return obj
+
+        return deco
+
+    return register
+
+
+def discover(package: str, path: Iterable[str]) -> list[str]:
+    """Import every public module of `package` (whose `__path__` is `path`), so that each one's
+    registrations run: a new method or mode is picked up by adding its module, no import list
+    to edit. Modules named with a leading underscore are helpers, imported by whoever uses them.
+    Returns the modules' names."""
+    found = []
+    for info in pkgutil.iter_modules(list(path)):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+            found.append(info.name)
+    return found
