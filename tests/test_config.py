@@ -82,3 +82,20 @@ def test_threads_are_shared_among_workers(compose_cfg, monkeypatch) -> None:
     assert RunConfig.from_cfg(compose_cfg()).latency_threads == 1  # the default
     monkeypatch.setenv("COMPRESSION_WORKERS", "64")
     assert RunConfig.from_cfg(compose_cfg()).threads == 1
+
+
+# Every mode whose handler records a layer's weight error (quantization.base.record_weight_error)
+# logs quant_sqnr_db_min: asking for it as an objective must be accepted with each of them
+# (fp16, bf16 and kmeans were once refused: the objective check kept its own list of modes).
+SQNR_MODES = ["fp16", "bf16", "kmeans", "dynamic_int8", "static_int8", "qat_int8", "lowbit"]
+
+
+@pytest.mark.parametrize("mode", SQNR_MODES)
+def test_sqnr_objective_is_accepted_for_every_mode_that_logs_it(compose_cfg, mode) -> None:
+    rc = RunConfig.from_cfg(compose_cfg(f"quantization={mode}", "objectives=[quant_sqnr_db_min]"))
+    assert rc.objectives == ("quant_sqnr_db_min",)
+
+
+def test_sqnr_objective_is_refused_where_no_weight_is_quantized(compose_cfg) -> None:
+    with pytest.raises(ConfigError, match="quantization.mode=none does not log it"):
+        RunConfig.from_cfg(compose_cfg("quantization=none", "objectives=[quant_sqnr_db_min]"))

@@ -18,7 +18,7 @@ from compression.artifact.format import ExportConfig
 from compression.core import paths
 from compression.core import validation as v
 from compression.core.errors import ConfigError
-from compression.core.registry import build_dataclass
+from compression.core.registry import Registry, build_dataclass
 from compression.data import DataConfig
 from compression.measure import MeasureConfig, peak_rss_resettable
 from compression.models.config import ModelConfig
@@ -91,28 +91,15 @@ def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
 
 _LATENCY = Produced(("measure.latency",), lambda c: _get(c, "measure.latency", True) is True,
                     "measure.latency=true")
-_QUANT_ERROR_MODES = ("dynamic_int8", "static_int8", "qat_int8", "lowbit")
 # modes whose every layer tells its stored width (metrics.stored_weight_bits); others may log it
 _BITS_READABLE = ("none", "fp16", "bf16", "lowbit", "dynamic_int8", "static_int8", "qat_int8")
-_STRUCTURED = Produced(("pruning.method",), lambda c: _get(c, "pruning.method") == "structured",
-                       "pruning=structured")
-# Metrics that only some configurations log; every other metric of METRICS is always logged.
-CONDITIONAL_METRICS: dict[str, Produced] = {
+# Metrics that only some configurations log, besides those a registry entry declares (see
+# conditional_metrics); every other metric of METRICS is always logged.
+_PIPELINE_CONDITIONAL: dict[str, Produced] = {
     **{name: _LATENCY for name in (
         "latency_ms", "latency_p90_ms", "batch_latency_ms", "batch_latency_p90_ms",
         "throughput", "speedup", "batch_speedup", "baseline_latency_ms",
         "baseline_batch_latency_ms")},
-    "quant_sqnr_db_min": Produced(
-        ("quantization.mode",), lambda c: _get(c, "quantization.mode") in _QUANT_ERROR_MODES,
-        f"quantization={'|'.join(_QUANT_ERROR_MODES)}"),
-    "channels_removed_fraction": _STRUCTURED,
-    "structured_physical": _STRUCTURED,
-    "param_reduction": Produced(
-        ("pruning.method",), lambda c: _get(c, "pruning.method") in ("structured", "lowrank"),
-        "pruning=structured|lowrank"),
-    "lowrank_layers": Produced(("pruning.method",),
-                               lambda c: _get(c, "pruning.method") == "lowrank",
-                               "pruning=lowrank"),
     "weight_bits": Produced(
         ("quantization.mode", "quantization.backend", "pruning.sparse_kernel"),
         lambda c: _get(c, "quantization.mode") in _BITS_READABLE
@@ -122,12 +109,28 @@ CONDITIONAL_METRICS: dict[str, Produced] = {
     "sparse_kernel_layers": Produced(
         ("pruning.sparse_kernel",), lambda c: _get(c, "pruning.sparse_kernel") is True,
         "pruning.sparse_kernel=true"),
-    **{name: Produced(("runtime.name",), lambda c: _get(c, "runtime.name", "torch") != "torch",
-                      "runtime=onnxruntime|executorch") for name in RT_METRICS},
     # logged only by a trial that a sweep's pruner stopped, which returns nothing
     **{name: Produced((), lambda c: False, "a trial stopped by hydra.sweeper.pruner; never an "
                       "objective") for name in ("pruned_at_epoch", "pruned_val_accuracy")},
 }
+
+
+def _declared_by(registry: Registry[Any], metric: str) -> Produced:
+    """A metric that registry entries declare is logged exactly by runs choosing one of them."""
+    names = tuple(registry.declaring(metric))
+    return Produced((registry.key,), lambda c: _get(c, registry.key) in names,
+                    f"{registry.key.split('.')[0]}={'|'.join(names)}")
+
+
+def conditional_metrics() -> dict[str, Produced]:
+    """When each conditionally logged metric is logged: a method's, mode's or runtime's own
+    metrics come from what its entry declares (so a new mode or a plug-in is covered by
+    construction), the pipeline's own from _PIPELINE_CONDITIONAL."""
+    out = dict(_PIPELINE_CONDITIONAL)
+    for registry in (PRUNERS, QUANTIZERS, RUNTIMES):
+        for metric in registry.metrics():
+            out[metric] = _declared_by(registry, metric)
+    return out
 
 
 def check_produced(names: Iterable[str], cfg: Mapping[str, Any], key: str = "objectives",
@@ -135,12 +138,13 @@ def check_produced(names: Iterable[str], cfg: Mapping[str, Any], key: str = "obj
     """Refuse, before training, a metric (objective or sweeper constraint) that a run of `cfg`
     will not log. Metrics decided by a key in `varying` (swept) are left to each trial."""
     varying = list(varying)
+    conditional = conditional_metrics()
 
     def varies(k: str) -> bool:
         return any(k == s or k.startswith(f"{s}.") or s.startswith(f"{k}.") for s in varying)
 
     for name in names:
-        produced = CONDITIONAL_METRICS.get(name)
+        produced = conditional.get(name)
         if produced is None or any(varies(k) for k in produced.keys) or produced.holds(cfg):
             continue
         now = ", ".join(f"{k}={_show(_get(cfg, k))}" for k in produced.keys)

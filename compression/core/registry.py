@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
 
@@ -24,27 +24,36 @@ H = TypeVar("H")
 @dataclass(frozen=True)
 class Entry(Generic[H]):
     name: str
-    config_cls: type
+    config_cls: type | None  # None for entries that take no config section (e.g. criteria)
     handler: H
     metrics: tuple[str, ...] = ()  # run metrics this handler may log besides the pipeline's
 
 
 class Registry(Generic[H]):
-    """Maps a name (the value of `key`, e.g. `pruning.method`) to its config class and handler."""
+    """Maps a name (the value of `key`, e.g. `pruning.method`) to its entry: config class,
+    handler and the metrics it logs. The one registration mechanism of the project: methods,
+    modes, runtimes, criteria, checks, models, quality metrics, samplers and pruners all use it.
+    Read access is that of a read-only mapping of names to handlers (`name in R`, `R[name]`,
+    `sorted(R)`), so a lookup never needs to know how the entry was registered."""
 
     def __init__(self, key: str) -> None:
         self.key = key  # fully qualified config key, used in error messages
         self._entries: dict[str, Entry[H]] = {}
 
-    def register(self, name: str, config_cls: type, metrics: Sequence[str] = ()
+    def register(self, name: str, config_cls: type | None = None, metrics: Sequence[str] = ()
                  ) -> Callable[[H], H]:
         def deco(handler: H) -> H:
-            if name in self._entries:
-                raise ValueError(f"{self.key}: {name!r} is registered twice")
-            self._entries[name] = Entry(name, config_cls, handler, tuple(metrics))
+            self.add(name, handler, config_cls, metrics)
             return handler
 
         return deco
+
+    def add(self, name: str, handler: H, config_cls: type | None = None,
+            metrics: Sequence[str] = ()) -> None:
+        """Register `handler` under `name` (the non-decorator form of `register`)."""
+        if name in self._entries:
+            raise ValueError(f"{self.key}: {name!r} is registered twice")
+        self._entries[name] = Entry(name, config_cls, handler, tuple(metrics))
 
     def unregister(self, name: str) -> None:
         """Forget `name` (a plug-in or test that registered a method temporarily)."""
@@ -60,12 +69,36 @@ class Registry(Generic[H]):
         """Every metric a registered handler declares, in name order, without repeats."""
         return list(dict.fromkeys(m for e in self.entries() for m in e.metrics))
 
+    def declaring(self, metric: str) -> list[str]:
+        """The names whose entries declare `metric` (the runs that log it)."""
+        return [e.name for e in self.entries() if metric in e.metrics]
+
     def get(self, name: str) -> Entry[H]:
         if name not in self._entries:
             raise ConfigError(
                 f"{self.key}={name!r} is not a known value; allowed: {', '.join(self.names())}"
             )
         return self._entries[name]
+
+    def find(self, name: str) -> H | None:
+        """The handler of `name`, or None where nothing is registered under it."""
+        entry = self._entries.get(name)
+        return entry.handler if entry is not None else None
+
+    def __getitem__(self, name: str) -> H:
+        return self.get(name).handler
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self) -> list[tuple[str, H]]:
+        return [(e.name, e.handler) for e in self.entries()]
 
     def build_config(self, values: Mapping[str, Any]) -> Any:
         """Build and validate the config dataclass for `values[<leaf of key>]`."""
@@ -74,6 +107,8 @@ class Registry(Generic[H]):
             raise ConfigError(f"{self.key} is missing; allowed: {', '.join(self.names())}")
         entry = self.get(str(values[leaf]))
         section = self.key.rsplit(".", 1)[0]
+        if entry.config_cls is None:
+            raise TypeError(f"{self.key}: {entry.name!r} has no config class")
         return build_dataclass(entry.config_cls, values, section)
 
 
@@ -86,23 +121,6 @@ def build_dataclass(cls: type, values: Mapping[str, Any], section: str) -> Any:
             f"{section}.{unknown[0]} is not a valid key here; allowed: {', '.join(allowed)}"
         )
     return cls(**dict(values))
-
-
-T = TypeVar("T")
-
-
-def registrar(table: dict[str, T]) -> Callable[[str], Callable[[T], T]]:
-    """`register = registrar(TABLE)` gives the `@register(name)` decorator that stores into TABLE
-    (for plain name -> object tables that need no config class)."""
-
-    def register(name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            table[name] = obj
-            return obj
-
-        return deco
-
-    return register
 
 
 def discover(package: str, path: Iterable[str]) -> list[str]:

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import nn_kinds
-from compression.core.registry import registrar
+from compression.core.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
 
 ModelFactory = Callable[..., "nn.Module"]
-MODELS: dict[str, ModelFactory] = {}
+MODELS: Registry[ModelFactory] = Registry("model.name")
 BUILTIN_MODULE = "compression.models.build"  # registers the built-in models when imported
 
-register_model = registrar(MODELS)
+register_model = MODELS.register
 
 # Layers whose `weight` pruning targets: every Linear and Conv (biases and norms excluded).
 PRUNABLE_KIND_NAMES = ("Linear", "Conv1d", "Conv2d", "Conv3d")  # torch.nn class names

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import nn, no_grad, torch
-from compression.core.registry import Registry, registrar
+from compression.core.registry import Registry
 from compression.data import Splits
 from compression.models.config import prunable_layers
 
@@ -173,10 +173,8 @@ PRUNERS: Registry[PruneHandler] = Registry("pruning.method")
 # Optional per-method checks run on a fresh (untrained) model before any training, so that a
 # method that cannot handle the model fails in one line before the baseline is trained.
 PruneCheck = Callable[["nn.Module", PruningConfig, "torch.Tensor"], None]
-CHECKS: dict[str, PruneCheck] = {}
-
-
-register_check = registrar(CHECKS)
+CHECKS: Registry[PruneCheck] = Registry("pruning.method (check)")
+register_check = CHECKS.register
 
 
 def check(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -> None:

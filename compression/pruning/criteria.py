@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from compression.core.lazy import nn, torch
-from compression.core.registry import registrar
+from compression.core.registry import Registry
 from compression.pruning.base import PruneSession
 
 
@@ -45,10 +45,8 @@ class Criterion(Protocol):
 
 
 CriterionFactory = Callable[["nn.Module", dict[str, "nn.Module"], PruneSession, int], Criterion]
-CRITERIA: dict[str, CriterionFactory] = {}
-
-
-register_criterion = registrar(CRITERIA)
+CRITERIA: Registry[CriterionFactory] = Registry("pruning.criterion")
+register_criterion = CRITERIA.register
 
 
 def score_batches(session: PruneSession, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -25,6 +25,7 @@ from compression.core.errors import ConfigError
 from compression.core.lazy import nn, nn_kinds, torch
 from compression.quantization.base import (
     QUANTIZERS,
+    SQNR,
     Passthrough,
     QuantizationConfig,
     Quantized,
@@ -165,4 +166,4 @@ class KMeans(Passthrough):
         return model
 
 
-QUANTIZERS.register("kmeans", KMeansConfig)(KMeans())
+QUANTIZERS.register("kmeans", KMeansConfig, metrics=SQNR)(KMeans())

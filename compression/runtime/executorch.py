@@ -23,7 +23,7 @@ from compression.data import DataSpec
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.runtime import measure
-from compression.runtime.base import RUNTIMES, Deployed, DeployJob, RuntimeConfig
+from compression.runtime.base import RT_METRICS, RUNTIMES, Deployed, DeployJob, RuntimeConfig
 from compression.runtime.onnx_export import failed_op, quiet
 from compression.runtime.onnxruntime import check_not_sparse_kernel
 
@@ -158,4 +158,4 @@ def _none() -> QuantizationConfig:
     return QuantizationConfig(mode="none")
 
 
-RUNTIMES.register("executorch", RuntimeConfig)(ExecuTorch())
+RUNTIMES.register("executorch", RuntimeConfig, metrics=RT_METRICS)(ExecuTorch())

@@ -15,7 +15,14 @@ from compression.data import DataSpec
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.runtime import measure, ort_quant
-from compression.runtime.base import RUNTIMES, Deployed, DeployJob, OnnxConfig, OrtConfig
+from compression.runtime.base import (
+    RT_METRICS,
+    RUNTIMES,
+    Deployed,
+    DeployJob,
+    OnnxConfig,
+    OrtConfig,
+)
 from compression.runtime.onnx_export import INPUT, export_onnx
 
 
@@ -105,4 +112,4 @@ class OnnxRuntime:
         return Deployed(metrics, tags, final_file, onnx_file=final_file)
 
 
-RUNTIMES.register("onnxruntime", OrtConfig)(OnnxRuntime())
+RUNTIMES.register("onnxruntime", OrtConfig, metrics=RT_METRICS)(OnnxRuntime())

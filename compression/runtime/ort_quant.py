@@ -23,7 +23,7 @@ from pathlib import Path
 
 from compression.core.errors import ConfigError
 from compression.core.lazy import nn, torch
-from compression.core.registry import registrar
+from compression.core.registry import Registry
 from compression.quantization import QuantizationConfig
 from compression.runtime.onnx_export import quiet
 
@@ -50,8 +50,8 @@ class OrtQuant:
     rehearse: Callable[[nn.Module, QuantizationConfig, torch.Tensor, Path], None] | None = None
 
 
-ORT_QUANT: dict[str, OrtQuant] = {}
-register = registrar(ORT_QUANT)
+ORT_QUANT: Registry[OrtQuant] = Registry("quantization.mode (in runtime=onnxruntime)")
+register = ORT_QUANT.register
 
 
 def _fine(model: nn.Module, cfg: QuantizationConfig) -> str | None:
@@ -203,7 +203,7 @@ def gemm_to_matmul(model: object) -> object:
 
 def check(model: nn.Module, cfg: QuantizationConfig) -> None:
     """One line, before training, for a mode ORT has no form of, or a setting it cannot take."""
-    entry = ORT_QUANT.get(cfg.mode)
+    entry = ORT_QUANT.find(cfg.mode)
     if entry is None:
         raise ConfigError(f"runtime=onnxruntime cannot run quantization.mode={cfg.mode} (ONNX "
                           f"Runtime's CPU provider has no such kernels); allowed: "

@@ -16,13 +16,13 @@ from typing import Any
 from compression.core import validation as v
 from compression.core.errors import ConfigError, first_line
 from compression.core.lazy import torch
-from compression.core.registry import registrar
+from compression.core.registry import Registry
 
 # (logits (N, C), labels (N,)) -> value; sequence data give (N, C, T) and (N, T): one prediction
 # per position, torch's cross-entropy layout, and every built-in metric counts positions
 MetricFn = Callable[["torch.Tensor", "torch.Tensor"], float]
-METRICS: dict[str, MetricFn] = {}
-register_metric = registrar(METRICS)
+METRICS: Registry[MetricFn] = Registry("metric.name")
+register_metric = METRICS.register
 DEFAULT = "top1"
 # Names shown on axes and tables (the fraction is shown in %).
 TITLES = {"top1": "accuracy", "top5": "top-5 accuracy", "macro_f1": "macro F1",

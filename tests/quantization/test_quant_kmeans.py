@@ -63,6 +63,7 @@ def test_centroid_fine_tuning_moves_the_codebook_and_keeps_masks(trained, sessio
     assert torch.equal(tuned.fc1.weight() == 0, model.fc1.weight == 0)
     assert tuned.fc1.tuned is None and not any(p.requires_grad for p in tuned.fc1.parameters())
     assert "quant_sqnr_db_min" in session.extra_metrics
+    assert set(session.extra_metrics) <= set(QUANTIZERS.get("kmeans").metrics)  # declared
 
 
 @pytest.mark.parametrize("codec", ["none", "huffman"])

@@ -76,6 +76,8 @@ def test_artifact_reloads_to_the_same_predictions(case, trained, session, tmp_pa
         quantized_layers = [n for n, e in session.layer_extra.items() if "quant_sqnr_db" in e]
         assert quantized_layers  # per-layer error recorded for the CSV
         assert session.extra_metrics["quant_sqnr_db_min"] > 0  # and the worst one as a metric
+    # what a mode logs is what its registry entry declares (objectives are checked against it)
+    assert set(session.extra_metrics) <= set(QUANTIZERS.get(values["mode"]).metrics)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
