@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from compression.core.lazy import nn
+from compression.core.registry import Registry
 
 Transform = Callable[["nn.Module", dict[str, Any]], "nn.Module"]
-TRANSFORMS: dict[str, Transform] = {}
+# a closed registry, like the models': a kind not registered here is refused, never imported
+TRANSFORMS: Registry[Transform] = Registry("artifact transform kind")
 
 
 def register_transform(kind: str, fn: Transform) -> None:
-    TRANSFORMS[kind] = fn
+    TRANSFORMS.add(kind, fn)

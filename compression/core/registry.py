@@ -97,6 +97,9 @@ class Registry(Generic[H]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def values(self) -> list[H]:
+        return [e.handler for e in self.entries()]
+
     def items(self) -> list[tuple[str, H]]:
         return [(e.name, e.handler) for e in self.entries()]
 

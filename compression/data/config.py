@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import np, torch
+from compression.core.registry import Registry
 
-# Every value `data.name` may take; filled by the loaders' registry (compression.data.registry).
-DATASET_NAMES: list[str] = []
+# `data.name` -> a function reading a `Raw` from a DataConfig; each loader module registers its
+# own (compression.data.registry.register_dataset). Here, torch-free, for the config check.
+Loader = Callable[["DataConfig"], "Raw"]
+DATASETS: Registry[Loader] = Registry("data.name")
 
 
 @dataclass
@@ -35,7 +39,7 @@ class DataConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)  # custom: the factory's arguments
 
     def __post_init__(self) -> None:
-        v.one_of("data.name", self.name, DATASET_NAMES)
+        v.one_of("data.name", self.name, sorted(DATASETS))
         v.number("data.split_seed", self.split_seed, integer=True)
         v.in_range("data.val_fraction", self.val_fraction, 0, 1, lo_open=True, hi_open=True)
         v.in_range("data.test_fraction", self.test_fraction, 0, 1, lo_open=True, hi_open=True)

@@ -28,6 +28,7 @@ from compression.pruning.base import MaskSet, PruneSession, layer_targets
 from compression.pruning.schedules import lowest_k_mask, no_revival, prune_with
 from compression.pruning.structured import (
     FAMILY_PRUNERS,
+    FamilyPruner,
     StructuredConfig,
     removed_count,
 )
@@ -170,5 +171,6 @@ def _check(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor) -> No
                           "fc1 layers, e.g. pruning.include=['*'])")
 
 
-FAMILY_PRUNERS.append((lambda model: bool(transformer_units(model)), prune_heads, _check))
+FAMILY_PRUNERS.add("transformer_heads",
+                   FamilyPruner(lambda model: bool(transformer_units(model)), prune_heads, _check))
 register_transform(KIND, apply_heads_record)

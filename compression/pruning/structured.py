@@ -24,6 +24,7 @@ from compression.artifact.transforms import register_transform
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import nn, torch
+from compression.core.registry import Registry
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
@@ -213,22 +214,28 @@ def _groups_for(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor
     return groups, active_groups(groups, layer_targets(model, cfg), cfg.physical)
 
 
-# Model families the fx channel walk cannot prove safe but a module of their own can prune
-# (transformer blocks: heads.py appends itself): (recognises model, handler, pre-training check).
-FAMILY_PRUNERS: list[tuple[Callable[[nn.Module], bool],
-                           Callable[[nn.Module, Any, PruneSession], MaskSet],
-                           Callable[[nn.Module, Any, torch.Tensor], None]]] = []
+@dataclass(frozen=True)
+class FamilyPruner:
+    """Structured pruning for a model family the fx channel walk cannot prove safe but a module
+    of its own can prune (transformer blocks: heads.py registers itself)."""
+
+    recognises: Callable[[nn.Module], bool]
+    prune: Callable[[nn.Module, Any, PruneSession], MaskSet]
+    check: Callable[[nn.Module, Any, torch.Tensor], None]  # before training, one-line errors
 
 
-def _family(model: nn.Module) -> tuple[Any, Any, Any] | None:
-    return next((f for f in FAMILY_PRUNERS if f[0](model)), None)
+FAMILY_PRUNERS: Registry[FamilyPruner] = Registry("pruning.method=structured (model family)")
+
+
+def _family(model: nn.Module) -> FamilyPruner | None:
+    return next((f for f in FAMILY_PRUNERS.values() if f.recognises(model)), None)
 
 
 @register_check("structured")
 def check_structured(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor) -> None:
     family = _family(model)
     if family is not None:
-        return family[2](model, cfg, example)
+        return family.check(model, cfg, example)
     _groups_for(model, cfg, example)
     return None
 
@@ -243,7 +250,7 @@ def _weight_shapes(model: nn.Module) -> dict[str, torch.Size]:
 def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSession) -> MaskSet:
     family = _family(model)
     if family is not None:
-        return family[1](model, cfg, session)
+        return family.prune(model, cfg, session)
     groups, active = _groups_for(model, cfg, session.data.spec.example_input(1))
     shapes = _weight_shapes(model)
     pattern = Channels(groups, active, cfg.norm, cfg.physical, shapes, cfg.round_to)
