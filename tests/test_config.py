@@ -97,5 +97,5 @@ def test_sqnr_objective_is_accepted_for_every_mode_that_logs_it(compose_cfg, mod
 
 
 def test_sqnr_objective_is_refused_where_no_weight_is_quantized(compose_cfg) -> None:
-    with pytest.raises(ConfigError, match="quantization.mode=none does not log it"):
+    with pytest.raises(ConfigError, match=r"quantization\.mode=none does not log it"):
         RunConfig.from_cfg(compose_cfg("quantization=none", "objectives=[quant_sqnr_db_min]"))

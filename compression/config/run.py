@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from compression.artifact.format import ExportConfig
-from compression.core import paths
+from compression.core import paths, plugins
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.registry import Registry, build_dataclass
@@ -62,6 +62,7 @@ def metric_names() -> tuple[str, ...]:
                                 *EXTRA_METRICS, *per_run_rss]))
 
 
+plugins.load_entry_points()  # installed plug-ins register beside the built-ins
 METRICS = metric_names()  # every built-in method and mode is registered by now
 
 
@@ -154,7 +155,8 @@ def check_produced(names: Iterable[str], cfg: Mapping[str, Any], key: str = "obj
 
 TOP_LEVEL = {"data", "model", "train", "finetune", "pruning", "quantization", "measure",
              "tracking", "seed", "objectives", "paths", "hydra", "metric", "runtime", "export",
-             "target"}  # sweep=autotune's target: read by the sweeper, not by a job
+             "target",  # sweep=autotune's target: read by the sweeper, not by a job
+             "plugins"}  # the user's own modules to import (compression.core.plugins)
 
 if not OmegaConf.has_resolver("project_root"):
     # Lets conf/ anchor Hydra's output folders at the repository, whatever the cwd.
@@ -191,6 +193,7 @@ class RunConfig:
     objectives: tuple[str, ...] = ("val_accuracy",)
     metric: MetricConfig = field(default_factory=MetricConfig)  # what `accuracy` measures
     export: ExportConfig = field(default_factory=ExportConfig)
+    plugins: tuple[str, ...] = ()  # import paths of the user's modules, imported before the rest
 
     def __post_init__(self) -> None:
         v.number("seed", self.seed, integer=True)
@@ -224,6 +227,8 @@ class RunConfig:
         raw = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(raw, dict)
         v.finite_tree({k: val for k, val in raw.items() if k != "hydra"})
+        # first: a plug-in's names are valid values of the sections validated below
+        loaded = plugins.load(raw.get("plugins") or [])
         unknown = sorted(set(raw) - TOP_LEVEL)
         if unknown:
             allowed = ", ".join(sorted(TOP_LEVEL))
@@ -255,6 +260,7 @@ class RunConfig:
             metric=MetricConfig.from_dict(section("metric")),
             export=build_dataclass(ExportConfig, section("export"), "export"),
             model=ModelConfig.from_dict(section("model")),
+            plugins=tuple(loaded),
         )
 
     def params(self) -> dict[str, Any]:
@@ -269,4 +275,6 @@ class RunConfig:
             "metric": self.metric.to_dict(),
             "runtime": asdict(self.runtime),
             "export": asdict(self.export),
+            # only when set: runs without plug-ins keep exactly the params they always had
+            **({"plugins": list(self.plugins)} if self.plugins else {}),
         }
