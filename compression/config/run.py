@@ -18,6 +18,7 @@ from compression.artifact.format import ExportConfig
 from compression.core import paths, plugins
 from compression.core import validation as v
 from compression.core.errors import ConfigError
+from compression.core.job import JobContext
 from compression.core.registry import Registry, build_dataclass
 from compression.data import DataConfig
 from compression.measure import MeasureConfig, peak_rss_resettable
@@ -217,7 +218,7 @@ class RunConfig:
     @property
     def threads(self) -> int:
         """Torch threads for training: the cores shared among parallel workers."""
-        workers = int(os.environ.get("COMPRESSION_WORKERS", "1"))
+        workers = JobContext.current().workers
         # the cores this process may run on: a SLURM job's allocation, not the whole node
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         return max(1, (cores or os.cpu_count() or 1) // max(1, workers))

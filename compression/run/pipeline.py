@@ -30,6 +30,7 @@ from compression.artifact.format import (
 )
 from compression.config.run import RunConfig
 from compression.core.errors import ConfigError
+from compression.core.job import JobContext, Reporter
 from compression.models import checkpoint as ckpt
 from compression.models.build import build_model, check_fits, prunable_layers
 from compression.pruning import PRUNERS, MaskSet, PruningConfig, layer_targets
@@ -39,7 +40,6 @@ from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
 from compression.quantization import QUANTIZERS, Quantized
 from compression.quantization import allocation as bit_allocation
 from compression.runtime import hook as runtime_hook
-from compression.sweep.pruners import TrialReporter
 from compression.training.baseline import Baseline, get_baseline
 from compression.training.loop import evaluate, load_optimizer_machinery, train
 from compression.training.quality import named_metric, quality_loss
@@ -68,7 +68,7 @@ class Session:
     allocation: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A sweep's pruner: val accuracy after every fine-tuning epoch, numbered across the run's
     # fine-tuning passes (iterative rounds, QAT), so the steps of every trial line up.
-    reporter: TrialReporter | None = None
+    reporter: Reporter | None = None
     epochs_done: int = 0
 
     def finetune(self, model: nn.Module, masks: MaskSet | None = None, epochs: int | None = None,
@@ -171,11 +171,21 @@ def default_run_name(rc: RunConfig) -> str:
     return f"{rc.model.name}{width}-{rc.data.name}-{prune}-{rc.quantization.mode}"
 
 
+def trial_reporter(job: JobContext) -> Reporter | None:
+    """The trial's reporter when this job is a trial of a sweep that prunes; a single run (or a
+    sweep without a pruner) never imports the sweep layer."""
+    if job.trial is None:
+        return None
+    from compression.sweep.pruners import TrialReporter
+
+    return TrialReporter.from_env()
+
+
 def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
             sink: dict[str, Any] | None = None) -> dict[str, float]:
     t_start = time.perf_counter()
     M.reset_peak_rss()  # peak_rss_mb: this run's peak, not earlier jobs' of the same process
-    session = Session(rc, splits, reporter=TrialReporter.from_env())
+    session = Session(rc, splits, reporter=trial_reporter(JobContext.current()))
     if mlrun is not None:
         mlrun.log_params(tracking.flatten(rc.params()))
         mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})
