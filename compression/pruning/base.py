@@ -167,7 +167,23 @@ class PruneSession(Protocol):
 
 
 # A handler prunes `model` in place (and fine-tunes it through the session) and returns the masks.
-PruneHandler = Callable[["nn.Module", PruningConfig, PruneSession], MaskSet]
+@dataclass
+class PruneResult:
+    """What a pruning method returns: the masks to keep applied through fine-tuning and
+    quantization, the structural transforms it made (recorded in the artifact, replayed by the
+    loader to rebuild the smaller modules) and its own run metrics (those its entry declares).
+    A handler returning a bare MaskSet made no transform and logs nothing of its own."""
+
+    masks: MaskSet = field(default_factory=MaskSet)
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, out: MaskSet | PruneResult) -> PruneResult:
+        return out if isinstance(out, PruneResult) else cls(out)
+
+
+PruneHandler = Callable[["nn.Module", PruningConfig, PruneSession], "MaskSet | PruneResult"]
 PRUNERS: Registry[PruneHandler] = Registry("pruning.method")
 
 # Optional per-method checks run on a fresh (untrained) model before any training, so that a

@@ -24,7 +24,7 @@ from typing import Any
 from compression.artifact.transforms import register_transform
 from compression.core.errors import ConfigError
 from compression.core.lazy import LazyModule, nn, torch
-from compression.pruning.base import MaskSet, PruneSession, layer_targets
+from compression.pruning.base import MaskSet, PruneResult, PruneSession, layer_targets
 from compression.pruning.schedules import lowest_k_mask, no_revival, prune_with
 from compression.pruning.structured import (
     FAMILY_PRUNERS,
@@ -76,6 +76,7 @@ class HeadsAndNeurons:
 
     def __init__(self, units: list[Units], cfg: StructuredConfig) -> None:
         self.units, self.cfg = units, cfg
+        self.result = PruneResult()  # what finalize did: the transform and its metrics
 
     def masks(self, scores: dict[str, torch.Tensor], targets: dict[str, float], current: MaskSet,
               signed: bool) -> MaskSet:
@@ -102,18 +103,17 @@ class HeadsAndNeurons:
     def finalize(self, model: nn.Module, masks: MaskSet, session: PruneSession) -> MaskSet:
         kept = self.kept(masks)
         total = sum(u.count for u in self.units)
-        session.extra_metrics["channels_removed_fraction"] = 1 - sum(map(len, kept.values())
-                                                                     ) / max(1, total)
-        session.extra_metrics["structured_physical"] = float(self.cfg.physical)
+        metrics = self.result.metrics
+        metrics["channels_removed_fraction"] = 1 - sum(map(len, kept.values())) / max(1, total)
+        metrics["structured_physical"] = float(self.cfg.physical)
         if not self.cfg.physical:
-            session.extra_metrics["param_reduction"] = 0.0
+            metrics["param_reduction"] = 0.0
             return masks
         before = sum(p.numel() for p in model.parameters())
         record = {"kind": KIND, "units": kept}
         apply_heads_record(model, record)
-        session.transforms.append(record)
-        session.extra_metrics["param_reduction"] = 1 - sum(
-            p.numel() for p in model.parameters()) / before
+        self.result.transforms.append(record)
+        metrics["param_reduction"] = 1 - sum(p.numel() for p in model.parameters()) / before
         return MaskSet()  # the units are gone: nothing left to mask
 
 
@@ -157,11 +157,13 @@ def _active(model: nn.Module, cfg: StructuredConfig) -> list[Units]:
     return [u for u in transformer_units(model) if all(p in targets for p in u.producers)]
 
 
-def prune_heads(model: nn.Module, cfg: StructuredConfig, session: PruneSession) -> MaskSet:
+def prune_heads(model: nn.Module, cfg: StructuredConfig, session: PruneSession) -> PruneResult:
     units = _active(model, cfg)
     names = [n for u in units for n in (*u.producers, u.consumer)]
     layers = {n: model.get_submodule(n) for n in names}
-    return prune_with(model, cfg, session, HeadsAndNeurons(units, cfg), layers=layers)
+    pattern = HeadsAndNeurons(units, cfg)
+    pattern.result.masks = prune_with(model, cfg, session, pattern, layers=layers)
+    return pattern.result
 
 
 def _check(model: nn.Module, cfg: StructuredConfig, example: torch.Tensor) -> None:

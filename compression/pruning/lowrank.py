@@ -21,6 +21,7 @@ from compression.core.lazy import nn, no_grad, torch
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
+    PruneResult,
     PruneSession,
     PruningConfig,
     layer_targets,
@@ -99,7 +100,7 @@ def check_lowrank(model: nn.Module, cfg: PruningConfig, example: torch.Tensor) -
 
 
 @PRUNERS.register("lowrank", LowRankConfig, metrics=("lowrank_layers", "param_reduction"))
-def prune_lowrank(model: nn.Module, cfg: LowRankConfig, session: PruneSession) -> MaskSet:
+def prune_lowrank(model: nn.Module, cfg: LowRankConfig, session: PruneSession) -> PruneResult:
     before = sum(p.numel() for p in model.parameters())
     ranks = {}
     for name, drop in layer_targets(model, cfg).items():
@@ -110,9 +111,7 @@ def prune_lowrank(model: nn.Module, cfg: LowRankConfig, session: PruneSession) -
         if rank * (out + fan_in) < out * fan_in:  # only when the factors are smaller
             ranks[name] = rank
             model.set_submodule(name, factorize(m, rank))
-    session.transforms.append({"kind": KIND, "layers": ranks})
-    session.extra_metrics["lowrank_layers"] = float(len(ranks))
-    session.extra_metrics["param_reduction"] = 1 - sum(p.numel() for p in model.parameters()
-                                                       ) / before
+    reduction = 1 - sum(p.numel() for p in model.parameters()) / before
     session.finetune(model, MaskSet())
-    return MaskSet()
+    return PruneResult(MaskSet(), [{"kind": KIND, "layers": ranks}],
+                       {"lowrank_layers": float(len(ranks)), "param_reduction": reduction})

@@ -23,7 +23,7 @@ from typing import Any
 from compression.artifact.transforms import register_transform
 from compression.core.errors import ConfigError, first_line
 from compression.core.lazy import nn, torch
-from compression.pruning.base import PruneSession, PruningConfig, select_layers
+from compression.pruning.base import PruneResult, PruningConfig, select_layers
 
 KIND = "sparse_linear"
 
@@ -73,14 +73,13 @@ def check_swappable(model: nn.Module, cfg: PruningConfig, example: torch.Tensor)
                           "(pruning.exclude=[...])") from None
 
 
-def to_sparse_kernels(model: nn.Module, cfg: PruningConfig, session: PruneSession) -> nn.Module:
-    """Swap the layers `sparse_layers` picks for SparseLinear (in place; returns `model`) and
-    record the swap for the artifact loader."""
+def to_sparse_kernels(model: nn.Module, cfg: PruningConfig) -> tuple[nn.Module, PruneResult]:
+    """Swap the layers `sparse_layers` picks for SparseLinear (in place; returns `model`) with
+    the swap recorded for the artifact loader and its metric."""
     names = sparse_layers(model, cfg)
     swap_(model, names)
-    session.transforms.append({"kind": KIND, "layers": names})
-    session.extra_metrics["sparse_kernel_layers"] = float(len(names))
-    return model
+    return model, PruneResult(transforms=[{"kind": KIND, "layers": names}],
+                              metrics={"sparse_kernel_layers": float(len(names))})
 
 
 def apply_sparse_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:

@@ -28,6 +28,7 @@ from compression.core.registry import Registry
 from compression.pruning.base import (
     PRUNERS,
     MaskSet,
+    PruneResult,
     PruneSession,
     layer_targets,
     register_check,
@@ -116,6 +117,7 @@ class Channels:
     def __init__(self, groups: list[Group], active: list[int], norm: str, physical: bool,
                  shapes: dict[str, torch.Size], round_to: int = 1) -> None:
         self.groups, self.active, self.norm, self.physical = groups, active, norm, physical
+        self.result = PruneResult()  # what finalize did: the transform and its metrics
         # shape of every parameter and buffer ("layer.weight", "bn.running_mean"), for masks
         self.shapes = shapes
         self.round_to = round_to
@@ -191,18 +193,18 @@ class Channels:
         # freezes too (only the model's own inputs and outputs are not hidden)
         hidden = [g for g in self.groups if not g.interface]
         removed = sum(self.groups[i].channels - len(k) for i, k in kept.items())
-        session.extra_metrics["channels_removed_fraction"] = removed / max(
-            1, sum(g.channels for g in hidden))
-        session.extra_metrics["structured_physical"] = float(self.physical)
+        metrics = self.result.metrics
+        metrics["channels_removed_fraction"] = removed / max(1, sum(g.channels for g in hidden))
+        metrics["structured_physical"] = float(self.physical)
         if not self.physical:
-            session.extra_metrics["param_reduction"] = 0.0  # masked: every parameter is kept
+            metrics["param_reduction"] = 0.0  # masked: every parameter is kept
             return masks
         before = sum(p.numel() for p in model.parameters())
         record = channel_record(model, self.groups, kept)
         apply_channel_record(model, record)
-        session.transforms.append(record)
+        self.result.transforms.append(record)
         after = sum(p.numel() for p in model.parameters())
-        session.extra_metrics["param_reduction"] = 1 - after / before
+        metrics["param_reduction"] = 1 - after / before
         return MaskSet()  # nothing left to mask: the channels are gone
 
 
@@ -247,7 +249,8 @@ def _weight_shapes(model: nn.Module) -> dict[str, torch.Size]:
 
 @PRUNERS.register("structured", StructuredConfig,
                   metrics=("channels_removed_fraction", "param_reduction", "structured_physical"))
-def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSession) -> MaskSet:
+def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSession
+                     ) -> MaskSet | PruneResult:
     family = _family(model)
     if family is not None:
         return family.prune(model, cfg, session)
@@ -256,7 +259,8 @@ def prune_structured(model: nn.Module, cfg: StructuredConfig, session: PruneSess
     pattern = Channels(groups, active, cfg.norm, cfg.physical, shapes, cfg.round_to)
     producers = {p for i in active for p in groups[i].producers}
     layers = {n: model.get_submodule(n) for n in layer_targets(model, cfg) if n in producers}
-    return prune_with(model, cfg, session, pattern, layers=layers)
+    pattern.result.masks = prune_with(model, cfg, session, pattern, layers=layers)
+    return pattern.result
 
 
 register_transform(KIND, apply_channel_record)

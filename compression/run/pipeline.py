@@ -36,6 +36,7 @@ from compression.models.build import build_model, check_fits, prunable_layers
 from compression.pruning import PRUNERS, MaskSet, PruningConfig, layer_targets
 from compression.pruning import check as check_pruning
 from compression.pruning.allocation import allocated_config
+from compression.pruning.base import PruneResult
 from compression.pruning.sparse_kernel import check_swappable, to_sparse_kernels
 from compression.quantization import QUANTIZERS, Quantized
 from compression.quantization import allocation as bit_allocation
@@ -88,6 +89,12 @@ class Session:
         self.timings["finetune_seconds"] = (
             self.timings.get("finetune_seconds", 0.0) + time.perf_counter() - t0
         )
+
+    def keep(self, pruned: PruneResult) -> None:
+        """What the pruning method returned, for the stages after it."""
+        self.masks = pruned.masks
+        self.transforms += pruned.transforms
+        self.extra_metrics.update(pruned.metrics)
 
     def _report(self, model: nn.Module) -> None:
         assert self.reporter is not None
@@ -202,7 +209,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     session.teacher = baseline.model.eval()  # never trained further: a deep copy is pruned
     model = copy.deepcopy(baseline.model)
     pruning_cfg = allocate_layers(rc, splits, baseline, model, session, out_dir)
-    session.masks = PRUNERS.get(rc.pruning.method).handler(model, pruning_cfg, session)
+    pruned = PruneResult.of(PRUNERS[rc.pruning.method](model, pruning_cfg, session))
+    session.keep(pruned)
     model.eval()
     # Sparsity, nonzero params and FLOPs are counted on this fp32 graph: what pruning removed.
     # Quantization keeps op counts, and weights it rounds to zero are not pruning (they are
@@ -210,7 +218,9 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     pruned_fp32 = model
     report_dead_channels(model, rc, session)
     if rc.pruning.sparse_kernel:  # a copy: FLOPs are still counted on the dense-kernel graph
-        model = to_sparse_kernels(copy.deepcopy(model), rc.pruning, session)
+        model, swapped = to_sparse_kernels(copy.deepcopy(model), rc.pruning)
+        session.transforms += swapped.transforms
+        session.extra_metrics.update(swapped.metrics)
 
     quant_cfg = allocate_bits(rc, splits, baseline, model, session)
     write_allocation_csv(out_dir / "allocation.csv", session.allocation)

@@ -12,6 +12,7 @@ from compression.config.run import RunConfig
 from compression.data import load
 from compression.models.build import build_model
 from compression.pruning import PRUNERS, MaskSet
+from compression.pruning.base import PruneResult
 from compression.run.pipeline import Session
 
 
@@ -43,7 +44,8 @@ def prune(make_session) -> Callable[..., tuple[nn.Module, MaskSet, Session]]:
         if model is None:
             model = build_model(session.rc.model, session.data.spec)
         cfg = session.rc.pruning
-        masks = PRUNERS.get(cfg.method).handler(model, cfg, session)
-        return model, masks, session
+        result = PruneResult.of(PRUNERS[cfg.method](model, cfg, session))
+        session.keep(result)  # as the pipeline does: transforms and metrics for what follows
+        return model, result.masks, session
 
     return _prune
