@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from shrink import FAST
 
 from compression import tracking
-from compression.core import redaction
+from compression.core import job, redaction
 from compression.core.paths import PROJECT_ROOT
 from compression.core.redaction import RedactHydraFiles, redact
 from compression.sweep import study
@@ -94,7 +94,7 @@ def test_the_callback_redacts_the_files_hydra_wrote(tmp_path: Path) -> None:
 
 
 def test_parent_run_tags_and_run_params_are_redacted(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.delenv(job.PARENT_RUN_ID, raising=False)
     monkeypatch.setattr(MlflowParentRun, "active", None)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = OmegaConf.create({

@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from compression import tracking
+from compression.core import job
 from compression.core.errors import ConfigError
 from compression.run import pipeline
 
@@ -101,7 +102,7 @@ def test_a_multirun_job_without_a_parent_run_is_refused_not_logged_single(
 
     from compression.config.run import CONFIG_DIR
 
-    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.delenv(job.PARENT_RUN_ID, raising=False)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["hydra.mode=MULTIRUN"], return_hydra_config=True)

@@ -185,7 +185,7 @@ def trial_reporter(job: JobContext) -> Reporter | None:
         return None
     from compression.sweep.pruners import TrialReporter
 
-    return TrialReporter.from_env()
+    return TrialReporter.of(job)
 
 
 def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,

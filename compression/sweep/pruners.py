@@ -12,12 +12,11 @@ with `TrialPruned`; the sweep then tells the study PRUNED and the MLflow run end
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from compression.core import job, private_api
 from compression.core.errors import ConfigError, TrialPruned
 from compression.core.registry import Registry
 
@@ -51,11 +50,6 @@ def _factory(cls_name: str, defaults: dict[str, Any]) -> PrunerFactory:
 for _name, (_cls, _defaults) in _CLASSES.items():
     PRUNERS.register(_name, dict)(_factory(_cls, _defaults))
 
-# What a job reads (set by the sweep process in its own environment; see module docstring).
-STORAGE_ENV = "COMPRESSION_OPTUNA_STORAGE"
-PRUNER_ENV = "COMPRESSION_OPTUNA_PRUNER"
-STUDY_ENV = "COMPRESSION_TAG_study_name"  # the trial's tags (tracking.TAG_ENV_PREFIX)
-TRIAL_ENV = "COMPRESSION_TAG_trial_number"
 REPORTED = "val_accuracy"  # the intermediate value: what fine-tuning can measure per epoch
 
 
@@ -81,11 +75,7 @@ def check(name: str, objectives: list[str], directions: list[str]) -> None:
 def export_settings(storage: str, name: str, kwargs: Mapping[str, Any] | None) -> None:
     """Put what jobs need to report into this process's environment (set before workers
     start, so forked and fresh joblib workers inherit it)."""
-    if name == "none":
-        os.environ.pop(PRUNER_ENV, None)
-        return
-    os.environ[STORAGE_ENV] = storage
-    os.environ[PRUNER_ENV] = json.dumps({"name": name, "kwargs": dict(kwargs or {})})
+    job.set_pruner(storage, None if name == "none" else name, kwargs)
 
 
 class TrialReporter:
@@ -96,22 +86,21 @@ class TrialReporter:
         self.trial = trial
 
     @classmethod
-    def from_env(cls) -> TrialReporter | None:
+    def of(cls, ctx: job.JobContext) -> TrialReporter | None:
         """None unless this job is a trial of a sweep that prunes."""
-        spec, study_name = os.environ.get(PRUNER_ENV), os.environ.get(STUDY_ENV)
-        number, storage = os.environ.get(TRIAL_ENV), os.environ.get(STORAGE_ENV)
-        if not (spec and study_name and number and storage):
+        if ctx.trial is None or ctx.optuna_pruner is None or ctx.optuna_storage is None:
             return None
         import optuna
 
         from compression.sweep.study import make_storage
 
-        settings = json.loads(spec)
+        study_name, number = ctx.trial
+        settings = ctx.optuna_pruner
         pruner = make_pruner(settings["name"], settings["kwargs"])
-        study = optuna.load_study(study_name=study_name, storage=make_storage(storage),
+        study = optuna.load_study(study_name=study_name, storage=make_storage(ctx.optuna_storage),
                                   pruner=pruner)
-        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == int(number))
-        return cls(optuna.Trial(study, frozen._trial_id))
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        return cls(private_api.live_trial(study, frozen))
 
     def report(self, value: float, step: int) -> None:
         self.trial.report(value, step)

@@ -17,7 +17,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from compression.core import paths
+from compression.core import paths, private_api
 from compression.core.errors import ConfigError, first_line
 from compression.core.redaction import redact
 from compression.sweep.config import SweeperConfig
@@ -188,7 +188,7 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, max_attempts: in
                 log.warning("trial %d of %s was left running by %s (dead) after its MLflow run "
                             "finished: completed from that run", t.number, study.study_name,
                             t.user_attrs.get(WORKER_ATTR, "?"))
-                ended.append(study._storage.get_trial(t._trial_id))
+                ended.append(study.get_trials(deepcopy=False)[t.number])  # trials by number
                 continue
             ended.append(fail_infra(study, t, f"worker {t.user_attrs.get(WORKER_ATTR, '?')} "
                                     "died", max_attempts))
@@ -212,7 +212,7 @@ def fail_infra(study: optuna.Study, trial: Trial | FrozenTrial, reason: str,
     if isinstance(trial, Trial):
         trial.set_user_attr(key, text)
     else:  # a trial of another (dead) process: through the storage, before it is finished
-        study._storage.set_trial_user_attr(trial._trial_id, key, text)
+        private_api.set_user_attr_of(study, trial, key, text)
     ft = study.tell(trial.number, state=TrialState.FAIL)
     if final:
         log.warning("trial %d of %s failed: %s; not queued again", trial.number,

@@ -24,7 +24,9 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from compression import tracking
 from compression.config.run import METRICS
+from compression.core import private_api
 from compression.core.errors import ConfigError, TrialPruned, first_line
+from compression.core.job import STUDY_TAG, TRIAL_TAG, JobContext, job_env
 from compression.core.redaction import redact
 from compression.core.registry import build_dataclass
 from compression.sweep import autotune, failures, mlflow_side, pruners, results, workers
@@ -228,7 +230,7 @@ class OptunaSweep:
             return False
         if values is None:
             return False
-        live = trial if isinstance(trial, Trial) else Trial(study, trial._trial_id)
+        live = trial if isinstance(trial, Trial) else private_api.live_trial(study, trial)
         self._tell_values(study, live, values)
         return True
 
@@ -292,13 +294,11 @@ class OptunaSweep:
         return batch
 
     def _job_overrides(self, study: optuna.Study, trial: Trial) -> list[str]:
-        env = "++hydra.job.env_set."
-        out = [f"{env}{tracking.TAG_ENV_PREFIX}study_name={_quote(study.study_name)}",
-               f"{env}{tracking.TAG_ENV_PREFIX}trial_number={trial.number}",
-               f"{env}COMPRESSION_WORKERS={self.workers}"]
-        parent = os.environ.get(tracking.PARENT_ENV)  # per job: a fork-server worker's own
-        if parent:  # environment is the server's, copied before the study's parent was known
-            out.append(f"{env}{tracking.PARENT_ENV}={parent}")
+        # the parent per job: a fork-server worker's own environment is the server's, copied
+        # before the study's parent was known
+        env = job_env(workers=self.workers, parent_run_id=JobContext.current().parent_run_id,
+                      tags={STUDY_TAG: study.study_name, TRIAL_TAG: trial.number})
+        out = [f"++hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items()]
         if self.returned != self.objectives:
             out.append(f"objectives=[{','.join(self.returned)}]")
         return out
@@ -328,7 +328,7 @@ class OptunaSweep:
 
     def _tell(self, study: optuna.Study, trial: Trial, job: JobReturn) -> None:
         if job.status != JobStatus.COMPLETED:
-            e = job._return_value
+            e = private_api.job_error(job)
             if isinstance(e, TrialPruned):  # the job's own report was pruned: not a failure
                 study.tell(trial, state=TrialState.PRUNED)
                 log.info("trial %d %s", trial.number, str(e).split(" (trial")[0])

@@ -25,6 +25,8 @@ import signal
 import threading
 import time
 
+from compression.core.job import JobContext, set_sweep_pid
+
 log = logging.getLogger(__name__)
 
 
@@ -50,7 +52,6 @@ def lost_worker_errors() -> tuple[type[BaseException], ...]:
 PARENT_POLL_S = 0.5
 EXIT_GRACE_S = 10.0
 # The fork server's workers are not the sweep's children: they learn its pid from here.
-SWEEP_PID_ENV = "COMPRESSION_SWEEP_PID"
 # Imported once by the fork server. torch._dynamo: the first optimizer's import (about 1 s,
 # see training.load_optimizer_machinery), else paid by every worker's first trial.
 PRELOAD = ["compression.run.pipeline", "compression.tracking.callbacks", "hydra.core.utils",
@@ -103,7 +104,7 @@ def watch_sweep() -> None:
     if _watching or not _is_worker():
         return
     _watching = True
-    sweep = int(os.environ.get(SWEEP_PID_ENV) or os.getppid())
+    sweep = JobContext.current().sweep_pid or os.getppid()
     threading.Thread(target=_exit_with_sweep, args=(sweep,), name="watch-sweep",
                      daemon=True).start()
 
@@ -115,7 +116,7 @@ def fork_workers() -> bool:
         return False
     from joblib.externals.loky.backend.context import set_start_method
 
-    os.environ[SWEEP_PID_ENV] = str(os.getpid())  # before the server starts: it copies it
+    set_sweep_pid(os.getpid())  # before the server starts: it copies it
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     set_start_method("forkserver", force=True)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from compression.core import paths
 from compression.core import validation as v
 from compression.core.errors import ConfigError, TrialPruned, first_line
+from compression.core.job import JobContext
 from compression.core.redaction import redact
 
 T = TypeVar("T")
@@ -35,11 +36,7 @@ log = logging.getLogger(__name__)
 # MLflow's run status names (mlflow.entities.RunStatus), without importing MLflow to say them
 FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
 
-PARENT_ENV = "COMPRESSION_PARENT_RUN_ID"  # not MLFLOW_RUN_ID: MLflow would resume that run
 PARENT_TAG = "mlflow.parentRunId"
-# $COMPRESSION_TAG_<name>=<value> becomes tag <name> of a job's run: the Optuna sweeper sets
-# study_name and trial_number this way, per job, through hydra.job.env_set.
-TAG_ENV_PREFIX = "COMPRESSION_TAG_"
 MAX_PARAM_LEN = 6000
 
 
@@ -404,10 +401,10 @@ def start_run(
 ) -> Run:
     client = client_for(cfg.uri)
     exp_id = _retry(ensure_experiment, client, cfg.experiment)
-    env_tags = {k.removeprefix(TAG_ENV_PREFIX): val for k, val in os.environ.items()
-                if k.startswith(TAG_ENV_PREFIX)}
-    all_tags = {**system_tags(), "mlflow.source.name": "train.py", **env_tags, **(tags or {})}
-    parent = cfg.parent_run_id or os.environ.get(PARENT_ENV)
+    # the launcher's tags (the Optuna sweeper's study_name and trial_number) and parent run
+    job = JobContext.current()
+    all_tags = {**system_tags(), "mlflow.source.name": "train.py", **job.tags, **(tags or {})}
+    parent = cfg.parent_run_id or job.parent_run_id
     if not parent and in_multirun():
         # a sweep whose parent run could not be opened: a lone run here would be invisible to
         # the sweep's nesting, analysis and stale-run cleanup

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import sys
 from typing import Any
 
@@ -17,7 +16,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from compression import tracking
+from compression.core import private_api
 from compression.core.errors import ConfigError, first_line
+from compression.core.job import JobContext, set_parent_run
 from compression.core.redaction import redact
 from compression.core.registry import build_dataclass
 
@@ -39,7 +40,6 @@ class CheckSweepJobs(Callback):
             return self._check_optuna_sweep(config)
         if not target.endswith(".BasicSweeper"):
             return
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.errors import HydraException
@@ -51,7 +51,7 @@ class CheckSweepJobs(Callback):
         params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
         parsed = OverridesParser.create(config_loader=loader).parse_overrides(
             [*params, *config.hydra.overrides.task])
-        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        jobs = private_api.split_sweep_arguments(parsed)
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
         for number, job in enumerate(jobs):
             try:
@@ -133,7 +133,7 @@ class MlflowParentRun(Callback):
         self.run: tracking.Run | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if os.environ.get(tracking.PARENT_ENV):
+        if JobContext.current().parent_run_id:
             return  # an enclosing process (or a sweeper) already owns the parent run
         raw = OmegaConf.to_container(config.get("tracking", {}), resolve=True)
         cfg = build_dataclass(tracking.TrackingConfig, raw or {}, "tracking")
@@ -163,7 +163,7 @@ class MlflowParentRun(Callback):
             sys.exit(2)
         self.run = tracking.Run(client, run.info.run_id)
         MlflowParentRun.active = self
-        os.environ[tracking.PARENT_ENV] = self.run.id
+        set_parent_run(self.run.id)
         # If the sweep dies before on_multirun_end, don't leave the parent RUNNING forever.
         atexit.register(self._close, tracking.FAILED)
         # `mlflow ui` 3.17 opens an experiment on its GenAI overview unless its GenAI / Model
@@ -180,7 +180,7 @@ class MlflowParentRun(Callback):
             self.run.end(tracking.FINISHED)
             self.run.client.delete_run(self.run.id)
         self.run = run
-        os.environ[tracking.PARENT_ENV] = run.id
+        set_parent_run(run.id)
 
     @classmethod
     def tag_active(cls, tags: dict[str, str]) -> None:
@@ -202,8 +202,8 @@ class MlflowParentRun(Callback):
                                   max_results=1):
             return
         cb.run = None
-        if os.environ.get(tracking.PARENT_ENV) == run.id:
-            del os.environ[tracking.PARENT_ENV]
+        if JobContext.current().parent_run_id == run.id:
+            set_parent_run(None)
         run.end(tracking.FAILED)  # not RUNNING, even among deleted runs
         run.client.delete_run(run.id)
 
@@ -220,8 +220,8 @@ class MlflowParentRun(Callback):
         if self.run is None:
             return
         run, self.run = self.run, None
-        if os.environ.get(tracking.PARENT_ENV) == run.id:
-            del os.environ[tracking.PARENT_ENV]
+        if JobContext.current().parent_run_id == run.id:
+            set_parent_run(None)
         try:
             run.end(status)
         except Exception as e:  # at interpreter exit the store may be gone; nothing to lose

@@ -13,6 +13,7 @@ from test_sweep_cli import runs, sweep, trials
 
 from compression.analysis.runs import load_runs
 from compression.analysis.selection import Selection
+from compression.core import job
 from compression.core.errors import ConfigError, TrialPruned
 from compression.core.registry import build_dataclass
 from compression.sweep import pruners
@@ -49,10 +50,10 @@ def test_the_reporter_finds_its_trial_and_raises_when_pruned(tmp_path: Path, mon
     study.tell(good, 0.9)
     hopeless = study.ask()
     pruners.export_settings(storage, "median", pruner)
-    monkeypatch.setenv(pruners.STUDY_ENV, "p")
-    monkeypatch.setenv(pruners.TRIAL_ENV, str(hopeless.number))
+    monkeypatch.setenv(f"{job.TAG_PREFIX}{job.STUDY_TAG}", "p")
+    monkeypatch.setenv(f"{job.TAG_PREFIX}{job.TRIAL_TAG}", str(hopeless.number))
     try:
-        reporter = pruners.TrialReporter.from_env()
+        reporter = pruners.TrialReporter.of(job.JobContext.current())
         assert reporter is not None and reporter.trial.number == hopeless.number
         with pytest.raises(TrialPruned, match=r"epoch 1: val_accuracy 0\.1000") as e:
             reporter.report(0.1, 1)
@@ -60,7 +61,7 @@ def test_the_reporter_finds_its_trial_and_raises_when_pruned(tmp_path: Path, mon
         assert study.trials[hopeless.number].intermediate_values == {1: 0.1}
     finally:
         pruners.export_settings(storage, "none", None)  # clears the pruner for later tests
-    assert pruners.TrialReporter.from_env() is None
+    assert pruners.TrialReporter.of(job.JobContext.current()) is None
 
 
 @pytest.mark.slow

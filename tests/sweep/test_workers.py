@@ -11,6 +11,7 @@ import sqlalchemy
 from joblib import Parallel, delayed
 from joblib.externals.loky.backend.context import get_start_method
 
+from compression.core import job
 from compression.sweep import workers
 
 
@@ -21,7 +22,7 @@ def worker_facts() -> dict[str, object]:
     return {"pid": os.getpid(), "ppid": os.getppid(),
             "preloaded": [m for m in workers.PRELOAD if m in sys.modules],
             "threads": [t.name for t in threading.enumerate()],
-            "sweep": os.environ.get(workers.SWEEP_PID_ENV)}
+            "sweep": os.environ.get(job.SWEEP_PID)}
 
 
 @pytest.mark.slow  # the fork server imports torch, MLflow and Hydra once: ~10-20 s
