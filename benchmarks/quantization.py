@@ -48,7 +48,7 @@ from compression.artifact.format import load_artifact, save_artifact
 from compression.config.run import RunConfig
 from compression.measure import latency_side_by_side
 from compression.quantization import QUANTIZERS
-from compression.run.pipeline import Session
+from compression.run.session import Session
 from compression.tracking import cpu_model
 from compression.training.baseline import get_baseline
 from compression.training.loop import evaluate

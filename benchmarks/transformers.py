@@ -33,7 +33,7 @@ from compression.data import DataSpec, Splits, load
 from compression.measure import latency_side_by_side
 from compression.pruning import PRUNERS
 from compression.quantization import QUANTIZERS
-from compression.run.pipeline import Session
+from compression.run.session import Session
 from compression.training.baseline import get_baseline
 from compression.training.loop import evaluate
 

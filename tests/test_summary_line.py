@@ -6,7 +6,7 @@ from __future__ import annotations
 from compression.config.run import RunConfig
 from compression.data import DataSpec
 from compression.models.build import build_model
-from compression.run.pipeline import summary_line, what_was_pruned
+from compression.run.records import summary_line, what_was_pruned
 
 RESULTS = {"accuracy": 0.97, "baseline_accuracy": 0.98, "val_accuracy": 0.96, "sparsity": 0.005,
            "size_bytes": 36450, "dense_size_bytes": 203528, "compression_ratio": 5.58,

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from compression.analysis.runs import STUDY_TAG
 
 TARGET_FILE = "study/autotune.yaml"  # written by the sweeper's _autotune_winner
-ALLOCATION_FILE = "allocation.csv"  # written by pipeline.allocate_layers (sensitivity only)
+ALLOCATION_FILE = "allocation.csv"  # written by run.allocation (sensitivity only)
 DIRECTIONS = {"size": "minimize", "latency": "maximize", "rt_latency": "maximize"}
 METRICS = {"size": "size_bytes", "latency": "speedup", "rt_latency": "rt_speedup"}
 # state of a trial's MLflow run: FINISHED -> COMPLETE; KILLED with trial_state=PRUNED -> PRUNED

@@ -75,6 +75,14 @@ class PruningConfig:
         """Why this method's result holds no zero weights for a sparse kernel ('' if it does)."""
         return ""
 
+    def prunes(self) -> bool:
+        """False for a config that leaves the model dense (its runs list no pruned layers)."""
+        return True
+
+    def run_label(self) -> str:
+        """This part of a run's default MLflow name, e.g. `unstructured0.9`."""
+        return f"{self.method}{self.sparsity:g}"
+
 
 class MaskSet:
     """Boolean masks (True = keep) keyed by layer name (over its `weight`) or by a parameter's or
@@ -148,7 +156,7 @@ def check_overrides_match(model: nn.Module, cfg: PruningConfig) -> None:
 
 
 class PruneSession(Protocol):
-    """What a method may use besides the model (implemented by `compression.run.pipeline.Session`):
+    """What a method may use besides the model (implemented by `compression.run.session.Session`):
     the run config and data splits, fine-tuning that keeps masks applied, and places to record
     structural transforms (so the artifact loader can rebuild changed modules) and extra
     metrics."""

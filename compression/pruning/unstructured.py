@@ -37,6 +37,12 @@ class DenseConfig(PruningConfig):
     def no_zeros_because(self) -> str:
         return "keeps the model dense"
 
+    def prunes(self) -> bool:
+        return False
+
+    def run_label(self) -> str:
+        return "dense"
+
 
 @dataclass
 class UnstructuredConfig(MaskPruningConfig):

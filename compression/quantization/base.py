@@ -21,6 +21,11 @@ class QuantizationConfig:
     def __post_init__(self) -> None:
         pass
 
+    def label(self) -> str:
+        """The mode as a run's summary line shows it (a mode with a bit width adds it, e.g.
+        `lowbit/4`, `lowbit/mixed<=3`)."""
+        return self.mode
+
 
 @dataclass
 class Quantized:
@@ -42,7 +47,7 @@ class Quantized:
 
 
 class QuantSession(Protocol):
-    """What a mode may use besides the model (implemented by `compression.run.pipeline.Session`):
+    """What a mode may use besides the model (implemented by `compression.run.session.Session`):
     training batches (static calibration), fine-tuning with the pruning masks kept applied (QAT),
     `layer_extra`, where a mode records per-layer figures (e.g. quantization error) that end up
     as columns of the per-layer CSV, and `extra_metrics`, merged into the run's metrics."""

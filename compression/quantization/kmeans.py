@@ -57,6 +57,9 @@ class KMeansConfig(QuantizationConfig):
         for kind in v.string_list("quantization.layers", self.layers):
             v.one_of("quantization.layers", kind, sorted(LAYER_KINDS))
 
+    def label(self) -> str:
+        return f"{self.mode}/{self.bits}"
+
 
 # ---------------------------------------------------------------------------- k-means
 def _init(w: torch.Tensor, k: int, how: str, gen: torch.Generator) -> torch.Tensor:

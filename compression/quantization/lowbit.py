@@ -102,6 +102,11 @@ class LowBitConfig(QuantizationConfig):
         for name, b in self.layer_bits.items():
             v.one_of(f"quantization.layer_bits.{name}", b, LAYER_BITS)
 
+    def label(self) -> str:
+        if self.allocation == "sensitivity":
+            return f"{self.mode}/mixed<={self.budget_bits:g}"
+        return f"{self.mode}/{self.bits}"
+
     def bits_of(self, layer: str) -> int | str:
         """The layer's bit width: its `layer_bits` entry, else `bits` (32: left fp32)."""
         assert self.layer_bits is not None

@@ -13,7 +13,7 @@ from compression.data import load
 from compression.models.build import build_model
 from compression.pruning import PRUNERS, MaskSet
 from compression.pruning.base import PruneResult
-from compression.run.pipeline import Session
+from compression.run.session import Session
 
 
 @pytest.fixture(scope="session")

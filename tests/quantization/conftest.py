@@ -12,7 +12,7 @@ from torch import nn
 from compression import data as data_mod
 from compression.config.run import RunConfig
 from compression.models.build import ModelConfig, build_model
-from compression.run.pipeline import Session
+from compression.run.session import Session
 from compression.training.loop import TrainConfig, train
 
 

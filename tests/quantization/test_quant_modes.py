@@ -17,7 +17,7 @@ from compression.artifact.format import load_artifact, save_artifact
 from compression.measure import layer_stats, sparsity
 from compression.models.build import ModelConfig
 from compression.quantization import QUANTIZERS
-from compression.run.pipeline import Session
+from compression.run.session import Session
 from compression.training.loop import evaluate
 
 MODES: list[dict[str, Any]] = [

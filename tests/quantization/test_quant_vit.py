@@ -11,7 +11,7 @@ from torch import nn
 
 from compression.models.build import ModelConfig, build_model
 from compression.quantization import QUANTIZERS, Quantized
-from compression.run.pipeline import Session
+from compression.run.session import Session
 
 LINEARS = 1 + 4 * 6 + 1  # embed, 4 blocks x (q, k, v, out, fc1, fc2), head
 

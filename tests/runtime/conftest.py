@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from compression.run import pipeline
+from compression.run.session import fixed_threads
 
 TRAIN = ["train.epochs=12"]
 
@@ -30,7 +31,7 @@ def run_metrics(compose_cfg, shared_cache: Path) -> Callable[..., dict[str, floa
         cfg = compose_cfg("tracking.enabled=false", f"paths.cache={shared_cache}", *TRAIN,
                           *overrides)
         rc, splits = pipeline.check(cfg)
-        with pipeline._threads(rc.threads):
+        with fixed_threads(rc.threads):
             return pipeline.execute(rc, splits, None)
 
     return _run
