@@ -36,7 +36,7 @@ def test_every_sweep_preset_composes(compose_cfg) -> None:
         (["pruning=unstructured", "pruning.sparsity=-0.1"], "allowed: [0, 1)"),
         (["pruning.method=magic"], "pruning.method='magic' is not a known value; allowed:"),
         (["quantization.mode=int3"], "quantization.mode='int3' is not a known value"),
-        (["data.name=imagenet"], "data.name='imagenet' is not a known value; allowed: digits"),
+        (["data.name=imagenet"], "data.name='imagenet' is not a known value; allowed: csv, custom, digits, fashion_mnist"),
         (["model.name=vgg"],
          "model.name='vgg' is not a known value; allowed: charlm, lenet5, mlp"),
         (["model.width=0"], "model.width=0 is out of range"),
