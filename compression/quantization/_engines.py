@@ -1,5 +1,5 @@
 """The names torch.ao's int8 modes accept (engines, observers, dynamic layer kinds): plain
-strings, so that checking a config reads them without importing torch (_torch_ao.py does)."""
+strings, so that checking a config reads them without importing torch (backends/torch_ao does)."""
 
 ENGINES = ["x86", "fbgemm", "onednn", "qnnpack"]
 AUTO = "auto"  # pick among AUTO_CANDIDATES by timing the converted model (pick_engine)

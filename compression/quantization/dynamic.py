@@ -16,7 +16,7 @@ from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import LazyModule, nn, torch
 from compression.quantization import _engines as names
-from compression.quantization import _torchao
+from compression.quantization.backends import torchao as _torchao
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
@@ -28,7 +28,7 @@ from compression.quantization.base import (
     record_weight_error,
 )
 
-ao = LazyModule("compression.quantization._torch_ao")  # torch.ao: imported on first use
+ao = LazyModule("compression.quantization.backends.torch_ao")  # torch.ao: imported on first use
 
 # backend -> layer kinds it quantizes dynamically
 BACKEND_LAYERS: dict[str, list[str]] = {"torch_ao": list(names.DYNAMIC_LAYER_KINDS),

@@ -23,7 +23,7 @@ from compression.quantization.static import (
     convert_skeleton,
 )
 
-ao = LazyModule("compression.quantization._torch_ao")  # torch.ao: imported on first use
+ao = LazyModule("compression.quantization.backends.torch_ao")  # torch.ao: imported on first use
 
 if TYPE_CHECKING:  # a runtime import would cycle: pruning -> export -> quantization
     from compression.pruning.base import MaskSet

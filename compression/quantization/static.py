@@ -27,7 +27,7 @@ from compression.quantization.base import (
     record_weight_error,
 )
 
-ao = LazyModule("compression.quantization._torch_ao")  # torch.ao: imported on first use
+ao = LazyModule("compression.quantization.backends.torch_ao")  # torch.ao: imported on first use
 
 # (engine, weight scheme) pairs the int8 kernels reject at conversion time, found by trying every
 # engine x granularity x scheme on mlp, lenet5 and resnet (tests/quantization); refused up front.
