@@ -24,10 +24,28 @@ import os
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from compression.core.job import JobContext, set_sweep_pid
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 log = logging.getLogger(__name__)
+
+
+def uses_joblib(config: DictConfig) -> bool:
+    """True when the sweep's jobs run in joblib (loky) worker processes."""
+    return "joblib" in str(config.hydra.launcher.get("_target_", ""))
+
+
+def concurrent_jobs(config: DictConfig, n_jobs: int) -> int:
+    """How many jobs run at once on this machine, to share its cores among them."""
+    if not uses_joblib(config):
+        return 1  # basic launcher: one after another; cluster launchers: one job per node
+    limit = config.hydra.launcher.get("n_jobs", -1)
+    limit = os.cpu_count() or 1 if not isinstance(limit, int) or limit < 1 else limit
+    return max(1, min(n_jobs, limit))
 
 
 @functools.cache
