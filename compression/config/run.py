@@ -93,8 +93,6 @@ def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
 
 _LATENCY = Produced(("measure.latency",), lambda c: _get(c, "measure.latency", True) is True,
                     "measure.latency=true")
-# modes whose every layer tells its stored width (metrics.stored_weight_bits); others may log it
-_BITS_READABLE = ("none", "fp16", "bf16", "lowbit", "dynamic_int8", "static_int8", "qat_int8")
 # Metrics that only some configurations log, besides those a registry entry declares (see
 # conditional_metrics); every other metric of METRICS is always logged.
 _PIPELINE_CONDITIONAL: dict[str, Produced] = {
@@ -102,12 +100,6 @@ _PIPELINE_CONDITIONAL: dict[str, Produced] = {
         "latency_ms", "latency_p90_ms", "batch_latency_ms", "batch_latency_p90_ms",
         "throughput", "speedup", "batch_speedup", "baseline_latency_ms",
         "baseline_batch_latency_ms")},
-    "weight_bits": Produced(
-        ("quantization.mode", "quantization.backend", "pruning.sparse_kernel"),
-        lambda c: _get(c, "quantization.mode") in _BITS_READABLE
-        and _get(c, "quantization.backend") != "torchao"
-        and _get(c, "pruning.sparse_kernel") is not True,
-        f"quantization={'|'.join(_BITS_READABLE)} (not torchao), without pruning.sparse_kernel"),
     "sparse_kernel_layers": Produced(
         ("pruning.sparse_kernel",), lambda c: _get(c, "pruning.sparse_kernel") is True,
         "pruning.sparse_kernel=true"),
@@ -132,6 +124,13 @@ def conditional_metrics() -> dict[str, Produced]:
     for registry in (PRUNERS, QUANTIZERS, RUNTIMES):
         for metric in registry.metrics():
             out[metric] = _declared_by(registry, metric)
+    # modes declare weight_bits; torchao's tensor subclasses and CSR kernels do not tell it
+    bits = out["weight_bits"]
+    out["weight_bits"] = Produced(
+        (*bits.keys, "quantization.backend", "pruning.sparse_kernel"),
+        lambda c: bits.holds(c) and _get(c, "quantization.backend") != "torchao"
+        and _get(c, "pruning.sparse_kernel") is not True,
+        f"{bits.needs} (not torchao), without pruning.sparse_kernel")
     return out
 
 

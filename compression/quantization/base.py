@@ -97,6 +97,9 @@ class Passthrough:
 
 QUANTIZERS: Registry[Quantizer] = Registry("quantization.mode")
 SQNR = ("quant_sqnr_db_min",)  # the metric of modes that call record_weight_error
+# weight_bits: declared by modes whose every stored layer tells its width (metrics.weight_bits;
+# k-means codebooks do not), so a sweep may ask for it as an objective
+STORED_BITS = ("weight_bits",)
 
 
 def record_weight_error(session: QuantSession | None, layer: str, ref: torch.Tensor,

@@ -15,6 +15,7 @@ from compression.models.config import prunable_layers
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
+    STORED_BITS,
     Passthrough,
     QuantizationConfig,
     Quantized,
@@ -33,7 +34,7 @@ class NoQuantization(Passthrough):
         return model
 
 
-QUANTIZERS.register("none", QuantizationConfig)(NoQuantization())
+QUANTIZERS.register("none", QuantizationConfig, metrics=STORED_BITS)(NoQuantization())
 
 
 @dataclass
@@ -75,5 +76,5 @@ class FloatCast:
         return x.to(self.dtype)
 
 
-QUANTIZERS.register("fp16", Fp16Config, metrics=SQNR)(FloatCast("float16"))
-QUANTIZERS.register("bf16", Bf16Config, metrics=SQNR)(FloatCast("bfloat16"))
+QUANTIZERS.register("fp16", Fp16Config, metrics=(*SQNR, *STORED_BITS))(FloatCast("float16"))
+QUANTIZERS.register("bf16", Bf16Config, metrics=(*SQNR, *STORED_BITS))(FloatCast("bfloat16"))

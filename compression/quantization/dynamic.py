@@ -20,6 +20,7 @@ from compression.quantization.backends import torchao as _torchao
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
+    STORED_BITS,
     Passthrough,
     QuantizationConfig,
     Quantized,
@@ -114,4 +115,5 @@ class DynamicInt8(Passthrough):
         return self._apply(model, cfg)
 
 
-QUANTIZERS.register("dynamic_int8", DynamicInt8Config, metrics=SQNR)(DynamicInt8())
+QUANTIZERS.register("dynamic_int8", DynamicInt8Config,
+                    metrics=(*SQNR, *STORED_BITS))(DynamicInt8())

@@ -25,6 +25,7 @@ from compression.quantization import lowbit_modules as lbm  # its torch: on firs
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
+    STORED_BITS,
     Passthrough,
     QuantizationConfig,
     Quantized,
@@ -207,4 +208,5 @@ def kernel_tag(picks: dict[str, str]) -> str:
     return "; ".join(f"{k}: {', '.join(names)}" for k, names in by_kernel.items())
 
 
-QUANTIZERS.register("lowbit", LowBitConfig, metrics=SQNR)(LowBit())
+QUANTIZERS.register("lowbit", LowBitConfig,
+                    metrics=(*SQNR, *STORED_BITS))(LowBit())

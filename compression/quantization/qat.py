@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import LazyModule, nn, torch
-from compression.quantization.base import QUANTIZERS, SQNR, Quantized, QuantSession
+from compression.quantization.base import QUANTIZERS, SQNR, STORED_BITS, Quantized, QuantSession
 from compression.quantization.static import (
     Int8Config,
     check_graph_model,
@@ -81,4 +81,5 @@ class QatInt8:
         return x
 
 
-QUANTIZERS.register("qat_int8", QatInt8Config, metrics=SQNR)(QatInt8())
+QUANTIZERS.register("qat_int8", QatInt8Config,
+                    metrics=(*SQNR, *STORED_BITS))(QatInt8())

@@ -20,6 +20,7 @@ from compression.quantization import _engines as names
 from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
+    STORED_BITS,
     QuantizationConfig,
     Quantized,
     QuantSession,
@@ -147,4 +148,5 @@ class StaticInt8:
         return x  # the model quantizes its own input
 
 
-QUANTIZERS.register("static_int8", StaticInt8Config, metrics=SQNR)(StaticInt8())
+QUANTIZERS.register("static_int8", StaticInt8Config,
+                    metrics=(*SQNR, *STORED_BITS))(StaticInt8())
