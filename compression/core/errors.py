@@ -32,5 +32,6 @@ class TrialPruned(Exception):
         super().__init__(message)
         self.step, self.value = step, value
 
-    def __reduce__(self) -> tuple:  # pickled back from joblib workers with its fields
+    # pickled back from joblib workers with its fields
+    def __reduce__(self) -> tuple[type["TrialPruned"], tuple[str, int, float]]:
         return (type(self), (str(self), self.step, self.value))

@@ -37,7 +37,7 @@ def number(key: str, value: Any, *, integer: bool = False) -> float:
         raise ConfigError(f"{key}={value!r} must be {kind}")
     if not math.isfinite(value):  # nan passes every comparison below: refuse it here
         raise ConfigError(f"{key}={value!r} must be a finite number")
-    return value
+    return float(value) if isinstance(value, float) else int(value)
 
 
 def finite_tree(values: Any, key: str = "") -> None:
