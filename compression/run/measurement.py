@@ -15,6 +15,7 @@ from compression import data as data_mod
 from compression import measure as M
 from compression.artifact.format import state_bytes
 from compression.config.run import RunConfig
+from compression.measure import protocol
 from compression.run.session import Session, fixed_threads
 from compression.training.baseline import Baseline
 from compression.training.loop import evaluate
@@ -114,25 +115,12 @@ def measure_latency(
     rc: RunConfig, splits: data_mod.Splits, base: nn.Module, final: nn.Module, cast: Any
 ) -> dict[str, float]:
     """Baseline and final model timed back to back, interleaved, in this process."""
-    m = rc.measure
-    out: dict[str, float] = {}
-    # Batch N: a call does the work of many batch-1 calls, so fewer calls suffice (each one is
-    # already warm after the first two: buffers allocated, kernels' primitives cached).
-    for label, batch, warmup, repeats in (
-        ("", 1, m.warmup, m.repeats),
-        ("batch_", m.batch_size, min(m.warmup, max(2, m.warmup // 5)), max(10, m.repeats // 5)),
-    ):
-        x = splits.test_x[:batch]
-        if len(x) < batch:  # small test sets: tile to the requested batch
-            x = x.repeat((batch + len(x) - 1) // len(x), *[1] * (x.dim() - 1))[:batch]
-        lat = M.latency_side_by_side(
-            {"baseline": (base, x), "final": (final, cast(x))}, warmup, repeats
-        )
-        out[f"{label}latency_ms"] = lat["final"].median_ms
-        out[f"{label}latency_p90_ms"] = lat["final"].p90_ms
-        out[f"baseline_{label}latency_ms"] = lat["baseline"].median_ms
-        out[f"{label}speedup"] = lat["baseline"].median_ms / lat["final"].median_ms
-    out["throughput"] = m.batch_size / (out["batch_latency_ms"] / 1000)
+    def pairs(batch: int) -> dict[str, tuple[Any, Any]]:
+        x = protocol.first_samples(splits.test_x, batch)
+        return {"baseline": (base, x), "final": (final, cast(x))}
+
+    out = protocol.against_baseline(pairs, rc.measure)
+    out["throughput"] = rc.measure.batch_size / (out["batch_latency_ms"] / 1000)
     return out
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from compression import measure as M
 from compression.core.lazy import np, torch
-from compression.measure import MeasureConfig
+from compression.measure import MeasureConfig, protocol
 
 Predict = Callable[["np.ndarray"], "np.ndarray"]
 
@@ -25,9 +24,7 @@ def accuracy(predict: Predict, x: torch.Tensor, y: torch.Tensor, batch: int = 51
 
 def tiled(x: torch.Tensor, batch: int) -> np.ndarray:
     """The first `batch` samples of x, tiled when the split is smaller (as the eager timing)."""
-    if len(x) < batch:
-        x = x.repeat((batch + len(x) - 1) // len(x), *([1] * (x.dim() - 1)))
-    return np.ascontiguousarray(x[:batch].numpy())
+    return np.ascontiguousarray(protocol.first_samples(x, batch).numpy())
 
 
 def side_by_side(base: dict[int, Predict], final: dict[int, Predict], x: torch.Tensor,
@@ -35,17 +32,10 @@ def side_by_side(base: dict[int, Predict], final: dict[int, Predict], x: torch.T
     """The runtime's fp32 baseline and final model timed interleaved at batch 1 and
     `m.batch_size` (warm-up and repeats as the eager timing). `base`/`final` map a batch size
     to the predict that runs it (runtimes with static shapes build one program per size)."""
-    out: dict[str, float] = {}
-    for label, batch, warmup, repeats in (
-        ("", 1, m.warmup, m.repeats),
-        ("batch_", m.batch_size, min(m.warmup, max(2, m.warmup // 5)), max(10, m.repeats // 5)),
-    ):
+    def pairs(batch: int) -> dict[str, tuple[Predict, np.ndarray]]:
         xb = tiled(x, batch)
-        lat = M.latency_side_by_side(
-            {"baseline": (base[batch], xb), "final": (final[batch], xb)}, warmup, repeats)
-        out[f"rt_{label}latency_ms"] = lat["final"].median_ms
-        out[f"rt_{label}latency_p90_ms"] = lat["final"].p90_ms
-        out[f"rt_baseline_{label}latency_ms"] = lat["baseline"].median_ms
-        out[f"rt_{label}speedup"] = lat["baseline"].median_ms / lat["final"].median_ms
+        return {"baseline": (base[batch], xb), "final": (final[batch], xb)}
+
+    out = protocol.against_baseline(pairs, m, prefix="rt_")
     out.pop("rt_batch_latency_p90_ms")  # not in the metric contract; batch p90 stays eager's
     return out
