@@ -20,13 +20,14 @@ from pathlib import Path
 
 from compression.core.errors import DatasetNotFoundError
 from compression.core.lazy import np
+from compression.core.paths import PROJECT_ROOT
 from compression.data.config import DataConfig, Raw
 from compression.data.registry import register_dataset
 from compression.data.streaming import DataError
 
 VOCAB = 256  # bytes: every file is valid input, no tokenizer to ship or fit
 DEFAULT_CORPUS = Path("/usr/share/common-licenses")
-FALLBACK_CORPUS = Path(__file__).resolve().parents[2] / "docs"  # the project's own docs/*.md
+FALLBACK_CORPUS = PROJECT_ROOT / "docs"  # the project's own docs/*.md
 
 
 def corpus_files(root: Path) -> list[Path]:
