@@ -31,6 +31,7 @@ UNTYPED = {
     "analysis/tables.py",
     "analysis/talk.py",
     "artifact/coding/positions.py",
+    "artifact/entries.py",
     "artifact/format.py",
     "data/image_folder.py",
     "data/mlflow_input.py",

@@ -131,8 +131,9 @@ def preset_problems() -> list[str]:
         for path in sorted((CONF / group).glob("*.yaml")):
             if path.stem == PRESET_BASE:
                 continue
-            values = OmegaConf.to_container(OmegaConf.load(path))
-            assert isinstance(values, dict)
+            loaded = OmegaConf.to_container(OmegaConf.load(path))
+            assert isinstance(loaded, dict)
+            values = {str(k): v for k, v in loaded.items()}
             if values.pop("defaults", None) != [PRESET_BASE]:
                 out.append(f"{_shown(path)}: must extend {PRESET_BASE} "
                            f"(defaults: [{PRESET_BASE}])")
