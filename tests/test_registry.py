@@ -76,7 +76,11 @@ def test_metrics_are_declared_by_their_handlers() -> None:
     assert PRUNERS.get("structured").metrics == ("channels_removed_fraction", "param_reduction",
                                                  "structured_physical")
     assert "quant_sqnr_db_min" in QUANTIZERS.get("lowbit").metrics
-    assert QUANTIZERS.get("none").metrics == ()
+    # "none" logs no quantization-specific metric, only the stored width every mode reports
+    assert QUANTIZERS.get("none").metrics == ("weight_bits",)
+    # k-means codebooks do not tell a stored width per layer, so only that mode leaves it out
+    untold = {m for m in QUANTIZERS.names() if "weight_bits" not in QUANTIZERS.get(m).metrics}
+    assert untold == {"kmeans"}
     names = config.metric_names()
     assert "lowrank_layers" in names and "quant_sqnr_db_min" in names
     assert len(names) == len(set(names))
