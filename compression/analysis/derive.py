@@ -165,11 +165,13 @@ def describe(row: pd.Series) -> str:
     quant = row.get("quantization.mode", "none")
     if quant != "none":
         text += f" + {quant}"
+        # From the logged params alone (runs of any version, modes from plug-ins): a mode with
+        # a width shows it, a per-layer allocation its budget, as QuantizationConfig.label does
         bits = str(row.get("quantization.bits", "")).removesuffix(".0")
-        if quant == "lowbit" and row.get("quantization.allocation") == "sensitivity":
+        if row.get("quantization.allocation") == "sensitivity":
             budget = str(row.get("quantization.budget_bits", "")).removesuffix(".0")
             text += f" mixed<={budget}-bit"
-        elif quant == "lowbit" and bits not in ("", "None", "nan"):
+        elif bits not in ("", "None", "nan"):
             text += " ternary" if bits == "ternary" else f" {bits}-bit"
     return f"{row.get('model.name', 'model')} {text}"
 

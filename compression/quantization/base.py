@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,7 +63,23 @@ class QuantSession(Protocol):
                  lr: float | None = None) -> None: ...
 
 
+# What a quantized model computes with: the one thing a runtime needs to know to convert it
+# (runtime/ort_quant.py, runtime/executorch.py key their conversions by form, never by mode
+# name, so a plug-in mode that declares a form is converted like the built-in ones). A mode
+# whose model none of these describes is OPAQUE: every runtime but torch refuses it up front.
+FLOAT32 = "float32"  # the fp32 model as it is (modes that only change values, e.g. rounding)
+FLOAT16 = "float16"  # parameters, buffers and inputs cast to half precision
+BFLOAT16 = "bfloat16"  # the same in bfloat16
+INT8_DYNAMIC = "int8_dynamic"  # torch.ao dynamic Linear: int8 weights, per-batch activations
+INT8_STATIC = "int8_static"  # torch.ao quantized modules: int8 weights, fixed activation scales
+WEIGHT_ONLY = "weight_only"  # packed low-bit weights with scales (stored_weight_bits), fp32 math
+CODEBOOK = "codebook"  # weights looked up in a per-layer table of shared values
+OPAQUE = "opaque"  # anything else
+
+
 class Quantizer(Protocol):
+    form: str  # one of the forms above
+
     def check(self, model: nn.Module, cfg: QuantizationConfig) -> None:
         """Raise a one-line ConfigError if this mode cannot handle `model` (an untrained fp32
         instance); called before any training so bad combinations fail fast."""
@@ -86,7 +103,10 @@ class Quantizer(Protocol):
 
 
 class Passthrough:
-    """Defaults for modes that accept any model and take fp32 inputs."""
+    """Defaults for modes that accept any model and take fp32 inputs (a mode that keeps a
+    plain fp32 model sets `form = FLOAT32`, and runtimes convert it)."""
+
+    form = OPAQUE
 
     def check(self, model: nn.Module, cfg: QuantizationConfig) -> None:
         return None
@@ -100,6 +120,16 @@ SQNR = ("quant_sqnr_db_min",)  # the metric of modes that call record_weight_err
 # weight_bits: declared by modes whose every stored layer tells its width (metrics.weight_bits;
 # k-means codebooks do not), so a sweep may ask for it as an objective
 STORED_BITS = ("weight_bits",)
+
+
+def form_of(cfg: QuantizationConfig) -> str:
+    """The form of `cfg.mode`'s models (an unknown mode: the registry's one-line error)."""
+    return QUANTIZERS.get(cfg.mode).handler.form
+
+
+def modes_of_form(forms: Container[str]) -> list[str]:
+    """The registered modes whose form is in `forms` (what a runtime lists as allowed)."""
+    return [e.name for e in QUANTIZERS.entries() if e.handler.form in forms]
 
 
 def record_weight_error(session: QuantSession | None, layer: str, ref: torch.Tensor,

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from compression.core.lazy import nn, torch
 from compression.models.config import prunable_layers
 from compression.quantization.base import (
+    BFLOAT16,
+    FLOAT16,
+    FLOAT32,
     QUANTIZERS,
     SQNR,
     STORED_BITS,
@@ -25,6 +28,8 @@ from compression.quantization.base import (
 
 
 class NoQuantization(Passthrough):
+    form = FLOAT32
+
     def quantize(self, model: nn.Module, cfg: QuantizationConfig, session: QuantSession
                  ) -> Quantized:
         return Quantized(model, cfg)
@@ -50,8 +55,10 @@ class Bf16Config(QuantizationConfig):
 class FloatCast:
     """Casts parameters, buffers and inputs to `dtype`; logits come out in `dtype` too."""
 
-    def __init__(self, dtype: str) -> None:
-        self.dtype_name = dtype  # a name: torch is imported when a model is cast
+    def __init__(self, form: str) -> None:
+        # the float forms are named as torch names the dtypes; a name, so torch is imported
+        # only when a model is cast
+        self.dtype_name = self.form = form
 
     @property
     def dtype(self) -> torch.dtype:
@@ -76,5 +83,5 @@ class FloatCast:
         return x.to(self.dtype)
 
 
-QUANTIZERS.register("fp16", Fp16Config, metrics=(*SQNR, *STORED_BITS))(FloatCast("float16"))
-QUANTIZERS.register("bf16", Bf16Config, metrics=(*SQNR, *STORED_BITS))(FloatCast("bfloat16"))
+QUANTIZERS.register("fp16", Fp16Config, metrics=(*SQNR, *STORED_BITS))(FloatCast(FLOAT16))
+QUANTIZERS.register("bf16", Bf16Config, metrics=(*SQNR, *STORED_BITS))(FloatCast(BFLOAT16))

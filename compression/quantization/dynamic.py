@@ -18,6 +18,7 @@ from compression.core.lazy import LazyModule, nn, torch
 from compression.quantization import _engines as names
 from compression.quantization.backends import torchao as _torchao
 from compression.quantization.base import (
+    INT8_DYNAMIC,
     QUANTIZERS,
     SQNR,
     STORED_BITS,
@@ -64,6 +65,8 @@ class DynamicInt8Config(QuantizationConfig):
 
 
 class DynamicInt8(Passthrough):
+    form = INT8_DYNAMIC
+
     def check(self, model: nn.Module, cfg: DynamicInt8Config) -> None:
         kinds = tuple(ao.DYNAMIC_LAYER_TYPES[k] for k in cfg.layers)
         if not any(isinstance(m, kinds) for m in model.modules()):

@@ -24,6 +24,7 @@ from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import nn, nn_kinds, torch
 from compression.quantization.base import (
+    CODEBOOK,
     QUANTIZERS,
     SQNR,
     Passthrough,
@@ -122,6 +123,8 @@ class _NoMasks:
 
 
 class KMeans(Passthrough):
+    form = CODEBOOK
+
     def check(self, model: nn.Module, cfg: KMeansConfig) -> None:
         for name, m in model.named_modules():
             if "conv" in cfg.layers and isinstance(m, nn_kinds(UNSUPPORTED_KINDS)):

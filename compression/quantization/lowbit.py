@@ -26,6 +26,7 @@ from compression.quantization.base import (
     QUANTIZERS,
     SQNR,
     STORED_BITS,
+    WEIGHT_ONLY,
     Passthrough,
     QuantizationConfig,
     Quantized,
@@ -124,6 +125,8 @@ def _targets(model: nn.Module, cfg: LowBitConfig) -> dict[str, nn.Module]:
 
 
 class LowBit(Passthrough):
+    form = WEIGHT_ONLY
+
     def check(self, model: nn.Module, cfg: LowBitConfig) -> None:
         targets = _targets(model, cfg)
         assert cfg.layer_bits is not None

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import LazyModule, nn, torch
-from compression.quantization.base import QUANTIZERS, SQNR, STORED_BITS, Quantized, QuantSession
+from compression.quantization.base import (
+    INT8_STATIC,
+    QUANTIZERS,
+    SQNR,
+    STORED_BITS,
+    Quantized,
+    QuantSession,
+)
 from compression.quantization.static import (
     Int8Config,
     check_graph_model,
@@ -56,6 +63,8 @@ def masks_for(model: nn.Module, masks: MaskSet, mode: str) -> MaskSet:
 
 
 class QatInt8:
+    form = INT8_STATIC
+
     def qconfig(self, cfg: QatInt8Config) -> ao.QConfig:
         return ao.qat_qconfig(cfg.granularity == "channel", cfg.scheme == "symmetric",
                               cfg.engine)

@@ -18,6 +18,7 @@ from compression.core.lazy import LazyModule, nn, torch
 from compression.models.config import prunable_layers
 from compression.quantization import _engines as names
 from compression.quantization.base import (
+    INT8_STATIC,
     QUANTIZERS,
     SQNR,
     STORED_BITS,
@@ -122,6 +123,8 @@ def record_errors(session: QuantSession, ref: dict[str, torch.Tensor],
 
 
 class StaticInt8:
+    form = INT8_STATIC
+
     def qconfig(self, cfg: StaticInt8Config) -> ao.QConfig:
         return ao.ptq_qconfig(cfg.observer, cfg.percentile, cfg.granularity == "channel",
                               cfg.scheme == "symmetric", cfg.engine)

@@ -22,6 +22,7 @@ from compression.data import DataSpec, Splits
 from compression.measure import MeasureConfig
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
+from compression.quantization.base import FLOAT32, form_of
 
 # Metrics a non-torch runtime logs (config.METRICS includes them; absent for runtime=torch).
 RT_METRICS = (
@@ -89,6 +90,14 @@ class DeployJob:
     @property
     def spec(self) -> DataSpec:
         return self.splits.spec
+
+    def fp32_source(self) -> nn.Module:
+        """The fp32 model a runtime converts: for a float32-form mode, the reloaded artifact
+        (the mode's values, e.g. a plug-in's rounding, as eager measured them); for any other
+        form, the pruned fp32 model that the runtime quantizes or casts its own way."""
+        if form_of(self.quant) == FLOAT32 and self.quantized is not None:
+            return self.quantized
+        return self.model
 
 
 @dataclass

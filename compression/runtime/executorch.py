@@ -4,10 +4,12 @@ the XNNPACK partitioner -> a `.pte` program, run by ExecuTorch's Python runtime 
 XNNPACK programs here have static shapes (a dynamic batch bound by torch.export failed to resize
 past a capacity it derived itself, measured with executorch 1.5.1), so one program is built per
 timed batch size: batch 1 (the shipped file, `rt_size_bytes`) and measure.batch_size (which also
-evaluates accuracy, the last partial batch zero-padded). Quantization follows the run's mode
-with XNNPACK's own PT2E quantizer: dynamic_int8 (int8 weights, per-batch activations),
-static_int8 / qat_int8 (int8 weights and activations calibrated on the run's calibration
-batches), fp16 (the model and its inputs in half precision); lowbit has no XNNPACK form."""
+evaluates accuracy, the last partial batch zero-padded). Quantization follows the form the run's
+mode declares (quantization/base.py), with XNNPACK's own PT2E quantizer: int8_dynamic
+(dynamic_int8: int8 weights, per-batch activations), int8_static (static_int8, qat_int8: int8
+weights and activations calibrated on the run's calibration batches), float16 (fp16: the model
+and its inputs in half precision), float32 as is; weight_only (lowbit), codebook (kmeans) and
+bfloat16 have no XNNPACK form and are refused."""
 
 from __future__ import annotations
 
@@ -22,12 +24,20 @@ from compression.core.lazy import nn, np, torch
 from compression.data import DataSpec
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
+from compression.quantization.base import (
+    FLOAT16,
+    FLOAT32,
+    INT8_DYNAMIC,
+    INT8_STATIC,
+    form_of,
+    modes_of_form,
+)
 from compression.runtime import measure
 from compression.runtime.base import RT_METRICS, RUNTIMES, Deployed, DeployJob, RuntimeConfig
 from compression.runtime.onnx_export import failed_op, quiet
 from compression.runtime.onnxruntime import check_not_sparse_kernel
 
-MODES = ("none", "fp16", "dynamic_int8", "static_int8", "qat_int8")
+FORMS = (FLOAT32, FLOAT16, INT8_DYNAMIC, INT8_STATIC)  # what XNNPACK runs here
 
 
 def _quantize(model: nn.Module, example: torch.Tensor, quant: QuantizationConfig,
@@ -40,7 +50,7 @@ def _quantize(model: nn.Module, example: torch.Tensor, quant: QuantizationConfig
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    dynamic = quant.mode == "dynamic_int8"
+    dynamic = form_of(quant) == INT8_DYNAMIC
     per_channel = getattr(quant, "granularity", "channel") == "channel"
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic))
@@ -64,9 +74,10 @@ def build_program(model: nn.Module, example: torch.Tensor, quant: QuantizationCo
     model = copy.deepcopy(model).eval()
     try:
         with quiet("executorch"), torch.no_grad():
-            if quant.mode == "fp16":
+            form = form_of(quant)
+            if form == FLOAT16:
                 model, example = model.half(), example.half()
-            elif quant.mode != "none":
+            elif form != FLOAT32:
                 model = _quantize(model, example, quant, calib)
             program = torch.export.export(model, (example,))
             lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
@@ -101,9 +112,10 @@ class ExecuTorch:
     def check(self, model: nn.Module, cfg: RuntimeConfig, quant: QuantizationConfig,
               pruning: PruningConfig, spec: DataSpec) -> None:
         check_not_sparse_kernel(pruning, cfg.name)
-        if quant.mode not in MODES:
+        if form_of(quant) not in FORMS:
             raise ConfigError(f"runtime=executorch cannot run quantization.mode={quant.mode} "
-                              f"(XNNPACK has no such kernels here); allowed: {', '.join(MODES)}")
+                              f"(XNNPACK has no such kernels here); allowed: "
+                              f"{', '.join(modes_of_form(FORMS))}")
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -114,13 +126,13 @@ class ExecuTorch:
         fp32 = _none()
         sizes = sorted({1, job.measure.batch_size})
         t0 = time.perf_counter()
-        half = job.quant.mode == "fp16"
+        half, source = form_of(job.quant) == FLOAT16, job.fp32_source()
         files: dict[str, dict[int, Path]] = {"baseline": {}, "final": {}}
         for b in sizes:
             example = job.spec.example_input(b)
             files["baseline"][b] = build_program(job.baseline, example, fp32, None,
                                                  job.out_dir / f"baseline_b{b}.pte", "the baseline")
-            files["final"][b] = build_program(job.model, example, job.quant, job.calibration,
+            files["final"][b] = build_program(source, example, job.quant, job.calibration,
                                               job.out_dir / f"model_b{b}.pte", "the model")
         export_seconds = time.perf_counter() - t0
         threads = set_threads(job.threads)

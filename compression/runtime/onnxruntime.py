@@ -14,6 +14,7 @@ from compression.core.lazy import nn, np
 from compression.data import DataSpec
 from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
+from compression.quantization.base import INT8_DYNAMIC, form_of
 from compression.runtime import measure, ort_quant
 from compression.runtime.base import (
     RT_METRICS,
@@ -69,7 +70,7 @@ class OnnxRuntime:
         what = f"the model ({type(model).__name__})"
         with tempfile.TemporaryDirectory() as tmp:  # what cannot export fails here, untrained
             export_onnx(model, spec.example_input(1), Path(tmp) / "check.onnx", cfg, what)
-            rehearse = ort_quant.ORT_QUANT[quant.mode].rehearse
+            rehearse = ort_quant.conversion(quant).rehearse
             if rehearse is not None:
                 rehearse(model, quant, spec.example_input(1), Path(tmp))
 
@@ -79,12 +80,12 @@ class OnnxRuntime:
         t0 = time.perf_counter()
         base_file = export_onnx(job.baseline, example, job.out_dir / "baseline_fp32.onnx", cfg,
                                 "the dense baseline")
-        fp32_file = export_onnx(job.model, example, job.out_dir / "model_fp32.onnx", cfg,
+        fp32_file = export_onnx(job.fp32_source(), example, job.out_dir / "model_fp32.onnx", cfg,
                                 "the compressed model")
         final_file = job.out_dir / "model.onnx"
         source = ort_quant.Source(fp32_file, job.quantized, example, cfg.opset,
                                   ort_dynamic=cfg.dynamic_int8 == "ort")
-        ort_quant.ORT_QUANT[job.quant.mode].convert(source, final_file, job.quant)
+        ort_quant.conversion(job.quant).convert(source, final_file, job.quant)
         export_seconds = time.perf_counter() - t0
         base, final = session(base_file, job.threads), session(final_file, job.threads)
         s = job.splits
@@ -107,7 +108,7 @@ class OnnxRuntime:
         tags = {"runtime": cfg.name, "runtime_opset": str(cfg.opset),
                 "runtime_exporter": cfg.exporter, "runtime_version": ort.__version__,
                 "runtime_threads": str(job.threads)}
-        if job.quant.mode == "dynamic_int8":
+        if form_of(job.quant) == INT8_DYNAMIC:
             tags["runtime_dynamic_int8"] = cfg.dynamic_int8
         return Deployed(metrics, tags, final_file, onnx_file=final_file)
 

@@ -1,17 +1,18 @@
-"""The run's quantization mode, done the ONNX Runtime way on the exported fp32 graph (torch.ao's
-quantized modules do not export to ONNX). One entry per mode; a mode without one is refused
-before training.
+"""The run's quantization, done the ONNX Runtime way on the exported fp32 graph (torch.ao's
+quantized modules do not export to ONNX). One entry per form of quantized model (the form a
+mode declares, quantization/base.py), so a mode is converted by what it computes with, not by
+its name; a mode whose form has no entry is refused before training.
 
-- none: the fp32 graph as is;
-- fp16: weights and activations fp16 (onnxconverter-common), fp32 inputs and outputs;
-- dynamic_int8: torch's own dynamic int8 model carried into ONNX (dynamic_twin): its int8
-  weights and scales on MatMulInteger, activations quantized per batch to the range its kernels
-  use (7 bits on x86); torch's dynamic mode is Linear-only, and so is this;
-- static_int8 / qat_int8: torch's own int8 model written as QDQ (qdq_twin): the same int8
-  weights and the activation scales torch calibrated (static) or learned (QAT), so ORT runs the
-  model the eager figures measured instead of re-calibrating (ORT's re-calibration scored up
-  to 0.84 pt below and 1.1 pt above torch's int8);
-- lowbit 4-bit: ORT's MatMulNBits weight-only kernel (Linear layers, block-wise scales).
+- float32 (mode none, or a plug-in that only changes values): the fp32 graph as is;
+- float16 (fp16): weights and activations fp16 (onnxconverter-common), fp32 inputs and outputs;
+- int8_dynamic (dynamic_int8): torch's own dynamic int8 model carried into ONNX (dynamic_twin):
+  its int8 weights and scales on MatMulInteger, activations quantized per batch to the range its
+  kernels use (7 bits on x86); torch's dynamic mode is Linear-only, and so is this;
+- int8_static (static_int8, qat_int8): torch's own int8 model written as QDQ (qdq_twin): the
+  same int8 weights and the activation scales torch calibrated (static) or learned (QAT), so
+  ORT runs the model the eager figures measured instead of re-calibrating (ORT's re-calibration
+  scored up to 0.84 pt below and 1.1 pt above torch's int8);
+- weight_only at 4 bits (lowbit): ORT's MatMulNBits kernel (Linear layers, block-wise scales).
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ from compression.core.errors import ConfigError
 from compression.core.lazy import nn, torch
 from compression.core.registry import Registry
 from compression.quantization import QuantizationConfig
+from compression.quantization.base import (
+    FLOAT16,
+    FLOAT32,
+    INT8_DYNAMIC,
+    INT8_STATIC,
+    WEIGHT_ONLY,
+    form_of,
+    modes_of_form,
+)
 from compression.runtime.onnx_export import quiet
 
 
@@ -36,7 +46,7 @@ class Source:
     quantized: nn.Module | None  # torch's quantized model of the run (what eager measured)
     example: torch.Tensor  # one input (batch 1)
     opset: int
-    ort_dynamic: bool = False  # dynamic_int8: ORT's own quantize_dynamic (runtime.dynamic_int8=ort)
+    ort_dynamic: bool = False  # int8_dynamic: ORT's own quantize_dynamic (runtime.dynamic_int8=ort)
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ class OrtQuant:
     rehearse: Callable[[nn.Module, QuantizationConfig, torch.Tensor, Path], None] | None = None
 
 
-ORT_QUANT: Registry[OrtQuant] = Registry("quantization.mode (in runtime=onnxruntime)")
+ORT_QUANT: Registry[OrtQuant] = Registry("quantization form (in runtime=onnxruntime)")
 register = ORT_QUANT.register
 
 
@@ -62,7 +72,7 @@ def _copy(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
     shutil.copyfile(src.fp32, dst)
 
 
-register("none")(OrtQuant(_fine, _copy))
+register(FLOAT32)(OrtQuant(_fine, _copy))
 
 
 def _fp16(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
@@ -73,7 +83,7 @@ def _fp16(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
     onnx.save(model, str(dst))
 
 
-register("fp16")(OrtQuant(_fine, _fp16))
+register(FLOAT16)(OrtQuant(_fine, _fp16))
 
 
 def _dynamic(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
@@ -104,7 +114,7 @@ def _check_dynamic(model: nn.Module, cfg: QuantizationConfig) -> str | None:
     return None
 
 
-register("dynamic_int8")(OrtQuant(_check_dynamic, _dynamic))
+register(INT8_DYNAMIC)(OrtQuant(_check_dynamic, _dynamic))
 
 def _static(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
     """torch's own int8 model written as QDQ (qdq_twin): its per-channel int8 weights, its
@@ -131,8 +141,7 @@ def _rehearse_static(model: nn.Module, cfg: QuantizationConfig, example: torch.T
     export_qdq(skeleton, example, tmp / "check_qdq.onnx", 18)
 
 
-register("static_int8")(OrtQuant(_fine, _static, _rehearse_static))
-register("qat_int8")(OrtQuant(_fine, _static, _rehearse_static))
+register(INT8_STATIC)(OrtQuant(_fine, _static, _rehearse_static))
 
 
 def _check_lowbit(model: nn.Module, cfg: QuantizationConfig) -> str | None:
@@ -162,7 +171,7 @@ def _lowbit(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
     quantizer.model.save_model_to_file(str(dst))
 
 
-register("lowbit")(OrtQuant(_check_lowbit, _lowbit))
+register(WEIGHT_ONLY)(OrtQuant(_check_lowbit, _lowbit))
 
 
 def gemm_to_matmul(model: object) -> object:
@@ -203,11 +212,16 @@ def gemm_to_matmul(model: object) -> object:
 
 def check(model: nn.Module, cfg: QuantizationConfig) -> None:
     """One line, before training, for a mode ORT has no form of, or a setting it cannot take."""
-    entry = ORT_QUANT.find(cfg.mode)
+    entry = ORT_QUANT.find(form_of(cfg))
     if entry is None:
         raise ConfigError(f"runtime=onnxruntime cannot run quantization.mode={cfg.mode} (ONNX "
                           f"Runtime's CPU provider has no such kernels); allowed: "
-                          f"{', '.join(sorted(ORT_QUANT))}")
+                          f"{', '.join(modes_of_form(ORT_QUANT))}")
     why = entry.check(model, cfg)
     if why:
         raise ConfigError(f"runtime=onnxruntime with quantization.mode={cfg.mode}: {why}")
+
+
+def conversion(cfg: QuantizationConfig) -> OrtQuant:
+    """The ORT conversion of `cfg.mode`'s models (after `check`)."""
+    return ORT_QUANT[form_of(cfg)]

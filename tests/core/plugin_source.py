@@ -15,7 +15,7 @@ from compression.core.errors import ConfigError
 from compression.models.config import prunable_layers
 from compression.pruning.criteria import register_criterion
 from compression.quantization.base import (
-    QUANTIZERS, SQNR, Passthrough, QuantizationConfig, Quantized, record_weight_error)
+    FLOAT32, QUANTIZERS, SQNR, Passthrough, QuantizationConfig, Quantized, record_weight_error)
 from compression.runtime import measure
 from compression.runtime.base import RT_METRICS, RUNTIMES, Deployed, RuntimeConfig
 
@@ -60,6 +60,8 @@ class Pow2Config(QuantizationConfig):
 
 class Pow2(Passthrough):
     """Every prunable weight rounded to a signed power of two (log quantization), kept fp32."""
+
+    form = FLOAT32  # a plain fp32 model: the built-in runtimes export it as it is
 
     def quantize(self, model, cfg, session):
         used("quantization")

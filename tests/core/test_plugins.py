@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 from mlflow.tracking import MlflowClient
+from onnx import numpy_helper
 from plugin_source import PLUGIN
 from shrink import FAST
 
@@ -74,6 +77,23 @@ def test_the_configs_plugins_are_imported_before_their_names_are_checked(compose
         from compression.run import pipeline
         pipeline.check(compose_cfg(*[o for o in USE if not o.startswith("quantization")],
                                    "quantization=dynamic_int8"))
+
+
+def test_the_built_in_runtimes_convert_a_plugin_mode_by_its_form(compose_cfg, userpkg,
+                                                                 monkeypatch) -> None:
+    """No runtime knows pow2 by name: its declared form (float32) is what ORT converts, and
+    the same mode declaring no form (opaque) is refused by ORT and ExecuTorch in one line."""
+    from compression.quantization.base import OPAQUE
+    from compression.run import pipeline
+
+    base = [o for o in USE if not o.startswith("runtime")]
+    pipeline.check(compose_cfg(*base, "runtime=onnxruntime"))  # exports the untrained model
+    monkeypatch.setattr(QUANTIZERS["pow2"], "form", OPAQUE)
+    for rt in ("onnxruntime", "executorch"):
+        with pytest.raises(ConfigError) as e:
+            pipeline.check(compose_cfg(*base, f"runtime={rt}"))
+        assert f"runtime={rt} cannot run quantization.mode=pow2" in str(e.value)
+        assert "allowed: " in str(e.value) and "\n" not in str(e.value)
 
 
 def test_runs_without_plugins_log_the_params_they_always_did(compose_cfg) -> None:
@@ -144,6 +164,18 @@ def test_train_a_sweep_and_the_report_use_the_plugins(tmp_path) -> None:
     assert abs(m["rt_accuracy"] - m["accuracy"]) < 1e-9  # the same fp32 model, run from .pt2
     [pt2] = (tmp_path / "artifacts").glob("*/model.pt2")
     assert m["rt_size_bytes"] == pt2.stat().st_size
+
+    # a built-in runtime runs the plug-in mode by its form: ORT's file holds pow2's weights
+    _run(["train.py", *USE[:-1], "runtime=onnxruntime", *common], env)
+    [ort_run] = [r for r in client.search_runs([exp.experiment_id])
+                 if r.data.params.get("runtime.name") == "onnxruntime"]
+    assert abs(ort_run.data.metrics["rt_accuracy"] - ort_run.data.metrics["accuracy"]) <= 0.005
+    [onnx_file] = (tmp_path / "artifacts").glob("*/model.onnx")
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(onnx_file)).graph.initializer
+               if t.name.endswith("weight")]
+    nonzero = np.abs(np.concatenate([w.ravel() for w in weights]))
+    nonzero = nonzero[nonzero > 0]
+    assert len(weights) >= 2 and np.allclose(np.log2(nonzero), np.round(np.log2(nonzero)))
 
     _run(["train.py", "-m", *USE, *common, "hydra/sweeper=optuna",
           "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={tmp_path / 'o.journal'}",
