@@ -44,9 +44,10 @@ from compression.config.run import RunConfig
 from compression.core.errors import ConfigError
 from compression.pruning import PRUNERS
 from compression.quantization import QUANTIZERS
+from compression.runtime import MODULES, RUNTIMES
 
 checked = []
-for registry, key in ((PRUNERS, "method"), (QUANTIZERS, "mode")):
+for registry, key in ((PRUNERS, "method"), (QUANTIZERS, "mode"), (RUNTIMES, "name")):
     for name in registry.names():  # every discovered module's dataclass, validated
         try:
             registry.build_config({key: name})
@@ -58,19 +59,21 @@ try:
 except ConfigError as e:
     print("refused:", e)
 print("checked:", len(checked))
+print("runtime modules:", len(MODULES))
 print("heavy:", sorted({m.split(".")[0] for m in sys.modules} & HEAVY))
 """
 
 
 def test_config_checks_import_no_torch() -> None:
-    """Every pruning / quantization module is discovered and its dataclass validated, and a run
-    config refused, with neither torch, numpy nor MLflow imported: a module added to
-    compression/pruning or compression/quantization that imports torch at its top level fails
+    """Every pruning / quantization / runtime module is discovered and its dataclass validated,
+    and a run config refused, with neither torch, numpy nor MLflow imported: a module added to
+    compression/pruning, quantization or runtime that imports torch at its top level fails
     here (docs/extending.md: torch only inside functions, nn.Module classes in `_` helpers)."""
     code = CHECK_EVERY_CONFIG.replace("HEAVY", repr({"torch", "numpy", "mlflow", "optuna"}))
     proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "refused: pruning.sparsity=1.5 is out of range" in proc.stdout
-    assert int(proc.stdout.split("checked: ")[1].split()[0]) >= 10
+    assert int(proc.stdout.split("checked: ")[1].split()[0]) >= 13
+    assert int(proc.stdout.split("runtime modules: ")[1].split()[0]) >= 10  # all of runtime/
     assert "heavy: []" in proc.stdout, proc.stdout

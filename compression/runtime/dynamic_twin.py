@@ -1,5 +1,5 @@
 """torch's dynamic int8 model -> the ONNX graph of that same arithmetic, so ORT's dynamic int8
-scores what the eager figures measured (as qdq_twin does for static / QAT).
+scores what the eager figures measured (as qdq/twin.py does for static / QAT).
 
 ORT's own `quantize_dynamic` differs from torch.ao's in two ways that moved accuracy by up to
 0.84 pt on a 359-image test split: it quantizes the weights itself (its own scales), and its

@@ -7,8 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
+from compression.core.lazy import nn
 from compression.runtime.base import RUNTIMES, Deployed, DeployJob
 
 if TYPE_CHECKING:  # a runtime import would cycle: config -> runtime

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
+from compression.core.lazy import np
 
 if TYPE_CHECKING:
     from compression.data import DataSpec

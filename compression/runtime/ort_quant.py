@@ -8,7 +8,7 @@ its name; a mode whose form has no entry is refused before training.
 - int8_dynamic (dynamic_int8): torch's own dynamic int8 model carried into ONNX (dynamic_twin):
   its int8 weights and scales on MatMulInteger, activations quantized per batch to the range its
   kernels use (7 bits on x86); torch's dynamic mode is Linear-only, and so is this;
-- int8_static (static_int8, qat_int8): torch's own int8 model written as QDQ (qdq_twin): the
+- int8_static (static_int8, qat_int8): torch's own int8 model written as QDQ (qdq/twin.py): the
   same int8 weights and the activation scales torch calibrated (static) or learned (QAT), so
   ORT runs the model the eager figures measured instead of re-calibrating (ORT's re-calibration
   scored up to 0.84 pt below and 1.1 pt above torch's int8);
@@ -117,13 +117,13 @@ def _check_dynamic(model: nn.Module, cfg: QuantizationConfig) -> str | None:
 register(INT8_DYNAMIC)(OrtQuant(_check_dynamic, _dynamic))
 
 def _static(src: Source, dst: Path, cfg: QuantizationConfig) -> None:
-    """torch's own int8 model written as QDQ (qdq_twin): its per-channel int8 weights, its
+    """torch's own int8 model written as QDQ (qdq/twin.py): its per-channel int8 weights, its
     calibrated (static) or learned (QAT) activation scales and zero points, reduce_range
     included; ORT re-calibrates nothing, so ORT runs the model torch measured."""
     if src.quantized is None:
         raise ConfigError(f"runtime=onnxruntime with quantization.mode={cfg.mode}: torch's "
                           "int8 model is needed to carry its scales into ONNX")
-    from compression.runtime.qdq_twin import export_qdq
+    from compression.runtime.qdq.twin import export_qdq
 
     export_qdq(src.quantized, src.example, dst, src.opset)
 
@@ -135,7 +135,7 @@ def _rehearse_static(model: nn.Module, cfg: QuantizationConfig, example: torch.T
     import copy
 
     from compression.quantization import QUANTIZERS
-    from compression.runtime.qdq_twin import export_qdq
+    from compression.runtime.qdq.twin import export_qdq
 
     skeleton = QUANTIZERS.get(cfg.mode).handler.skeleton(copy.deepcopy(model), cfg, example)
     export_qdq(skeleton, example, tmp / "check_qdq.onnx", 18)

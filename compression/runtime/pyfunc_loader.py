@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from compression.core.lazy import np, torch
 
 
 class CompressedModel:

@@ -203,7 +203,7 @@ def test_qdq_file_computes_what_torchs_int8_model_computes(tmp_path) -> None:
     from compression.models.build import ModelConfig, build_model
     from compression.pruning import MaskSet
     from compression.quantization import QUANTIZERS
-    from compression.runtime.qdq_twin import export_qdq
+    from compression.runtime.qdq.twin import export_qdq
 
     class Calibration:
         masks, layer_extra, extra_metrics = MaskSet(), {}, {}

@@ -1,4 +1,4 @@
-"""The float stand-ins `qdq_twin.float_twin` puts in place of torch.ao's quantized modules and
+"""The float stand-ins `twin.float_twin` puts in place of torch.ao's quantized modules and
 ops: each computes in float what the int8 module computes, so the twin exports as plain ONNX ops
 wrapped in QuantizeLinear / DequantizeLinear. Kept apart from the graph rewrite because these
 tables are what grows when torch.ao gains a quantized module the twin should carry."""

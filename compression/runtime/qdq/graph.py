@@ -1,4 +1,4 @@
-"""ONNX clean-up of the QDQ graph torch.onnx writes for `qdq_twin.float_twin` (step 3 there):
+"""ONNX clean-up of the QDQ graph torch.onnx writes for `twin.float_twin` (step 3 there):
 the weight QuantizeLinears folded into int8 initializers and each Conv / Gemm bias into int32
 (scale = input scale x weight scale, as ORT's own quantizer writes it), the form ORT's graph
 optimizer fuses into QLinearConv / QGemm int8 kernels. It works on the ONNX protobuf

@@ -10,12 +10,12 @@ that same model, so ORT runs torch's quantization choices instead of re-calibrat
    the int8 model's own, whatever op made them).
 2. torch.onnx's TorchScript exporter writes each fake-quantize as QuantizeLinear ->
    DequantizeLinear (the dynamo exporter has no conversion for fake_quantize_*).
-3. `finish` (qdq_onnx.py): the weight QuantizeLinears are folded into int8 initializers and
+3. `finish` (graph.py): the weight QuantizeLinears are folded into int8 initializers and
    each Conv / Gemm / MatMul bias into int32 (scale = input scale x weight scale, as ORT's own
    quantizer writes it), the form ORT's graph optimizer fuses into QLinearConv / QGemm int8
    kernels.
 
-The float stand-ins for torch.ao's quantized modules live in qdq_layers.py.
+The float stand-ins for torch.ao's quantized modules live in layers.py.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from torch import fx, nn
 
 from compression.core.errors import ConfigError
 from compression.runtime.onnx_export import INPUT, OUTPUT, quiet
-from compression.runtime.qdq_layers import CONV, FLOAT, LINEAR, QUANTIZED_OPS, Weighted
-from compression.runtime.qdq_onnx import finish
+from compression.runtime.qdq.graph import finish
+from compression.runtime.qdq.layers import CONV, FLOAT, LINEAR, QUANTIZED_OPS, Weighted
 
 __all__ = ["export_qdq", "finish", "float_twin"]
 
