@@ -15,22 +15,32 @@ from compression.analysis.runtimes import RANK_COLUMN
 from compression.analysis.tables import markdown as markdown_table
 from compression.analysis.tables import number, points
 from compression.core import validation as v
+from compression.core.registry import Registry
 from compression.training import quality
+
+
+@dataclass(frozen=True)
+class SpotCriterion:
+    """What `--by` minimises: a column of the run table, and how the report says it."""
+
+    column: str
+    what: str
+
 
 # `--by` picks what "most compressed" means: the column to minimise. Latency is ranked by the
 # run's latency relative to its own baseline, timed interleaved in the same process (1/speedup):
 # raw latencies of different runs were measured at different moments on a shared machine, and
 # their noise can make the uncompressed model look fastest.
-CRITERIA: dict[str, str] = {
-    "size": "size_bytes",
-    "latency": "relative_latency",
-    "flops": "effective_flops",
-    # runtime latency, ranked by the interleaved ratio to the runtime's fp32 (see runtimes.py)
-    "rt_latency": RANK_COLUMN,
-}
-WHAT = {"size": "smallest file", "latency": "fastest relative to its own baseline (interleaved "
-        "speedup)", "flops": "fewest effective FLOPs", "rt_latency": "fastest in the deployment "
-        "runtime relative to the runtime's own fp32 baseline (interleaved rt_speedup)"}
+SPOT_CRITERIA: Registry[SpotCriterion] = Registry("--by")
+SPOT_CRITERIA.add("size", SpotCriterion("size_bytes", "smallest file"))
+SPOT_CRITERIA.add("latency", SpotCriterion(
+    "relative_latency", "fastest relative to its own baseline (interleaved speedup)"))
+SPOT_CRITERIA.add("flops", SpotCriterion("effective_flops", "fewest effective FLOPs"))
+# runtime latency, ranked by the interleaved ratio to the runtime's fp32 (see runtimes.py)
+SPOT_CRITERIA.add("rt_latency", SpotCriterion(
+    RANK_COLUMN, "fastest in the deployment runtime relative to the runtime's own fp32 baseline "
+    "(interleaved rt_speedup)"))
+CRITERIA = SPOT_CRITERIA  # the name analysis exported before (not pruning's CRITERIA)
 # Accuracy fractions such as 0.9805 - 0.9705 are 0.010000000000000009 in floating point; a drop
 # equal to the tolerance up to this slack counts as within it.
 EPS = 1e-9
@@ -68,7 +78,8 @@ class SweetSpot:
         return f"sweet_spot_{self.criterion}.json"
 
     def headline(self) -> str:
-        return (f"sweet spot: {WHAT[self.criterion]} with {self.selected_on} accuracy drop <= "
+        return (f"sweet spot: {SPOT_CRITERIA[self.criterion].what} with {self.selected_on} "
+                f"accuracy drop <= "
                 f"{points(self.tolerance, self.metric)} ({self.candidates} of {self.total} "
                 "configurations qualify)")
 
@@ -126,18 +137,18 @@ def config_means(frame: pd.DataFrame) -> pd.DataFrame:
 def sweet_spot(frame: pd.DataFrame, tolerance: float = 0.01, by: str = "size",
                select_on: str = "val") -> SweetSpot:
     """Among configurations whose (seed-mean) accuracy drop on `select_on` (val or test) is <=
-    tolerance, the one with the smallest CRITERIA[by]; ties go to the better test accuracy (the
-    lower perplexity for lower-is-better metrics), then
-    the earlier run (row order, then run id). Runs logged without a validation drop make the
-    whole selection fall back to the test drop (noted). Without a `config_key` column every run
-    is its own configuration. The knee is that of the per-run Pareto front of test accuracy
+    tolerance, the one with the smallest SPOT_CRITERIA[by].column; ties go to the better test
+    accuracy (the lower perplexity for lower-is-better metrics), then the earlier run (row
+    order, then run id). Runs logged without a validation drop make the whole selection fall
+    back to the test drop (noted). Without a `config_key` column every run is its own
+    configuration. The knee is that of the per-run Pareto front of test accuracy
     against the same criterion."""
-    v.one_of("--by", by, CRITERIA)
+    v.one_of("--by", by, SPOT_CRITERIA)
     higher = quality.direction_of(frame) == "max"
     # a fraction for accuracy-like metrics; perplexity's rise has no upper bound
     v.in_range("--tolerance", tolerance, 0, 1 if higher else None)
     v.one_of("--select-on", select_on, DROPS)
-    col = CRITERIA[by]
+    col = SPOT_CRITERIA[by].column
     if col == "relative_latency" and col not in frame and "speedup" in frame:
         frame = frame.assign(relative_latency=relative_latency(frame))  # an underived table
     result = SweetSpot(by, tolerance, 0, len(frame), None, selected_on=select_on,

@@ -22,6 +22,7 @@ from typing import Protocol
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import nn, torch
+from compression.core.registry import Registry
 from compression.pruning.base import MaskSet, PruneSession, PruningConfig, layer_targets
 from compression.pruning.criteria import CRITERIA, Criterion, reinitialize_
 
@@ -44,7 +45,7 @@ class MaskPruningConfig(PruningConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         v.one_of("pruning.criterion", self.criterion, sorted(CRITERIA))
-        v.one_of("pruning.schedule", self.schedule, sorted(SCHEDULES))
+        v.one_of("pruning.schedule", self.schedule, SCHEDULES)
         v.in_range("pruning.rounds", self.rounds, 1, None, integer=True)
         if self.round_epochs is not None:
             v.in_range("pruning.round_epochs", self.round_epochs, 0, None, integer=True)
@@ -175,11 +176,11 @@ def gradual(pruner: MaskPruner, cfg: MaskPruningConfig, session: PruneSession) -
     return pruner.pattern.finalize(pruner.model, MaskSet(tracked.masks), session)
 
 
-SCHEDULES: dict[str, Callable[[MaskPruner, MaskPruningConfig, PruneSession], MaskSet]] = {
-    "oneshot": oneshot,
-    "iterative": iterative,
-    "gradual": gradual,
-}
+Schedule = Callable[[MaskPruner, MaskPruningConfig, PruneSession], MaskSet]
+SCHEDULES: Registry[Schedule] = Registry("pruning.schedule")
+SCHEDULES.add("oneshot", oneshot)
+SCHEDULES.add("iterative", iterative)
+SCHEDULES.add("gradual", gradual)
 
 
 def prune_with(model: nn.Module, cfg: MaskPruningConfig, session: PruneSession,

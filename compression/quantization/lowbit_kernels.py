@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from compression.core.lazy import F, nn, torch
+from compression.core.registry import Registry
 from compression.quantization.timing import time_candidates
 
 AUTO = "auto"
@@ -133,13 +134,16 @@ class Int4Pack:
         return y if layer.bias is None else y + layer.bias
 
 
-KERNELS: dict[str, Kernel] = {"unpack": Unpack(), "cached": Cached(), "int8pack": Int8Pack(),
-                              "int4pack": Int4Pack()}
+KERNELS: Registry[Kernel] = Registry("quantization.kernel")
+for _name, _kernel in (("unpack", Unpack()), ("cached", Cached()), ("int8pack", Int8Pack()),
+                       ("int4pack", Int4Pack())):
+    KERNELS.add(_name, _kernel)
 
 
 def eligible(layer: Any) -> list[str]:
-    """The kernels `layer` can run, `unpack` first (it always can)."""
-    return [name for name, k in KERNELS.items() if k.eligible(layer)]
+    """The kernels `layer` can run, `unpack` first (it always can), then by name."""
+    names = [name for name, k in KERNELS.items() if k.eligible(layer)]
+    return sorted(names, key=lambda n: n != DEFAULT)
 
 
 def resolve(layer: Any, kernel: str) -> str:

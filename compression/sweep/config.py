@@ -8,7 +8,7 @@ from typing import Any
 
 from compression.core import validation as v
 from compression.core.errors import ConfigError
-from compression.sweep.pruners import PRUNERS, make_pruner
+from compression.sweep.pruners import TRIAL_PRUNERS, make_pruner
 from compression.sweep.pruners import check as check_pruner
 from compression.sweep.samplers import SAMPLERS
 
@@ -79,7 +79,7 @@ class SweeperConfig:
                 raise ConfigError(f"hydra.sweeper.{name}={value!r} must be a mapping, e.g. "
                                   f"hydra.sweeper.{name}={{key: value}}")
         SAMPLERS.get(self.sampler)  # unknown names: one line listing the known ones
-        PRUNERS.get(self.pruner)
+        TRIAL_PRUNERS.get(self.pruner)
         make_pruner(self.pruner, self.pruner_kwargs)  # bad arguments fail here, in one line
         if self.seed is not None:
             v.number("hydra.sweeper.seed", self.seed, integer=True)

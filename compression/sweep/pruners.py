@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # Optuna is imported only where a sweep prunes (every run imp
 log = logging.getLogger(__name__)
 
 PrunerFactory = Callable[[dict[str, Any]], "BasePruner"]
-PRUNERS: Registry[PrunerFactory] = Registry("hydra.sweeper.pruner")
+# Optuna pruners stop trials early (not pruning methods: those are compression.pruning.PRUNERS)
+TRIAL_PRUNERS: Registry[PrunerFactory] = Registry("hydra.sweeper.pruner")
 # Optuna class name and the defaults we add: sized for fine-tuning runs of a few epochs (the
 # median pruner judges from the second epoch on, once 4 trials have finished).
 _CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -48,14 +49,14 @@ def _factory(cls_name: str, defaults: dict[str, Any]) -> PrunerFactory:
 
 
 for _name, (_cls, _defaults) in _CLASSES.items():
-    PRUNERS.register(_name, dict)(_factory(_cls, _defaults))
+    TRIAL_PRUNERS.register(_name, dict)(_factory(_cls, _defaults))
 
 REPORTED = "val_accuracy"  # the intermediate value: what fine-tuning can measure per epoch
 
 
 def make_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> BasePruner:
     try:
-        return PRUNERS.get(name).handler(dict(kwargs or {}))
+        return TRIAL_PRUNERS.get(name).handler(dict(kwargs or {}))
     except TypeError as e:  # an argument the pruner does not take
         raise ConfigError(f"hydra.sweeper.pruner_kwargs={dict(kwargs or {})} for pruner "
                           f"{name}: {e}") from None

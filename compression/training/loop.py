@@ -12,18 +12,16 @@ from tqdm.auto import tqdm
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.lazy import F, inference_mode, nn, torch
+from compression.core.registry import Registry
 from compression.data import Splits, batches
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": lambda params, lr, momentum, weight_decay: torch.optim.SGD(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
-    ),
-    "adam": lambda params, lr, momentum, weight_decay: torch.optim.Adam(
-        params, lr=lr, weight_decay=weight_decay
-    ),
-}
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("train.optimizer")
+OPTIMIZERS.add("sgd", lambda params, lr, momentum, weight_decay: torch.optim.SGD(
+    params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0))
+OPTIMIZERS.add("adam", lambda params, lr, momentum, weight_decay: torch.optim.Adam(
+    params, lr=lr, weight_decay=weight_decay))
 
 
 @dataclass
@@ -39,11 +37,11 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate: constant, or cosine decay to 0 over the run
 
     def __post_init__(self) -> None:
-        v.one_of("train.schedule", self.schedule, sorted(SCHEDULES))
+        v.one_of("train.schedule", self.schedule, LR_SCHEDULES)
         v.in_range("train.epochs", self.epochs, 1, None, integer=True)
         v.in_range("train.batch_size", self.batch_size, 1, None, integer=True)
         v.in_range("train.lr", self.lr, 0, None, lo_open=True)
-        v.one_of("train.optimizer", self.optimizer, sorted(OPTIMIZERS))
+        v.one_of("train.optimizer", self.optimizer, OPTIMIZERS)
         v.in_range("train.momentum", self.momentum, 0, 1, hi_open=True)
         v.in_range("train.weight_decay", self.weight_decay, 0, None)
 
@@ -89,10 +87,12 @@ class Distillation:
         return (1 - self.alpha) * hard + self.alpha * t * t * soft
 
 
-SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], object | None]] = {
-    "constant": lambda opt, total: None,
-    "cosine": lambda opt, total: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total)),
-}
+# learning-rate schedules (train.schedule), not pruning's (compression.pruning.schedules)
+LR_SCHEDULES: Registry[Callable[[torch.optim.Optimizer, int], object | None]] = Registry(
+    "train.schedule")
+LR_SCHEDULES.add("constant", lambda opt, total: None)
+LR_SCHEDULES.add("cosine", lambda opt, total: torch.optim.lr_scheduler.CosineAnnealingLR(
+    opt, max(1, total)))
 
 class DivergedError(ConfigError):
     """The training loss became NaN or infinite: the settings (usually the learning rate) make
@@ -135,7 +135,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     steps_per_epoch = -(-len(data.train_y) // cfg.batch_size)
-    scheduler = SCHEDULES[cfg.schedule](opt, epochs * steps_per_epoch)
+    scheduler = LR_SCHEDULES[cfg.schedule](opt, epochs * steps_per_epoch)
     step = 0
     bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", leave=False,
                file=sys.stderr, dynamic_ncols=True, mininterval=0.5,

@@ -16,7 +16,7 @@ from compression.analysis import plots
 from compression.analysis.curves import baseline_level
 from compression.analysis.derive import derive
 from compression.analysis.runs import RunTable
-from compression.analysis.sweet_spot import CRITERIA, DROPS, SweetSpot
+from compression.analysis.sweet_spot import DROPS, SPOT_CRITERIA, SweetSpot
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.models.build import ModelConfig
@@ -29,7 +29,7 @@ ARTIFACT_DIR = "analysis"  # folder of the parent run's artifacts holding the an
 class Options:
     out: Path
     tolerance: float = 0.01  # accuracy drop allowed for the sweet spot: 0.01 = 1 point
-    by: str = "size"  # what "most compressed" minimises: a key of CRITERIA
+    by: str = "size"  # what "most compressed" minimises: a name in SPOT_CRITERIA
     formats: tuple[str, ...] = plots.FORMATS
     log_to_mlflow: bool = True  # upload the outputs to the sweep's parent run
     run_id: str | None = None  # `layers`: the run to show (default: the sweet spot)
@@ -43,7 +43,7 @@ class Options:
         # at most 1 for accuracy-like metrics, which sweet_spot checks once it knows the runs'
         # metric; a perplexity rise may exceed 1
         v.in_range("--tolerance", self.tolerance, 0, None)
-        v.one_of("--by", self.by, CRITERIA)
+        v.one_of("--by", self.by, SPOT_CRITERIA)
         v.one_of("--select-on", self.select_on, DROPS)
         for f in self.formats:
             v.one_of("--formats", f, plots.FORMATS)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from compression.artifact.coding import huffman
+from compression.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,8 @@ def _none_decode(data: bytes, size: int) -> bytes:
     return _check(data, size)
 
 
-CODECS: dict[str, Codec] = {
-    "none": Codec(lambda b: b, _none_decode),
-    "huffman": Codec(huffman.encode, _huffman_decode),
-    "lzma": Codec(_lzma_encode, _lzma_decode),
-    "zstd": Codec(_zstd_encode, _zstd_decode),
-}
+CODECS: Registry[Codec] = Registry("export.codec")
+CODECS.add("none", Codec(lambda b: b, _none_decode))
+CODECS.add("huffman", Codec(huffman.encode, _huffman_decode))
+CODECS.add("lzma", Codec(_lzma_encode, _lzma_decode))
+CODECS.add("zstd", Codec(_zstd_encode, _zstd_decode))
