@@ -25,7 +25,7 @@ from compression.analysis.runs import STUDY_TAG
 TARGET_FILE = "study/autotune.yaml"  # written by the sweeper's _autotune_winner
 ALLOCATION_FILE = "allocation.csv"  # written by run.allocation (sensitivity only)
 DIRECTIONS = {"size": "minimize", "latency": "maximize", "rt_latency": "maximize"}
-METRICS = {"size": "size_bytes", "latency": "speedup", "rt_latency": "rt_speedup"}
+TARGET_COLUMNS = {"size": "size_bytes", "latency": "speedup", "rt_latency": "rt_speedup"}
 # state of a trial's MLflow run: FINISHED -> COMPLETE; KILLED with trial_state=PRUNED -> PRUNED
 COMPLETE, PRUNED, FAILED = "COMPLETE", "PRUNED", "FAILED"
 # which run of a trial speaks for it when there are several (a failed try, then a rerun)
@@ -40,7 +40,7 @@ class Target:
 
     @property
     def metric(self) -> str:
-        return METRICS[self.objective]
+        return TARGET_COLUMNS[self.objective]
 
     @property
     def drop_metric(self) -> str:

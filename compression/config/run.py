@@ -64,7 +64,7 @@ def metric_names() -> tuple[str, ...]:
 
 
 plugins.load_entry_points()  # installed plug-ins register beside the built-ins
-METRICS = metric_names()  # every built-in method and mode is registered by now
+RUN_METRICS = metric_names()  # every built-in method and mode is registered by now
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
 _LATENCY = Produced(("measure.latency",), lambda c: _get(c, "measure.latency", True) is True,
                     "measure.latency=true")
 # Metrics that only some configurations log, besides those a registry entry declares (see
-# conditional_metrics); every other metric of METRICS is always logged.
+# conditional_metrics); every other metric of RUN_METRICS is always logged.
 _PIPELINE_CONDITIONAL: dict[str, Produced] = {
     **{name: _LATENCY for name in (
         "latency_ms", "latency_p90_ms", "batch_latency_ms", "batch_latency_p90_ms",

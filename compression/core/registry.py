@@ -3,7 +3,7 @@ quantization modes.
 
 Adding a method is: one module in compression/pruning/ (or quantization/) holding its config
 dataclass and its handler, registered here with the metrics it logs (`discover` imports every
-module of the package, so nothing else imports it; `config.METRICS` and therefore `objectives`
+module of the package, so nothing else imports it; `config.RUN_METRICS` and therefore `objectives`
 take its metrics), and its YAML in the matching config group, generated from the dataclass
 (`python -m compression.config.confgen`). Dispatch never uses if/elif chains on names.
 """

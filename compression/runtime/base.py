@@ -24,7 +24,7 @@ from compression.pruning import PruningConfig
 from compression.quantization import QuantizationConfig
 from compression.quantization.base import FLOAT32, form_of
 
-# Metrics a non-torch runtime logs (config.METRICS includes them; absent for runtime=torch).
+# Metrics a non-torch runtime logs (config.RUN_METRICS includes them; absent for runtime=torch).
 RT_METRICS = (
     "rt_accuracy", "rt_val_accuracy", "rt_latency_ms", "rt_latency_p90_ms",
     "rt_batch_latency_ms", "rt_speedup", "rt_batch_speedup", "rt_size_bytes",

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
 from compression import tracking
-from compression.config.run import METRICS
+from compression.config.run import RUN_METRICS
 from compression.core.errors import ConfigError, first_line
 from compression.core.job import STUDY_TAG, TRIAL_TAG, JobContext, job_env
 from compression.core.registry import build_dataclass
@@ -70,7 +70,7 @@ class OptunaSweep(TrialOutcomes):
             self.objectives = [self.target.metric]
             self.cfg.directions = [self.target.direction]
             self.cfg.constraints = {**self.cfg.constraints, **self.target.constraints()}
-        self.cfg.check_objectives(self.objectives, METRICS)
+        self.cfg.check_objectives(self.objectives, RUN_METRICS)
         self._orient(config)
         self.constraints = self.cfg.constraint_specs
         # The job returns the objectives, then the constraint metrics it does not already return.

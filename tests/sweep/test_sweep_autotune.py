@@ -85,8 +85,8 @@ def test_the_preset_composes_with_its_target() -> None:
     assert (target.metric, target.direction, target.drop_metric) == (
         "size_bytes", "minimize", "val_accuracy_drop_rel")
     assert cfg.hydra.sweeper.study_name == "autotune-digits-mlp-size"
-    assert target.metric in compression.config.run.METRICS
-    assert target.drop_metric in compression.config.run.METRICS
+    assert target.metric in compression.config.run.RUN_METRICS
+    assert target.drop_metric in compression.config.run.RUN_METRICS
 
 
 def test_the_space_holds_mixed_precision_as_a_strategy() -> None:

@@ -55,7 +55,7 @@ def test_preset_composes_and_every_point_validates(name: str) -> None:
     settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings.pop("_target_")
     sweeper = build_dataclass(SweeperConfig, settings, "hydra.sweeper")
-    sweeper.check_objectives(list(cfg.objectives), compression.config.run.METRICS)
+    sweeper.check_objectives(list(cfg.objectives), compression.config.run.RUN_METRICS)
     assert sweeper.study_name == f"{name}-digits-mlp"
     space = SearchSpace.parse([f"{k}={v}" for k, v in sweeper.params.items()], sweeper.when)
     if sweeper.sampler == "grid":

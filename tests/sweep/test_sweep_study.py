@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 import compression.config.run
-from compression.config.run import METRICS
+from compression.config.run import RUN_METRICS
 from compression.core import paths
 from compression.core.errors import ConfigError
 from compression.sweep import results
@@ -45,11 +45,11 @@ def test_bad_settings_raise_one_line_errors(settings: dict, message: str) -> Non
 
 def test_objectives_must_match_directions_and_name_metrics() -> None:
     cfg = SweeperConfig(directions=["maximize", "minimize"], constraints={"accuracy_drop": 0.01})
-    cfg.check_objectives(["val_accuracy", "size_bytes"], METRICS)
+    cfg.check_objectives(["val_accuracy", "size_bytes"], RUN_METRICS)
     with pytest.raises(ConfigError, match="has 1 metric"):
-        cfg.check_objectives(["val_accuracy"], METRICS)
+        cfg.check_objectives(["val_accuracy"], RUN_METRICS)
     with pytest.raises(ConfigError, match="'size' is not a known value"):
-        cfg.check_objectives(["val_accuracy", "size"], METRICS)
+        cfg.check_objectives(["val_accuracy", "size"], RUN_METRICS)
 
 
 def test_constraint_values_are_feasible_at_or_below_zero() -> None:
