@@ -13,12 +13,14 @@ The winner is printed and logged with the exact command line that reproduces it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import (
@@ -32,6 +34,11 @@ from optuna.trial import FrozenTrial, TrialState
 from compression.core import validation as v
 from compression.core.errors import ConfigError
 from compression.core.registry import build_dataclass
+
+if TYPE_CHECKING:
+    from compression.sweep.config import SweeperConfig
+    from compression.sweep.goals import Reproduce
+    from compression.tracking import Run
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +160,51 @@ def describe(trial: FrozenTrial, target: AutotuneTarget) -> dict[str, Any]:
     value = trial.values[0]
     return {"trial": trial.number, target.metric: value if math.isfinite(value) else None,
             "params": dict(trial.params)}
+
+
+class AutotuneGoal:
+    """`sweep=autotune` as the sweep's goal (sweep/goals.py): the target sets the objective and
+    the drop constraint, queues its first trials, stops on patience or target.timeout, and at
+    the end names the winner with the command line that reproduces it (`autotune.yaml`, and
+    the parent run's tags)."""
+
+    def __init__(self, target: AutotuneTarget) -> None:
+        self.target = target
+
+    def configure(self, objectives: list[str], cfg: SweeperConfig) -> list[str]:
+        cfg.directions = [self.target.direction]
+        cfg.constraints = {**cfg.constraints, **self.target.constraints()}
+        return [self.target.metric]
+
+    def first_trials(self, study: optuna.Study, space: Mapping[str, BaseDistribution]) -> None:
+        enqueue_first_trials(study, self.target, space)
+
+    def stop_reason(self, study: optuna.Study, started: float) -> str | None:
+        reason = stop_reason(study, self.target, started)
+        if reason:
+            log.info("autotune stops: %s", reason)
+        return reason
+
+    def finish(self, study: optuna.Study, sweep_dir: Path, parent: Run | None,
+               reproduce: Reproduce) -> list[Path]:
+        """Print and record the winner with the command line that reproduces it."""
+        from omegaconf import OmegaConf
+
+        target = self.target
+        winner = best(study, target)
+        info: dict[str, Any] = {"target": dataclasses.asdict(target), "winner": None,
+                                "command": None}
+        if winner is None:
+            log.warning("autotune: no trial met %s <= %g", target.drop_metric, target.max_drop)
+        else:
+            info["winner"] = describe(winner, target)
+            info["command"] = reproduce(winner.params)
+            log.info("autotune winner: trial %d, %s=%g within %s <= %g; reproduce with:\n  %s",
+                     winner.number, target.metric, winner.values[0], target.drop_metric,
+                     target.max_drop, info["command"])
+            if parent is not None:
+                parent.set_tags({"autotune_winner_trial": str(winner.number),
+                                 "autotune_command": info["command"]})
+        path = sweep_dir / "autotune.yaml"
+        OmegaConf.save(OmegaConf.create(info), path)
+        return [path]

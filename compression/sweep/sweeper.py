@@ -3,7 +3,6 @@ here): ask a batch of trials, launch them as Hydra jobs, tell Optuna what they r
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shlex
 import time
@@ -26,7 +25,7 @@ from compression.config.run import RUN_METRICS
 from compression.core.errors import ConfigError, first_line
 from compression.core.job import STUDY_TAG, TRIAL_TAG, JobContext, job_env
 from compression.core.registry import build_dataclass
-from compression.sweep import autotune, mlflow_side, pruners, results, workers
+from compression.sweep import goals, mlflow_side, pruners, results, workers
 from compression.sweep import study as st
 from compression.sweep.config import SweeperConfig
 from compression.sweep.outcomes import SweepFailedError, TrialOutcomes
@@ -64,12 +63,8 @@ class OptunaSweep(TrialOutcomes):
             hydra_context=hydra_context, task_function=task_function, config=config)
         objectives = config.get("objectives") or ["val_accuracy"]
         self.objectives = [objectives] if isinstance(objectives, str) else list(objectives)
-        self.target = autotune.AutotuneTarget.from_settings(
-            OmegaConf.to_container(config.target, resolve=True) if "target" in config else None)
-        if self.target is not None:  # sweep=autotune: the target sets objective and constraint
-            self.objectives = [self.target.metric]
-            self.cfg.directions = [self.target.direction]
-            self.cfg.constraints = {**self.cfg.constraints, **self.target.constraints()}
+        self.goal = goals.goal_of(config)  # a plain sweep, or sweep=autotune's target
+        self.objectives = self.goal.configure(self.objectives, self.cfg)
         self.cfg.check_objectives(self.objectives, RUN_METRICS)
         self._orient(config)
         self.constraints = self.cfg.constraint_specs
@@ -91,9 +86,7 @@ class OptunaSweep(TrialOutcomes):
         space.check_compatible(study.study_name, study.get_trials(deepcopy=False))
         st.note_fixed_overrides(study, space.fixed)
         n_trials = self._prepare(study, space)
-        if self.target is not None:  # the autotune's starting points, before the sampler's
-            autotune.enqueue_first_trials(study, self.target,
-                                          {p.key: p.distribution for p in space.params})
+        self.goal.first_trials(study, {p.key: p.distribution for p in space.params})
         parent = self._parent_run(study, space, n_trials)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +100,7 @@ class OptunaSweep(TrialOutcomes):
         self.space, started = space, time.monotonic()
         returns = []
         try:
-            while not self._target_reached(study, started) and (
+            while not self.goal.stop_reason(study, started) and (
                     batch := self._ask(study, space, n_trials, parent)):
                 try:
                     with st.heartbeat([t for t, _ in batch], self.cfg.heartbeat_interval):
@@ -135,12 +128,6 @@ class OptunaSweep(TrialOutcomes):
         return returns
 
     # -- steps ---------------------------------------------------------------------------------
-    def _target_reached(self, study: optuna.Study, started: float) -> bool:
-        reason = self.target and autotune.stop_reason(study, self.target, started)
-        if reason:
-            log.info("autotune stops: %s", reason)
-        return bool(reason)
-
     def _orient(self, config: DictConfig) -> None:
         """The quality slots (`val_accuracy`, ...) hold the run's metric; `maximize` on one
         means "best quality", so for a lower-is-better metric (perplexity) it becomes
@@ -240,30 +227,12 @@ class OptunaSweep(TrialOutcomes):
                               "parameter that only exists for some choices needs "
                               "hydra.sweeper.when)") from None
 
-    def _autotune_winner(self, study: optuna.Study, sweep_dir: Path,
-                         parent: tracking.Run | None) -> Path:
-        """Print and record the winner with the command line that reproduces it."""
-        assert self.target is not None
-        winner = autotune.best(study, self.target)
-        info: dict[str, Any] = {"target": dataclasses.asdict(self.target),
-                                "winner": None, "command": None}
-        if winner is None:
-            log.warning("autotune: no trial met %s <= %g", self.target.drop_metric,
-                        self.target.max_drop)
-        else:
-            words = [tracking.redact(o) for o in self.space.overrides_of(winner.params)
-                     if not o.lstrip("+~").startswith(NOT_REPRODUCED)]
-            info["winner"] = autotune.describe(winner, self.target)
-            info["command"] = "python train.py " + " ".join(shlex.quote(w) for w in words)
-            log.info("autotune winner: trial %d, %s=%g within %s <= %g; reproduce with:\n  %s",
-                     winner.number, self.target.metric, winner.values[0],
-                     self.target.drop_metric, self.target.max_drop, info["command"])
-            if parent is not None:
-                parent.set_tags({"autotune_winner_trial": str(winner.number),
-                                 "autotune_command": info["command"]})
-        path = sweep_dir / "autotune.yaml"
-        OmegaConf.save(OmegaConf.create(info), path)
-        return path
+    def _command(self, params: Mapping[str, Any]) -> str:
+        """The `python train.py ...` line that reproduces a trial (secrets redacted; the sweep's
+        own settings left out)."""
+        words = [tracking.redact(o) for o in self.space.overrides_of(params)
+                 if not o.lstrip("+~").startswith(NOT_REPRODUCED)]
+        return "python train.py " + " ".join(shlex.quote(w) for w in words)
 
     def _finish(self, study: optuna.Study, sweep_dir: Path, parent: tracking.Run | None) -> None:
         if parent is not None:  # runs left RUNNING by jobs the store failed under
@@ -280,8 +249,7 @@ class OptunaSweep(TrialOutcomes):
         results.trials_table(study).to_csv(sweep_dir / "trials.csv", index=False)
         files.append(sweep_dir / "trials.csv")
         log.info(results.summary(study, best, self.objectives))
-        if self.target is not None:
-            files.append(self._autotune_winner(study, sweep_dir, parent))
+        files += self.goal.finish(study, sweep_dir, parent, self._command)
         log.info("results: %s", ", ".join(str(f) for f in files))
         if parent is not None:
             for f in files:
