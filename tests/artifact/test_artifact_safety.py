@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from compression.artifact.format import load_artifact, rewrite_meta, save_artifact
 from compression.core.errors import ArtifactError
+from compression.core.paths import PROJECT_ROOT
 from compression.data import DataSpec
 from compression.models.build import ModelConfig, build_model
 from compression.quantization import QUANTIZERS
@@ -24,7 +25,7 @@ SPEC = DataSpec("digits", 1, 8, 10)
 NONE = QUANTIZERS.build_config({"mode": "none"})
 USER = ModelConfig.from_dict({"_target_": "compression.models.build.example_user_model",
                               "hidden": 8})
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 
 def _write(path: Path, cfg: ModelConfig) -> Path:
