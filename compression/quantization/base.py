@@ -32,14 +32,16 @@ class QuantizationConfig:
 class Quantized:
     """What `quantize` returns: the quantized model, the config as it was carried out (e.g.
     `engine: auto` resolved to the engine picked; the artifact records this one, so the model
-    reloads with the same kernels), tags for the run (e.g. quantization_engine) and metrics
-    (e.g. each auto candidate's timing). The config the run was asked for, logged as params,
-    is never changed."""
+    reloads with the same kernels), tags for the run (e.g. quantization_engine), metrics
+    (e.g. each auto candidate's timing, the worst layer's SQNR) and per-layer figures (columns
+    of the per-layer CSV, e.g. each layer's weight error: `WeightErrors`). The config the run
+    was asked for, logged as params, is never changed."""
 
     model: nn.Module
     config: QuantizationConfig
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    layer_extra: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, out: nn.Module | Quantized, cfg: QuantizationConfig) -> Quantized:
@@ -49,13 +51,10 @@ class Quantized:
 
 class QuantSession(Protocol):
     """What a mode may use besides the model (implemented by `compression.run.session.Session`):
-    training batches (static calibration), fine-tuning with the pruning masks kept applied (QAT),
-    `layer_extra`, where a mode records per-layer figures (e.g. quantization error) that end up
-    as columns of the per-layer CSV, and `extra_metrics`, merged into the run's metrics."""
+    the pruning masks, training batches (static calibration) and fine-tuning with the masks kept
+    applied (QAT). A mode reads from it and returns what it measured in its `Quantized`."""
 
     masks: MaskSet
-    layer_extra: dict[str, dict[str, float]]
-    extra_metrics: dict[str, float]
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]: ...
 
@@ -116,7 +115,7 @@ class Passthrough:
 
 
 QUANTIZERS: Registry[Quantizer] = Registry("quantization.mode")
-SQNR = ("quant_sqnr_db_min",)  # the metric of modes that call record_weight_error
+SQNR = ("quant_sqnr_db_min",)  # the metric of modes that return WeightErrors
 # weight_bits: declared by modes whose every stored layer tells its width (metrics.weight_bits;
 # k-means codebooks do not), so a sweep may ask for it as an objective
 STORED_BITS = ("weight_bits",)
@@ -132,21 +131,28 @@ def modes_of_form(forms: Container[str]) -> list[str]:
     return [e.name for e in QUANTIZERS.entries() if e.handler.form in forms]
 
 
-def record_weight_error(session: QuantSession | None, layer: str, ref: torch.Tensor,
-                        approx: torch.Tensor) -> None:
-    """Store the layer's weight quantization error (SQNR, MSE) for the per-layer CSV, and the
-    worst layer's SQNR as the run metric `quant_sqnr_db_min` (sweeps can sort by it). Without a
-    session (modes that need no calibration, used outside the pipeline) there is nowhere to
-    record it."""
-    from compression.quantization.affine import weight_error
+class WeightErrors:
+    """Each layer's weight quantization error (SQNR, MSE), collected while a mode quantizes and
+    returned in its result (`attach`): per-layer columns of the CSV, and the worst layer's SQNR
+    as the run metric `quant_sqnr_db_min` (sweeps can sort by it)."""
 
-    if session is None:
-        return
-    error = weight_error(ref, approx)
-    session.layer_extra.setdefault(layer, {}).update(error)
-    if math.isfinite(error["quant_sqnr_db"]):
-        worst = session.extra_metrics.get("quant_sqnr_db_min", math.inf)
-        session.extra_metrics["quant_sqnr_db_min"] = min(worst, error["quant_sqnr_db"])
+    def __init__(self) -> None:
+        self.layers: dict[str, dict[str, float]] = {}
+
+    def record(self, layer: str, ref: torch.Tensor, approx: torch.Tensor) -> None:
+        from compression.quantization.affine import weight_error
+
+        self.layers[layer] = weight_error(ref, approx)
+
+    def attach(self, result: Quantized) -> Quantized:
+        """`result` with these errors added (returned for `return errors.attach(...)`)."""
+        for layer, error in self.layers.items():
+            result.layer_extra.setdefault(layer, {}).update(error)
+        finite = [e["quant_sqnr_db"] for e in self.layers.values()
+                  if math.isfinite(e["quant_sqnr_db"])]
+        if finite:
+            result.metrics["quant_sqnr_db_min"] = min(finite)
+        return result
 
 
 def engine_result(model: nn.Module, cfg: Any, engine: str, scores: dict[str, float]

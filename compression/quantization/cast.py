@@ -23,7 +23,7 @@ from compression.quantization.base import (
     QuantizationConfig,
     Quantized,
     QuantSession,
-    record_weight_error,
+    WeightErrors,
 )
 
 
@@ -70,10 +70,10 @@ class FloatCast:
     def quantize(self, model: nn.Module, cfg: QuantizationConfig, session: QuantSession
                  ) -> Quantized:
         out = copy.deepcopy(model).to(self.dtype)
-        low = prunable_layers(out)
+        low, errors = prunable_layers(out), WeightErrors()
         for name, layer in prunable_layers(model).items():
-            record_weight_error(session, name, layer.weight.detach(), low[name].weight.detach())
-        return Quantized(out, cfg)
+            errors.record(name, layer.weight.detach(), low[name].weight.detach())
+        return errors.attach(Quantized(out, cfg))
 
     def skeleton(self, model: nn.Module, cfg: QuantizationConfig, example: torch.Tensor
                  ) -> nn.Module:

@@ -26,8 +26,8 @@ from compression.quantization.base import (
     QuantizationConfig,
     Quantized,
     QuantSession,
+    WeightErrors,
     engine_result,
-    record_weight_error,
 )
 
 ao = LazyModule("compression.quantization.backends.torch_ao")  # torch.ao: imported on first use
@@ -103,15 +103,15 @@ class DynamicInt8(Passthrough):
             result = engine_result(out, cfg, engine, scores)
         else:  # torchao picks its own kernels: no engine to name
             result = Quantized(self._apply(copy.deepcopy(model), cfg), cfg)
-        quantized = dict(result.model.named_modules())
+        quantized, errors = dict(result.model.named_modules()), WeightErrors()
         for name, layer in model.named_modules():
             w = getattr(quantized.get(name), "weight", None)
             w = w() if callable(w) and not isinstance(w, torch.Tensor) else w
             # torch.ao: a quantized tensor; torchao: a tensor subclass; both dequantize()
             if isinstance(layer, nn.Linear) and isinstance(w, torch.Tensor) and (
                     w.is_quantized or type(w) not in (torch.Tensor, nn.Parameter)):
-                record_weight_error(session, name, layer.weight.detach(), w.dequantize())
-        return result
+                errors.record(name, layer.weight.detach(), w.dequantize())
+        return errors.attach(result)
 
     def skeleton(self, model: nn.Module, cfg: DynamicInt8Config, example: torch.Tensor
                  ) -> nn.Module:

@@ -31,7 +31,7 @@ from compression.quantization.base import (
     QuantizationConfig,
     Quantized,
     QuantSession,
-    record_weight_error,
+    WeightErrors,
 )
 
 LAYER_KINDS: dict[str, str] = {"linear": "Linear", "conv": "Conv2d"}  # torch.nn class names
@@ -145,9 +145,10 @@ class KMeans(Passthrough):
             model.set_submodule(name, shared)
         if cfg.epochs and session is not None:
             self._tune(model, list(originals), cfg, session)
+        errors = WeightErrors()
         for name, ref in originals.items():
-            record_weight_error(session, name, ref, model.get_submodule(name).weight())
-        return Quantized(model.eval(), cfg)
+            errors.record(name, ref, model.get_submodule(name).weight())
+        return errors.attach(Quantized(model.eval(), cfg))
 
     @staticmethod
     def _tune(model: nn.Module, names: list[str], cfg: KMeansConfig, session: QuantSession

@@ -31,7 +31,7 @@ from compression.quantization.base import (
     QuantizationConfig,
     Quantized,
     QuantSession,
-    record_weight_error,
+    WeightErrors,
 )
 from compression.quantization.qat import masks_for
 
@@ -154,13 +154,14 @@ class LowBit(Passthrough):
                 lbm.make_fake_quant(model.get_submodule(name), cfg.bits_of(name), cfg.group)
             session.finetune(model, masks=masks_for(model, session.masks, cfg.mode),
                              epochs=cfg.epochs, lr=cfg.lr)
+        errors = WeightErrors()
         for name in names:
             layer = model.get_submodule(name)
             packed = lbm.lowbit_from(layer, cfg.bits_of(name), cfg.group)
             approx = packed.load_float(layer.weight, layer.bias)
-            record_weight_error(session, name, layer.weight.detach(), approx)
+            errors.record(name, layer.weight.detach(), approx)
             model.set_submodule(name, packed)
-        return _run_kernels(model.eval(), cfg, session)
+        return errors.attach(_run_kernels(model.eval(), cfg, session))
 
     def skeleton(self, model: nn.Module, cfg: LowBitConfig, example: torch.Tensor
                  ) -> nn.Module:

@@ -79,7 +79,7 @@ class QatInt8:
         masks = masks_for(prepared, session.masks, cfg.mode)
         masks.apply(prepared)
         session.finetune(prepared, masks=masks, epochs=cfg.epochs, lr=cfg.lr)
-        return convert_measured(prepared, cfg, session, batch)
+        return convert_measured(prepared, cfg, batch)
 
     def skeleton(self, model: nn.Module, cfg: QatInt8Config, example: torch.Tensor
                  ) -> nn.Module:

@@ -25,8 +25,8 @@ from compression.quantization.base import (
     QuantizationConfig,
     Quantized,
     QuantSession,
+    WeightErrors,
     engine_result,
-    record_weight_error,
 )
 
 ao = LazyModule("compression.quantization.backends.torch_ao")  # torch.ao: imported on first use
@@ -97,14 +97,12 @@ def convert(prepared: nn.Module, cfg: Int8Config, batches: list[torch.Tensor]) -
     return engine_result(out, cfg, engine, scores)
 
 
-def convert_measured(prepared: nn.Module, cfg: Int8Config, session: QuantSession,
-                     batch: torch.Tensor) -> Quantized:
+def convert_measured(prepared: nn.Module, cfg: Int8Config, batch: torch.Tensor) -> Quantized:
     """Calibrated / QAT-trained graph -> int8 model (engine auto: timed on batch 1 and `batch`),
     each layer's weight error against the float weights recorded."""
     ref = ao.float_weights(prepared)
     out = convert(prepared, cfg, [batch[:1], batch])
-    record_errors(session, ref, out.model)
-    return out
+    return weight_errors(ref, out.model).attach(out)
 
 
 def convert_skeleton(prepared: nn.Module, example: torch.Tensor, engine: str) -> nn.Module:
@@ -115,11 +113,12 @@ def convert_skeleton(prepared: nn.Module, example: torch.Tensor, engine: str) ->
     return ao.convert(prepared, engine)
 
 
-def record_errors(session: QuantSession, ref: dict[str, torch.Tensor],
-                  quantized: nn.Module) -> None:
+def weight_errors(ref: dict[str, torch.Tensor], quantized: nn.Module) -> WeightErrors:
+    errors = WeightErrors()
     for name, w in ao.quantized_weights(quantized).items():
         if name in ref and ref[name].shape == w.shape:
-            record_weight_error(session, name, ref[name], w)
+            errors.record(name, ref[name], w)
+    return errors
 
 
 class StaticInt8:
@@ -140,7 +139,7 @@ class StaticInt8:
         with torch.no_grad():
             for x in batches:
                 prepared(x)
-        return convert_measured(prepared, cfg, session, batches[0])
+        return convert_measured(prepared, cfg, batches[0])
 
     def skeleton(self, model: nn.Module, cfg: StaticInt8Config, example: torch.Tensor
                  ) -> nn.Module:

@@ -136,6 +136,8 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     quantized = result.model
     session.timings["quantize_seconds"] = time.perf_counter() - t0
     session.extra_metrics.update(result.metrics)
+    for name, extra in result.layer_extra.items():  # e.g. each layer's weight error
+        session.layer_extra.setdefault(name, {}).update(extra)
     if mlrun is not None and result.tags:  # e.g. the engine `auto` picked
         mlrun.set_tags(result.tags)
 

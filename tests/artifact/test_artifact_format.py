@@ -128,10 +128,6 @@ def test_static_int8_zero_points_survive_sparse_codings(tmp_path) -> None:
                                      "engine": "fbgemm"})
 
     class Calib:  # static calibration only needs batches
-        def __init__(self) -> None:
-            self.layer_extra: dict = {}
-            self.extra_metrics: dict = {}
-
         def calibration_batches(self, n):
             return [torch.randn(16, 1, 8, 8) for _ in range(n)]
 

@@ -85,7 +85,7 @@ def test_threads_are_shared_among_workers(compose_cfg, monkeypatch) -> None:
     assert RunConfig.from_cfg(compose_cfg()).threads == 1
 
 
-# Every mode whose handler records a layer's weight error (quantization.base.record_weight_error)
+# Every mode whose handler returns its layers' weight errors (quantization.base.WeightErrors)
 # logs quant_sqnr_db_min: asking for it as an objective must be accepted with each of them
 # (fp16, bf16 and kmeans were once refused: the objective check kept its own list of modes).
 SQNR_MODES = ["fp16", "bf16", "kmeans", "dynamic_int8", "static_int8", "qat_int8", "lowbit"]

@@ -15,7 +15,7 @@ from compression.core.errors import ConfigError
 from compression.models.config import prunable_layers
 from compression.pruning.criteria import register_criterion
 from compression.quantization.base import (
-    FLOAT32, QUANTIZERS, SQNR, Passthrough, QuantizationConfig, Quantized, record_weight_error)
+    FLOAT32, QUANTIZERS, SQNR, Passthrough, QuantizationConfig, Quantized, WeightErrors)
 from compression.runtime import measure
 from compression.runtime.base import RT_METRICS, RUNTIMES, Deployed, RuntimeConfig
 
@@ -65,14 +65,14 @@ class Pow2(Passthrough):
 
     def quantize(self, model, cfg, session):
         used("quantization")
-        out = copy.deepcopy(model)
+        out, errors = copy.deepcopy(model), WeightErrors()
         for name, layer in prunable_layers(out).items():
             w = layer.weight.detach()
             exp = torch.round(torch.log2(w.abs().clamp_min(2.0 ** (cfg.min_exponent - 1))))
             q = torch.where(exp < cfg.min_exponent, torch.zeros_like(w), torch.sign(w) * 2 ** exp)
-            record_weight_error(session, name, w, q)
+            errors.record(name, w, q)
             layer.weight.data.copy_(q)
-        return Quantized(out, cfg)
+        return errors.attach(Quantized(out, cfg))  # per-layer SQNR and quant_sqnr_db_min
 
     def skeleton(self, model, cfg, example):
         return model  # same modules, fp32: the artifact's weights are loaded into it

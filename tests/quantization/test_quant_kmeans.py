@@ -57,13 +57,14 @@ def test_centroid_fine_tuning_moves_the_codebook_and_keeps_masks(trained, sessio
     magnitude_masks(prunable_layers(model), 0.8, "layer").apply(model)
     handler = QUANTIZERS.get("kmeans").handler
     plain = handler.quantize(model, _cfg(bits=3), session).model
-    tuned = handler.quantize(model, _cfg(bits=3, epochs=1, lr=1e-3), session).model
+    result = handler.quantize(model, _cfg(bits=3, epochs=1, lr=1e-3), session)
+    tuned = result.model
     assert not torch.equal(plain.fc1.codebook, tuned.fc1.codebook)
     assert torch.equal(tuned.fc1.codes, plain.fc1.codes)  # same assignment, pruned = code 0
     assert torch.equal(tuned.fc1.weight() == 0, model.fc1.weight == 0)
     assert tuned.fc1.tuned is None and not any(p.requires_grad for p in tuned.fc1.parameters())
-    assert "quant_sqnr_db_min" in session.extra_metrics
-    assert set(session.extra_metrics) <= set(QUANTIZERS.get("kmeans").metrics)  # declared
+    assert "quant_sqnr_db_min" in result.metrics and "quant_sqnr_db" in result.layer_extra["fc1"]
+    assert set(result.metrics) <= set(QUANTIZERS.get("kmeans").metrics)  # declared
 
 
 @pytest.mark.parametrize("codec", ["none", "huffman"])

@@ -206,7 +206,7 @@ def test_qdq_file_computes_what_torchs_int8_model_computes(tmp_path) -> None:
     from compression.runtime.qdq.twin import export_qdq
 
     class Calibration:
-        masks, layer_extra, extra_metrics = MaskSet(), {}, {}
+        masks = MaskSet()
 
         def calibration_batches(self, n: int) -> list[torch.Tensor]:
             g = torch.Generator().manual_seed(0)
