@@ -157,14 +157,12 @@ def check_overrides_match(model: nn.Module, cfg: PruningConfig) -> None:
 
 class PruneSession(Protocol):
     """What a method may use besides the model (implemented by `compression.run.session.Session`):
-    the run config and data splits, fine-tuning that keeps masks applied, and places to record
-    structural transforms (so the artifact loader can rebuild changed modules) and extra
-    metrics."""
+    the run config and data splits, fine-tuning that keeps masks applied, and calibration
+    batches. A method reads from it and returns what it did: a `PruneResult` (masks, the
+    structural transforms the artifact loader replays, metrics), or a bare `MaskSet`."""
 
     rc: Any  # compression.config.run.RunConfig (not imported: config imports this package)
     data: Splits
-    transforms: list[dict[str, Any]]
-    extra_metrics: dict[str, float]
 
     def finetune(self, model: nn.Module, masks: MaskSet | None = None, epochs: int | None = None,
                  lr: float | None = None) -> None: ...

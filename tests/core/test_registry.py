@@ -20,7 +20,7 @@ from compression.run import pipeline
 TOY = '''
 from dataclasses import dataclass
 
-from compression.pruning.base import PRUNERS, MaskSet, PruningConfig
+from compression.pruning.base import PRUNERS, MaskSet, PruneResult, PruningConfig
 
 
 @dataclass
@@ -31,8 +31,7 @@ class ToyConfig(PruningConfig):
 @PRUNERS.register("{name}", ToyConfig, metrics=("{name}_layers",))
 def prune_toy(model, cfg, session):
     """Zero nothing; report how many layers it saw."""
-    session.extra_metrics["{name}_layers"] = float(len(list(model.modules())))
-    return MaskSet()
+    return PruneResult(MaskSet(), metrics={{"{name}_layers": float(len(list(model.modules())))}})
 '''
 
 
