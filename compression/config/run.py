@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from compression.artifact.format import ExportConfig
+from compression.artifact.config import ExportConfig
 from compression.core import paths, plugins
 from compression.core import validation as v
 from compression.core.errors import ConfigError

@@ -81,3 +81,21 @@ def nn_kinds(names: tuple[str, ...] | list[str]) -> tuple[type, ...]:
     """torch.nn classes by name, for tables a config check reads without torch (`isinstance(m,
     nn_kinds(("Linear", "Conv2d")))`)."""
     return tuple(getattr(nn, name) for name in names)
+
+
+def lazy_exports(package: str, exports: dict[str, list[str]]) -> Callable[[str], Any]:
+    """A package's `__getattr__` (PEP 562) for names it re-exports from its submodules
+    (`{submodule: [names]}`): the submodule is imported when one of its names is first read, so
+    checking a config that needs only `package.config` does not import the rest of the package.
+    Each name is then set on the package (later reads are plain attribute reads)."""
+    where = {name: sub for sub, names in exports.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        sub = where.get(name)
+        if sub is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{sub}"), name)
+        setattr(importlib.import_module(package), name, value)
+        return value
+
+    return __getattr__

@@ -8,31 +8,49 @@ system (params and system tags), runs (one run, its status), callbacks (Hydra's 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from compression.core.lazy import lazy_exports
 from compression.core.redaction import redact
 from compression.tracking.config import MAX_PARAM_LEN, PARENT_TAG, TrackingConfig
-from compression.tracking.experiments import (
-    EXPERIMENT_KIND,
-    EXPERIMENT_KIND_TAG,
-    ensure_experiment,
-    experiment_ui_path,
-    retry_concurrent_insert,
-)
-from compression.tracking.runs import Run, in_multirun, redacted, run_status, start_run
-from compression.tracking.status import FAILED, FINISHED, KILLED, RUNNING
-from compression.tracking.store import (
-    DATABASES,
-    PROBE_TIMEOUT_S,
-    SCHEMES,
-    StoreUnavailableError,
-    _retry,
-    check_reachable,
-    check_uri,
-    client_for,
-    file_lock,
-    resolve_uri,
-    sqlite_store_lock,
-)
-from compression.tracking.system import PARAM_NAME, cpu_model, flatten, system_tags
+
+# Checking a config needs only the section above; the rest loads when first used
+_LAZY = {
+    "experiments": ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "ensure_experiment",
+                    "experiment_ui_path", "retry_concurrent_insert"],
+    "runs": ["Run", "in_multirun", "redacted", "run_status", "start_run"],
+    "status": ["FAILED", "FINISHED", "KILLED", "RUNNING"],
+    "store": ["DATABASES", "PROBE_TIMEOUT_S", "SCHEMES", "StoreUnavailableError", "_retry",
+              "check_reachable", "check_uri", "client_for", "file_lock", "resolve_uri",
+              "sqlite_store_lock"],
+    "system": ["PARAM_NAME", "cpu_model", "flatten", "system_tags"],
+}
+__getattr__ = lazy_exports(__name__, _LAZY)
+
+if TYPE_CHECKING:
+    from compression.tracking.experiments import (
+        EXPERIMENT_KIND,
+        EXPERIMENT_KIND_TAG,
+        ensure_experiment,
+        experiment_ui_path,
+        retry_concurrent_insert,
+    )
+    from compression.tracking.runs import Run, in_multirun, redacted, run_status, start_run
+    from compression.tracking.status import FAILED, FINISHED, KILLED, RUNNING
+    from compression.tracking.store import (
+        DATABASES,
+        PROBE_TIMEOUT_S,
+        SCHEMES,
+        StoreUnavailableError,
+        _retry,
+        check_reachable,
+        check_uri,
+        client_for,
+        file_lock,
+        resolve_uri,
+        sqlite_store_lock,
+    )
+    from compression.tracking.system import PARAM_NAME, cpu_model, flatten, system_tags
 
 __all__ = [
     "DATABASES", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "KILLED",

@@ -140,6 +140,19 @@ def test_installed_entry_points_are_loaded(tmp_path, monkeypatch) -> None:
         RUNTIMES.unregister("exported")
 
 
+def test_the_entry_point_prefilter_only_skips_what_cannot_declare_one(tmp_path) -> None:
+    """The cheap scan that spares importlib.metadata on every config check: no distribution
+    declaring the group -> skipped; one that does, or a zip on the path -> asked."""
+    other = tmp_path / "site" / "other-1.0.dist-info"
+    other.mkdir(parents=True)
+    (other / "entry_points.txt").write_text("[console_scripts]\nother = other:main\n")
+    assert not plugins._may_declare_group([str(tmp_path / "site"), str(tmp_path / "missing")])
+    (other / "entry_points.txt").write_text(f"[{plugins.ENTRY_POINT_GROUP}]\nx = other.x\n")
+    assert plugins._may_declare_group([str(tmp_path / "site")])
+    (tmp_path / "lib.zip").write_bytes(b"PK")
+    assert plugins._may_declare_group([str(tmp_path / "lib.zip")])
+
+
 @pytest.mark.slow
 def test_train_a_sweep_and_the_report_use_the_plugins(tmp_path) -> None:
     """End to end with no file of the project edited: a single run, a 2-trial Optuna sweep over
