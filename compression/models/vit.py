@@ -9,7 +9,7 @@ Attention is written with four plain nn.Linear layers (q, k, v, out) rather than
 nn.MultiheadAttention, whose forward reads `out_proj.weight` directly: pruning masks, sparse
 kernels and quantized Linear swaps would be bypassed. Every weight matrix of the model is
 therefore an nn.Linear that the rest of the framework can prune, quantize or remove heads from
-(see compression/pruning/heads.py, which relies on `Attention.num_heads` and `MLP.fc1/fc2`).
+(see compression/pruning/heads.py: both blocks name their removable units, models/units.py).
 """
 
 from __future__ import annotations
@@ -17,14 +17,17 @@ from __future__ import annotations
 import math
 
 from compression.core.lazy import F, nn, torch
+from compression.models.units import UnitBlock
 
 GRID = 4  # patches per side
 
 
-class Attention(nn.Module):
+class Attention(nn.Module, UnitBlock):
     """Multi-head self-attention; head h owns rows h*d .. h*d+d-1 of q, k, v and the same
     columns of `out` (d = head_dim), so removing a head slices those four matrices. `causal`:
     position t attends to positions <= t only (the character LM of models_charlm.py)."""
+
+    unit_producers, unit_consumer = ("q", "k", "v"), "out"
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, causal: bool = False) -> None:
         super().__init__()
@@ -41,9 +44,18 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, H, T, d)
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
+    @property
+    def unit_size(self) -> int:
+        return self.head_dim
 
-class MLP(nn.Module):
+    def units_kept(self, count: int) -> None:
+        self.num_heads = count
+
+
+class MLP(nn.Module, UnitBlock):
     """fc1 -> GELU -> fc2; hidden neuron j is row j of fc1 and column j of fc2."""
+
+    unit_producers, unit_consumer = ("fc1",), "fc2"
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()

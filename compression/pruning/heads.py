@@ -2,8 +2,9 @@
 physically removed (or only masked with `pruning.physical=false`).
 
 torch.fx's channel walk (graph.py) cannot prove a transformer safe (Linear layers on (B, T, D)
-tensors, reshapes into heads), so `pruning.method=structured` hands any model holding the
-built-in blocks of models_vit.py to this module. Its removable units:
+tensors, reshapes into heads), so `pruning.method=structured` hands any model holding blocks
+that name their own removable units (`compression.models.units.UnitBlock`) to this module;
+nothing here knows a model. The built-in ViT / character-LM blocks (models/vit.py) declare:
 
 - a head h of an `Attention`: rows h*d .. h*d+d-1 of q, k and v and the same columns of `out`
   (d = head_dim); removing it lowers `num_heads`;
@@ -23,7 +24,8 @@ from typing import Any
 
 from compression.artifact.transforms import register_transform
 from compression.core.errors import ConfigError
-from compression.core.lazy import LazyModule, nn, torch
+from compression.core.lazy import nn, torch
+from compression.models.units import UnitBlock
 from compression.pruning.base import MaskSet, PruneResult, PruneSession, layer_targets
 from compression.pruning.schedules import lowest_k_mask, no_revival, prune_with
 from compression.pruning.structured import (
@@ -32,8 +34,6 @@ from compression.pruning.structured import (
     StructuredConfig,
     removed_count,
 )
-
-vit = LazyModule("compression.models.vit")  # its classes: torch, imported on first use
 
 KIND = "heads"
 
@@ -51,14 +51,14 @@ class Units:
 
 
 def transformer_units(model: nn.Module) -> list[Units]:
+    """Every UnitBlock of `model` with its units, as the block names them."""
     out = []
     for name, m in model.named_modules():
-        pre = f"{name}." if name else ""
-        if isinstance(m, vit.Attention):
-            out.append(Units(name, (f"{pre}q", f"{pre}k", f"{pre}v"), f"{pre}out", m.head_dim,
-                             m.q.out_features // m.head_dim))
-        elif isinstance(m, vit.MLP):
-            out.append(Units(name, (f"{pre}fc1",), f"{pre}fc2", 1, m.fc1.out_features))
+        if isinstance(m, UnitBlock) and m.unit_producers:
+            pre = f"{name}." if name else ""
+            rows = m.get_submodule(m.unit_producers[0]).out_features  # type: ignore[attr-defined]
+            out.append(Units(name, tuple(pre + p for p in m.unit_producers),
+                             pre + m.unit_consumer, m.unit_size, rows // m.unit_size))
     return out
 
 
@@ -134,20 +134,16 @@ def apply_heads_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Slice every module of the record to its kept heads / neurons, in place."""
     for name, kept in record["units"].items():
         m = model.get_submodule(name)
-        if isinstance(m, vit.Attention):
-            idx = (torch.tensor(kept, dtype=torch.long).view(-1, 1) * m.head_dim
-                   + torch.arange(m.head_dim)).flatten()
-            for p in (m.q, m.k, m.v):
-                _slice(p, idx, 0)
-            _slice(m.out, idx, 1)
-            m.num_heads = len(kept)
-        elif isinstance(m, vit.MLP):
-            idx = torch.tensor(kept, dtype=torch.long)
-            _slice(m.fc1, idx, 0)
-            _slice(m.fc2, idx, 1)
-        else:  # the loader only ever meets modules this file recorded
-            raise ValueError(f"heads transform: {name!r} is {type(m).__name__}, not a "
-                             "transformer Attention or MLP")
+        if not isinstance(m, UnitBlock):  # the loader only ever meets modules this file recorded
+            raise ValueError(f"heads transform: {name!r} is {type(m).__name__}, not a block "
+                             "that names its units (compression.models.units.UnitBlock)")
+        size = m.unit_size
+        idx = (torch.tensor(kept, dtype=torch.long).view(-1, 1) * size
+               + torch.arange(size)).flatten()
+        for p in m.unit_producers:
+            _slice(m.get_submodule(p), idx, 0)  # type: ignore[attr-defined]
+        _slice(m.get_submodule(m.unit_consumer), idx, 1)  # type: ignore[attr-defined]
+        m.units_kept(len(kept))
     return model
 
 
