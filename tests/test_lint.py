@@ -34,7 +34,7 @@ UNTYPED = {
     "artifact/entries.py",
     "artifact/format.py",
     "data/image_folder.py",
-    "data/mlflow_input.py",
+    "data/_mlflow_input.py",
     "measure/stats.py",
     "models/config.py",
     "pruning/base.py",

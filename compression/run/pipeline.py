@@ -102,7 +102,7 @@ def execute(rc: RunConfig, splits: data_mod.Splits, mlrun: tracking.Run | None,
     if mlrun is not None:
         mlrun.log_params(tracking.flatten(rc.params()))
         mlrun.set_tags({"threads": rc.latency_threads, "train_threads": rc.threads})
-        from compression.data.mlflow_input import log_dataset  # MLflow: only when tracking
+        from compression.data._mlflow_input import log_dataset  # MLflow: only when tracking
 
         log_dataset(mlrun.client, mlrun.id, rc.data, splits)
 
