@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from compression.analysis.runs import STUDY_TAG
 
-TARGET_FILE = "study/autotune.yaml"  # written by the sweeper's _autotune_winner
+TARGET_FILE = "study/autotune.yaml"  # written by sweep.autotune.AutotuneGoal.finish
 ALLOCATION_FILE = "allocation.csv"  # written by run.allocation (sensitivity only)
 DIRECTIONS = {"size": "minimize", "latency": "maximize", "rt_latency": "maximize"}
 TARGET_COLUMNS = {"size": "size_bytes", "latency": "speedup", "rt_latency": "rt_speedup"}

@@ -1,11 +1,13 @@
-"""A name -> (config dataclass, handler, metrics) registry shared by pruning methods and
-quantization modes.
+"""A name -> (config dataclass, handler, metrics) registry: the one registration mechanism of
+every pluggable kind (pruning methods, criteria, schedules, quantization modes, runtimes,
+models, data formats, quality metrics, codecs, sweep samplers and pruners, ...).
 
-Adding a method is: one module in compression/pruning/ (or quantization/) holding its config
-dataclass and its handler, registered here with the metrics it logs (`discover` imports every
-module of the package, so nothing else imports it; `config.RUN_METRICS` and therefore `objectives`
-take its metrics), and its YAML in the matching config group, generated from the dataclass
-(`python -m compression.config.confgen`). Dispatch never uses if/elif chains on names.
+Adding a method is: one module in compression/pruning/ (or quantization/, runtime/, data/)
+holding its config dataclass and its handler, registered here with the metrics it logs
+(`discover` imports every module of the package, so nothing else imports it;
+`config.RUN_METRICS` and therefore `objectives` take its metrics), and its YAML in the matching
+config group, generated from the dataclass (`python -m compression.config.confgen`). Dispatch
+never uses if/elif chains on names.
 """
 
 from __future__ import annotations
