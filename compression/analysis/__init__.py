@@ -11,9 +11,9 @@ from compression.analysis.derive import derive
 from compression.analysis.pareto import knee_index, pareto_mask
 from compression.analysis.runs import RunTable, load_runs, runs_to_frame
 from compression.analysis.selection import Selection
-from compression.analysis.sweet_spot import CRITERIA, SPOT_CRITERIA, SweetSpot, sweet_spot
+from compression.analysis.sweet_spot import SPOT_CRITERIA, SweetSpot, sweet_spot
 
 __all__ = [
-    "CRITERIA", "SPOT_CRITERIA", "RunTable", "Selection", "SweetSpot", "aggregate_curves",
+    "SPOT_CRITERIA", "RunTable", "Selection", "SweetSpot", "aggregate_curves",
     "curve_auc", "derive", "knee_index", "load_runs", "pareto_mask", "runs_to_frame", "sweet_spot",
 ]

@@ -40,7 +40,6 @@ SPOT_CRITERIA.add("flops", SpotCriterion("effective_flops", "fewest effective FL
 SPOT_CRITERIA.add("rt_latency", SpotCriterion(
     RANK_COLUMN, "fastest in the deployment runtime relative to the runtime's own fp32 baseline "
     "(interleaved rt_speedup)"))
-CRITERIA = SPOT_CRITERIA  # the name analysis exported before (not pruning's CRITERIA)
 # Accuracy fractions such as 0.9805 - 0.9705 are 0.010000000000000009 in floating point; a drop
 # equal to the tolerance up to this slack counts as within it.
 EPS = 1e-9

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import types
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -83,19 +84,23 @@ def nn_kinds(names: tuple[str, ...] | list[str]) -> tuple[type, ...]:
     return tuple(getattr(nn, name) for name in names)
 
 
-def lazy_exports(package: str, exports: dict[str, list[str]]) -> Callable[[str], Any]:
-    """A package's `__getattr__` (PEP 562) for names it re-exports from its submodules
-    (`{submodule: [names]}`): the submodule is imported when one of its names is first read, so
-    checking a config that needs only `package.config` does not import the rest of the package.
-    Each name is then set on the package (later reads are plain attribute reads)."""
-    where = {name: sub for sub, names in exports.items() for name in names}
+def lazy_exports(package: str, submodules: list[str]) -> Callable[[str], Any]:
+    """A package's `__getattr__` (PEP 562) for the names it re-exports from `submodules`: on the
+    first read of a name the package does not hold, the submodules are imported in order until
+    one has it, so checking a config that needs only `package.config` does not import the rest
+    of the package. The name is then set on the package (later reads are plain reads). The
+    package's `__all__` and a TYPE_CHECKING import list the names for linters and mypy."""
 
     def __getattr__(name: str) -> Any:
-        sub = where.get(name)
-        if sub is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{sub}"), name)
-        setattr(importlib.import_module(package), name, value)
-        return value
+        # dunder probes (copy, pickle, inspect) and submodule names (`from package import sub`
+        # asks here first, then imports it) are not re-exported names
+        if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is None:
+            for sub in submodules:
+                module = importlib.import_module(f"{package}.{sub}")
+                if hasattr(module, name):
+                    value = getattr(module, name)
+                    setattr(importlib.import_module(package), name, value)
+                    return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__

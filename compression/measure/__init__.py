@@ -12,14 +12,7 @@ from compression.measure.config import MeasureConfig
 from compression.measure.memory import peak_rss_mb, peak_rss_resettable, reset_peak_rss
 
 # Checking a config needs only the section and peak_rss_resettable; the rest loads when used
-_LAZY = {
-    "stats": ["PRUNABLE_TYPES", "STAND_INS", "LayerStats", "dead_rows", "dense_weight",
-              "effective_flops", "flops_per_layer", "layer_stats", "prunable_classes",
-              "prunable_type_names", "sparsity", "stands_in_for_prunable", "stored_weight_bits",
-              "weight_bits"],
-    "timing": ["Latency", "latency_side_by_side", "retain_freed_memory"],
-}
-__getattr__ = lazy_exports(__name__, _LAZY)
+__getattr__ = lazy_exports(__name__, ["stats", "timing"])
 
 if TYPE_CHECKING:
     from compression.measure.stats import (

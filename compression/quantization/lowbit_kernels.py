@@ -135,9 +135,10 @@ class Int4Pack:
 
 
 KERNELS: Registry[Kernel] = Registry("quantization.kernel")
-for _name, _kernel in (("unpack", Unpack()), ("cached", Cached()), ("int8pack", Int8Pack()),
-                       ("int4pack", Int4Pack())):
-    KERNELS.add(_name, _kernel)
+KERNELS.add("unpack", Unpack())
+KERNELS.add("cached", Cached())
+KERNELS.add("int8pack", Int8Pack())
+KERNELS.add("int4pack", Int4Pack())
 
 
 def eligible(layer: Any) -> list[str]:

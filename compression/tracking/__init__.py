@@ -15,17 +15,7 @@ from compression.core.redaction import redact
 from compression.tracking.config import MAX_PARAM_LEN, PARENT_TAG, TrackingConfig
 
 # Checking a config needs only the section above; the rest loads when first used
-_LAZY = {
-    "experiments": ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "ensure_experiment",
-                    "experiment_ui_path", "retry_concurrent_insert"],
-    "runs": ["Run", "in_multirun", "redacted", "run_status", "start_run"],
-    "status": ["FAILED", "FINISHED", "KILLED", "RUNNING"],
-    "store": ["DATABASES", "PROBE_TIMEOUT_S", "SCHEMES", "StoreUnavailableError", "_retry",
-              "check_reachable", "check_uri", "client_for", "file_lock", "resolve_uri",
-              "sqlite_store_lock"],
-    "system": ["PARAM_NAME", "cpu_model", "flatten", "system_tags"],
-}
-__getattr__ = lazy_exports(__name__, _LAZY)
+__getattr__ = lazy_exports(__name__, ["experiments", "runs", "status", "store", "system"])
 
 if TYPE_CHECKING:
     from compression.tracking.experiments import (
