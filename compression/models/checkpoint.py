@@ -91,7 +91,7 @@ def read(path: str | Path) -> dict[str, torch.Tensor]:
         if "GLOBAL" in str(e) or "Unsupported global" in str(e):
             raise CheckpointError(_whole_model_message(path)) from None
         raise CheckpointError(f"model.checkpoint={path} is not a PyTorch state_dict file: "
-                              f"{first_line(e)}") from None
+                              f"{_unpickler_reason(e)}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"model.checkpoint={path} is not a readable PyTorch or "
                               f"safetensors file: {first_line(e)}") from None
@@ -124,3 +124,15 @@ def load_into(model: nn.Module, path: str | Path) -> None:
                               + "; ".join(problems))
     with torch.no_grad():
         model.load_state_dict({k: state[k].to(own[k].dtype) for k in own}, strict=True)
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """What torch's safe unpickler found, without its first line: that line advises re-running
+    with `weights_only=False`, which would execute code named by the file."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        reason = " ".join(reason.split())
+        if reason:
+            return f"the safe loader (weights_only=True) read: {reason}"
+    return first_line(e) if "weights_only" not in first_line(e) else type(e).__name__

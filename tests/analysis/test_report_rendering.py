@@ -100,3 +100,14 @@ def test_markdown_for_the_mlflow_viewer_links_figures_absolutely(tmp_path) -> No
 ])
 def test_log_axes_get_enough_labelled_ticks(lo, hi, expected) -> None:
     assert plots.log_ticks(lo, hi) == expected
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path) -> None:
+    from compression.core.errors import ConfigError
+
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError) as e:
+        run_command("report", runs(), Options(out=tmp_path / "a_file" / "sub",
+                                              log_to_mlflow=False))
+    assert str(e.value).startswith("--out=") and "cannot create the folder" in str(e.value)
+    assert "\n" not in str(e.value)

@@ -18,6 +18,7 @@ from compression.analysis.report.steps import (
 )
 from compression.analysis.runs import RunTable
 from compression.core import validation as v
+from compression.core.errors import ConfigError
 
 Step = Callable[[Analysis], None]
 COMMANDS: dict[str, list[Step]] = {
@@ -32,6 +33,10 @@ COMMANDS: dict[str, list[Step]] = {
 
 def run_command(name: str, runs: RunTable, opts: Options) -> Analysis:
     v.one_of("command", name, COMMANDS)
+    try:  # before any step: a folder that cannot be made is one line, not a traceback later
+        opts.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out={opts.out}: cannot create the folder ({e.strerror})") from None
     a = Analysis(runs, opts)
     print(runs.summary())
     if a.frame.empty:
